@@ -1,0 +1,1 @@
+"""What apps import: the driftline SDK (OpenTelemetry only)."""

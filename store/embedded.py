@@ -1,0 +1,55 @@
+"""The embedded backend: chDB (ClickHouse in-process) over a data folder."""
+
+from __future__ import annotations
+
+import threading
+from pathlib import Path
+
+import pyarrow as pa
+from chdb import session as chdb_session
+
+from driftline.store.base import Params, Store, StoreError
+
+
+class EmbeddedStore(Store):
+    """chDB allows one session per process; a lock serialises every call to it."""
+
+    def __init__(self, path: Path, database: str = "driftline") -> None:
+        path.mkdir(parents=True, exist_ok=True)
+        self.database = database
+        self._lock = threading.Lock()
+        self._session = chdb_session.Session(str(path))
+        self.command(f"CREATE DATABASE IF NOT EXISTS {database}")
+        self.command(f"USE {database}")
+
+    def command(self, sql: str, params: Params | None = None) -> None:
+        self._run(sql, params, "Null")
+
+    def query_arrow(self, sql: str, params: Params | None = None) -> pa.Table:
+        result = self._run(sql, params, "ArrowTable")
+        return _strings_not_binary(result)
+
+    def insert_arrow(self, table: str, data: pa.Table) -> None:
+        columns = ", ".join(f"`{name}`" for name in data.column_names)
+        # chDB's Python() table function reads the local variable named in the SQL.
+        rows = data  # noqa: F841
+        self._run(f"INSERT INTO {self.database}.{table} ({columns}) SELECT * FROM Python(rows)")
+
+    def close(self) -> None:
+        with self._lock:
+            self._session.close()
+
+    def _run(self, sql: str, params: Params | None = None, fmt: str = "Null") -> pa.Table:
+        with self._lock:
+            try:
+                return self._session.query(sql, fmt, params=dict(params or {}))
+            except Exception as exc:
+                raise StoreError(str(exc)) from exc
+
+
+def _strings_not_binary(table: pa.Table) -> pa.Table:
+    """chDB returns FixedString as fixed-size binary; hand it back as text like the server does."""
+    for i, field in enumerate(table.schema):
+        if pa.types.is_fixed_size_binary(field.type):
+            table = table.set_column(i, field.name, table.column(i).cast(pa.binary()).cast(pa.string()))
+    return table

@@ -1,0 +1,165 @@
+"""Forward-only, versioned schema migrations and per-table retention."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+from driftline.store.base import Store, StoreError
+
+_BODY = "String CODEC(ZSTD(3))"
+_ATTRS = "Map(LowCardinality(String), String) CODEC(ZSTD(3))"
+
+_SPAN_IDENTITY = """
+    project_id LowCardinality(String),
+    trace_id FixedString(32),
+    span_id FixedString(16),
+    parent_span_id String,
+    start_time DateTime64(9, 'UTC'),
+    end_time DateTime64(9, 'UTC'),
+    duration_ms Float64,
+    service LowCardinality(String),
+    service_version LowCardinality(String),
+    environment LowCardinality(String),
+    span_name String,
+    status_code LowCardinality(String),
+    status_message String,"""
+
+# Rows are written once; ReplacingMergeTree on (trace_id, span_id) is only the backstop that
+# collapses a span two collectors stored at the same moment. Reads use FINAL.
+_SPAN_TABLE_TAIL = f"""
+    attributes {_ATTRS},
+    resource_attributes {_ATTRS},
+    ingested_at DateTime64(3, 'UTC') DEFAULT now64(3),
+    INDEX idx_trace trace_id TYPE bloom_filter(0.01) GRANULARITY 4
+) ENGINE = ReplacingMergeTree
+PARTITION BY toYYYYMM(start_time)
+ORDER BY (project_id, start_time, trace_id, span_id)"""
+
+_LLM_CALLS = f"""
+CREATE TABLE IF NOT EXISTS llm_calls ({_SPAN_IDENTITY}
+    operation LowCardinality(String),
+    provider LowCardinality(String),
+    request_model LowCardinality(String),
+    response_model LowCardinality(String),
+    input_messages {_BODY},
+    output_messages {_BODY},
+    input_text {_BODY},
+    output_text {_BODY},
+    input_tokens UInt32,
+    output_tokens UInt32,
+    total_tokens UInt32,
+    cost_usd Float64,
+    finish_reasons Array(LowCardinality(String)),
+    error_type LowCardinality(String),
+    conversation_id String,
+    user_id String,
+    agent_name LowCardinality(String),{_SPAN_TABLE_TAIL}"""
+
+_SPANS = f"""
+CREATE TABLE IF NOT EXISTS spans ({_SPAN_IDENTITY}
+    kind LowCardinality(String),
+    scope_name LowCardinality(String),
+    events {_BODY},
+    links {_BODY},{_SPAN_TABLE_TAIL}"""
+
+_PROJECTS = """
+CREATE TABLE IF NOT EXISTS projects (
+    project_id String,
+    created_at DateTime64(3, 'UTC') DEFAULT now64(3)
+) ENGINE = ReplacingMergeTree ORDER BY project_id"""
+
+# A revocation is a newer version of the key's row; reads take the latest with FINAL.
+_API_KEYS = """
+CREATE TABLE IF NOT EXISTS api_keys (
+    key_id String,
+    project_id String,
+    role LowCardinality(String),
+    secret_sha256 FixedString(64),
+    name String,
+    created_at DateTime64(3, 'UTC'),
+    revoked UInt8,
+    revoked_at Nullable(DateTime64(3, 'UTC')),
+    version UInt64
+) ENGINE = ReplacingMergeTree(version) ORDER BY key_id"""
+
+
+@dataclass(frozen=True)
+class Migration:
+    version: int
+    name: str
+    statements: tuple[str, ...]
+
+
+MIGRATIONS: tuple[Migration, ...] = (
+    Migration(1, "calls, spans, projects and api keys", (_LLM_CALLS, _SPANS, _PROJECTS, _API_KEYS)),
+)
+
+# Tables whose retention is configurable, and the column their TTL counts from.
+RETENTION_COLUMNS = {"llm_calls": "start_time", "spans": "start_time"}
+
+
+def migrate(store: Store) -> list[int]:
+    """Apply every migration the database lacks, in order; return the versions applied."""
+    store.command(
+        "CREATE TABLE IF NOT EXISTS schema_migrations (version UInt32, name String, "
+        "applied_at DateTime64(3, 'UTC') DEFAULT now64(3)) ENGINE = MergeTree ORDER BY version"
+    )
+    applied = {row["version"] for row in store.query("SELECT version FROM schema_migrations")}
+    known = MIGRATIONS[-1].version
+    if applied and max(applied) > known:
+        raise StoreError(
+            f"database schema is at version {max(applied)}, newer than this driftline knows "
+            f"({known}); upgrade driftline instead of running an older one against it"
+        )
+    done = []
+    for migration in MIGRATIONS:
+        if migration.version in applied:
+            continue
+        for statement in migration.statements:
+            store.command(statement)
+        store.command(
+            "INSERT INTO schema_migrations (version, name) VALUES ({v:UInt32}, {n:String})",
+            {"v": migration.version, "n": migration.name},
+        )
+        done.append(migration.version)
+    return done
+
+
+def schema_version(store: Store) -> int:
+    rows = store.query("SELECT max(version) AS v FROM schema_migrations")
+    return int(rows[0]["v"] or 0)
+
+
+def apply_retention(store: Store, days_by_table: Mapping[str, int]) -> None:
+    """Set each table's TTL to the configured days (0 keeps rows forever)."""
+    for table, days in days_by_table.items():
+        column = RETENTION_COLUMNS.get(table)
+        if column is None:
+            raise StoreError(
+                f"retention set for unknown table {table!r}; known: {sorted(RETENTION_COLUMNS)}"
+            )
+        if days < 0:
+            raise StoreError(f"retention for {table} must be >= 0 days, got {days}")
+        current = _current_ttl_days(store, table)
+        if current == days:
+            continue
+        if days == 0:
+            store.command(f"ALTER TABLE {table} REMOVE TTL")
+        else:
+            store.command(
+                f"ALTER TABLE {table} MODIFY TTL toDateTime({column}) + toIntervalDay({days}) "
+                "SETTINGS materialize_ttl_after_modify = 0"
+            )
+
+
+def _current_ttl_days(store: Store, table: str) -> int:
+    rows = store.query(
+        "SELECT engine_full FROM system.tables WHERE database = {db:String} AND name = {t:String}",
+        {"db": store.database, "t": table},
+    )
+    if not rows:
+        raise StoreError(f"table {table} does not exist; run migrations first")
+    match = re.search(r"TTL .*toIntervalDay\((\d+)\)", rows[0]["engine_full"])
+    return int(match.group(1)) if match else 0
