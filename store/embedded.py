@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import threading
 from pathlib import Path
+from typing import Any
 
 import pyarrow as pa
 from chdb import session as chdb_session
@@ -42,9 +43,25 @@ class EmbeddedStore(Store):
     def _run(self, sql: str, params: Params | None = None, fmt: str = "Null") -> pa.Table:
         with self._lock:
             try:
-                return self._session.query(sql, fmt, params=dict(params or {}))
+                return self._session.query(sql, fmt, params=_text_params(params))
             except Exception as exc:
                 raise StoreError(str(exc)) from exc
+
+
+def _text_params(params: Params | None) -> dict[str, Any]:
+    """chDB takes parameters as text: arrays must arrive as ClickHouse array literals."""
+    return {
+        name: _literal(value) if isinstance(value, list | tuple) else value
+        for name, value in (params or {}).items()
+    }
+
+
+def _literal(value: Any) -> str:
+    if isinstance(value, list | tuple):
+        return "[" + ",".join(_literal(v) for v in value) + "]"
+    if isinstance(value, str):
+        return "'" + value.replace("\\", "\\\\").replace("'", "\\'") + "'"
+    return str(value)
 
 
 def _strings_not_binary(table: pa.Table) -> pa.Table:

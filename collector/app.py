@@ -1,0 +1,120 @@
+"""The collector's FastAPI app: ingest, read API, key admin, health and metrics."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI, Request, Response
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+from driftline.collector import otlp, routes_admin, routes_ingest, routes_read
+from driftline.collector.config import Settings
+from driftline.collector.genai import SpanMapper
+from driftline.collector.keys import KeyChecker
+from driftline.collector.metrics import CollectorMetrics
+from driftline.collector.pricing import PriceTable
+from driftline.collector.ratelimit import RateLimiter
+from driftline.collector.runtime import ApiError, Runtime
+from driftline.collector.wal import WriteAheadLog
+from driftline.collector.writer import Writer
+from driftline.store import Store, StoreError, apply_retention, migrate
+
+log = logging.getLogger(__name__)
+
+
+def build_runtime(settings: Settings, store: Store, operator_token: str | None = None) -> Runtime:
+    """Migrate the store and wire the log, writer, key checks and metrics around it."""
+    migrate(store)
+    apply_retention(store, settings.retention_days)
+    metrics = CollectorMetrics(settings.max_label_series)
+    wal = WriteAheadLog(settings.data / "wal", settings.wal_segment_bytes, settings.wal_budget_bytes)
+    metrics.track_backlog(wal.backlog_bytes)
+    mapper = SpanMapper(PriceTable({k: v.price() for k, v in settings.prices.items()}))
+    writer = Writer(wal, store, mapper, metrics, settings.writer_batch_bytes,
+                    settings.writer_flush_interval)
+    return Runtime(
+        settings=settings,
+        store=store,
+        wal=wal,
+        writer=writer,
+        keys=KeyChecker(store, settings.key_cache_seconds, operator_token),
+        limiter=RateLimiter(settings.rate_limit_per_second, settings.rate_limit_burst),
+        metrics=metrics,
+        mapper=mapper,
+    )
+
+
+def create_app(rt: Runtime) -> FastAPI:
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        rt.writer.start()
+        try:
+            yield
+        finally:
+            rt.writer.stop()
+            rt.wal.close()
+
+    app = FastAPI(
+        title="driftline collector",
+        summary="OTLP/HTTP ingest of LLM calls into ClickHouse, and the API to read them.",
+        lifespan=lifespan,
+    )
+    app.state.runtime = rt
+    app.include_router(routes_ingest.router)
+    app.include_router(routes_read.router)
+    app.include_router(routes_admin.router)
+
+    @app.exception_handler(ApiError)
+    async def api_error(request: Request, exc: ApiError) -> Response:
+        if request.url.path == "/v1/traces":
+            rt.metrics.requests.labels(str(exc.status)).inc()
+            if exc.status != 429:
+                rt.metrics.requests_rejected.labels(_REASONS.get(exc.status, "other")).inc()
+            ctype = request.headers.get("content-type", "")
+            media = otlp.PROTOBUF if ctype.startswith(otlp.PROTOBUF) else otlp.JSON
+            return Response(otlp.status_body(exc.status, exc.message, media), exc.status,
+                            headers=exc.headers, media_type=media)
+        return JSONResponse({"error": exc.message}, exc.status, headers=exc.headers)
+
+    @app.exception_handler(StoreError)
+    async def store_down(request: Request, exc: StoreError) -> Response:
+        log.error("store error on %s: %s", request.url.path, exc)
+        return JSONResponse({"error": "the store is unavailable; try again shortly"}, 503,
+                            headers={"Retry-After": "5"})
+
+    @app.exception_handler(RequestValidationError)
+    async def bad_params(request: Request, exc: RequestValidationError) -> Response:
+        problems = [
+            f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in exc.errors()
+        ]
+        return JSONResponse({"error": "; ".join(problems)}, 400)
+
+    @app.get("/healthz", tags=["health"], summary="The process is up")
+    def healthz() -> dict[str, str]:
+        return {"status": "ok"}
+
+    @app.get("/readyz", tags=["health"], summary="Store reachable and log backlog under budget")
+    def readyz() -> Response:
+        problems = []
+        if not rt.store.ping() or not rt.writer.store_healthy:
+            problems.append("store unreachable")
+        backlog = rt.wal.backlog_bytes()
+        if backlog >= rt.settings.wal_budget_bytes:
+            problems.append(f"log backlog {backlog} bytes at its budget")
+        body = {"status": "not ready" if problems else "ready", "problems": problems,
+                "wal_backlog_bytes": backlog}
+        return JSONResponse(body, 503 if problems else 200)
+
+    @app.get("/metrics", tags=["health"], summary="Prometheus metrics")
+    def metrics() -> Response:
+        return Response(generate_latest(rt.metrics.registry), media_type=CONTENT_TYPE_LATEST)
+
+    return app
+
+
+_REASONS = {400: "malformed", 401: "unauthorized", 403: "forbidden", 413: "too_large",
+            415: "unsupported_media_type", 503: "unavailable"}

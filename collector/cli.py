@@ -1,0 +1,226 @@
+"""The `driftline` command line."""
+
+from __future__ import annotations
+
+import json
+import logging
+import secrets
+import sys
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, TypeVar
+
+import click
+import httpx
+
+from driftline.collector import keys
+from driftline.collector.config import ConfigError, Settings, load_settings
+from driftline.collector.local import FolderBusy, FolderLock, read_control, remove_control, write_control
+from driftline.store import Store, StoreError, migrate, open_store
+
+F = TypeVar("F", bound=Callable[..., Any])
+DEFAULT_PROJECT = "default"
+
+
+def store_options(func: F) -> F:
+    """--data, --clickhouse-url and --config, shared by every command that touches the store."""
+    func = click.option("--config", "config_file", type=click.Path(path_type=Path),
+                        help="TOML settings file (also DRIFTLINE_CONFIG)")(func)
+    func = click.option("--clickhouse-url", default=None,
+                        help="ClickHouse server, e.g. http://user:pass@host:8123/driftline")(func)
+    func = click.option("--data", type=click.Path(path_type=Path), default=None,
+                        help="data folder [default: ./driftline-data]")(func)
+    return func
+
+
+def settings_from(config_file: Path | None, **flags: Any) -> Settings:
+    try:
+        return load_settings(config_file, **flags)
+    except ConfigError as exc:
+        raise click.UsageError(str(exc)) from None
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(package_name="driftline")
+def main() -> None:
+    """driftline: record, check and improve the LLM calls of your applications."""
+
+
+@main.command()
+@store_options
+@click.option("--host", default=None, help="address to listen on [default: 127.0.0.1]")
+@click.option("--port", type=int, default=None, help="port to listen on [default: 4318]")
+@click.option("--log-level", default="info", show_default=True,
+              type=click.Choice(["debug", "info", "warning", "error"]))
+def serve(data: Path | None, clickhouse_url: str | None, config_file: Path | None,
+          host: str | None, port: int | None, log_level: str) -> None:
+    """Run the collector: OTLP ingest on /v1/traces, the API, /metrics."""
+    import uvicorn
+
+    from driftline.collector.app import build_runtime, create_app
+
+    settings = settings_from(config_file, data=data, clickhouse_url=clickhouse_url,
+                             host=host, port=port)
+    logging.basicConfig(level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    lock = FolderLock(settings.data)
+    try:
+        lock.acquire()
+    except FolderBusy as exc:
+        raise click.ClickException(f"{exc}; is `driftline serve` already running on it?") from None
+    token = "dlo_" + secrets.token_hex(24)
+    try:
+        store = _open(settings)
+        runtime = build_runtime(settings, store, operator_token=token)
+        _bootstrap(store)
+        app = create_app(runtime)
+        local_host = "127.0.0.1" if settings.host in ("0.0.0.0", "::") else settings.host
+        write_control(settings.data, f"http://{local_host}:{settings.port}", token)
+        click.echo(f"driftline: listening on http://{settings.host}:{settings.port} "
+                   f"(OTLP/HTTP: /v1/traces), data in {settings.data}", err=True)
+        server = uvicorn.Server(uvicorn.Config(app, host=settings.host, port=settings.port,
+                                               log_level=log_level, access_log=False))
+        server.run()
+        store.close()
+        if not server.started:
+            sys.exit(1)
+    finally:
+        remove_control(settings.data)
+        lock.release()
+
+
+def _open(settings: Settings) -> Store:
+    try:
+        return open_store(settings.data, settings.clickhouse_url)
+    except StoreError as exc:
+        raise click.ClickException(str(exc)) from None
+
+
+def _bootstrap(store: Store) -> None:
+    """On first start, the `default` project with an ingest and a read key, printed once."""
+    if keys.has_keys(store, DEFAULT_PROJECT):
+        return
+    _, ingest = keys.create_key(store, DEFAULT_PROJECT, "ingest", "created on first start")
+    _, read = keys.create_key(store, DEFAULT_PROJECT, "read", "created on first start")
+    click.echo(f"Created project '{DEFAULT_PROJECT}'. Keep these keys; they are not shown again.")
+    click.echo(f"  ingest key: {ingest}")
+    click.echo(f"  read key:   {read}")
+    sys.stdout.flush()
+
+
+class _ServerKeys:
+    """Key operations through the running server's admin API (it owns the embedded store)."""
+
+    def __init__(self, url: str, token: str) -> None:
+        self._client = httpx.Client(base_url=url, headers={"authorization": f"Bearer {token}"},
+                                    timeout=30)
+
+    def call(self, method: str, path: str, **kwargs: Any) -> Any:
+        try:
+            response = self._client.request(method, path, **kwargs)
+        except httpx.HTTPError as exc:
+            raise click.ClickException(f"cannot reach the running driftline server: {exc}") from None
+        if response.status_code >= 400:
+            raise click.ClickException(response.json().get("error", response.text))
+        return response.json()
+
+
+@contextmanager
+def _key_store(settings: Settings) -> Iterator[Store | _ServerKeys]:
+    """The store itself when this process may open it, else the server that holds it."""
+    if settings.clickhouse_url:
+        store = _open(settings)
+        migrate(store)
+        try:
+            yield store
+        finally:
+            store.close()
+        return
+    lock = FolderLock(settings.data)
+    try:
+        lock.acquire()
+    except FolderBusy:
+        control = read_control(settings.data)
+        if control is None:
+            raise click.ClickException(
+                f"{settings.data} is held by another process that is not a driftline server"
+            ) from None
+        yield _ServerKeys(control["url"], control["token"])
+        return
+    try:
+        store = _open(settings)
+        migrate(store)
+        try:
+            yield store
+        finally:
+            store.close()
+    finally:
+        lock.release()
+
+
+@main.group(name="keys")
+def keys_group() -> None:
+    """Create, list and revoke API keys."""
+
+
+@keys_group.command("create")
+@store_options
+@click.option("--project", required=True, help="project name (created if missing)")
+@click.option("--role", required=True, type=click.Choice(["ingest", "read", "admin"]))
+@click.option("--name", default="", help="a note to recognise the key by")
+def keys_create(data: Path | None, clickhouse_url: str | None, config_file: Path | None,
+                project: str, role: str, name: str) -> None:
+    """Create a key and print it (only the key, on stdout)."""
+    settings = settings_from(config_file, data=data, clickhouse_url=clickhouse_url)
+    try:
+        keys.check_project(project)
+    except keys.KeysError as exc:
+        raise click.BadParameter(str(exc), param_hint="--project") from None
+    with _key_store(settings) as target:
+        if isinstance(target, _ServerKeys):
+            key = target.call("POST", "/api/admin/keys",
+                              json={"project": project, "role": role, "name": name})["key"]
+        else:
+            _, key = keys.create_key(target, project, role, name)
+    click.echo(key)
+
+
+@keys_group.command("list")
+@store_options
+@click.option("--project", default=None, help="only this project's keys")
+@click.option("--json", "as_json", is_flag=True, help="print JSON lines")
+def keys_list(data: Path | None, clickhouse_url: str | None, config_file: Path | None,
+              project: str | None, as_json: bool) -> None:
+    """List keys: id, project, role, state (never the keys themselves)."""
+    settings = settings_from(config_file, data=data, clickhouse_url=clickhouse_url)
+    with _key_store(settings) as target:
+        if isinstance(target, _ServerKeys):
+            rows = target.call("GET", "/api/admin/keys",
+                               params={"project": project} if project else None)["items"]
+        else:
+            rows = keys.list_keys(target, project)
+    for row in rows:
+        if as_json:
+            click.echo(json.dumps(row))
+        else:
+            state = "revoked" if row["revoked"] else "active"
+            click.echo(f"{row['key_id']}  {row['project_id']:<20} {row['role']:<7} {state:<8} "
+                       f"{row['created_at']}  {row['name']}")
+
+
+@keys_group.command("revoke")
+@store_options
+@click.argument("key_id")
+def keys_revoke(data: Path | None, clickhouse_url: str | None, config_file: Path | None,
+                key_id: str) -> None:
+    """Revoke a key by its id (the 12 hex characters after `dl_`)."""
+    settings = settings_from(config_file, data=data, clickhouse_url=clickhouse_url)
+    with _key_store(settings) as target:
+        if isinstance(target, _ServerKeys):
+            target.call("DELETE", f"/api/admin/keys/{key_id}")
+        else:
+            try:
+                keys.revoke_key(target, key_id)
+            except keys.KeysError as exc:
+                raise click.ClickException(str(exc)) from None
+    click.echo(f"revoked {key_id}", err=True)

@@ -1,0 +1,167 @@
+"""Projects and API keys: created, listed, revoked and checked. Only SHA-256 hashes are stored."""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import re
+import secrets
+import threading
+import time
+from dataclasses import dataclass
+from enum import StrEnum
+from typing import Any
+
+from driftline.store import Store
+
+_PROJECT = re.compile(r"^[a-z0-9][a-z0-9_-]{0,62}$")
+_KEY = re.compile(r"^dl_([0-9a-f]{12})_([0-9a-f]{40})$")
+
+
+class Role(StrEnum):
+    INGEST = "ingest"
+    READ = "read"
+    ADMIN = "admin"
+
+    def allows(self, needed: Role) -> bool:
+        return self is Role.ADMIN or self is needed
+
+
+@dataclass(frozen=True)
+class Principal:
+    """Who a request speaks for: a key of one project (or the local operator, project None)."""
+
+    key_id: str
+    project: str | None
+    role: Role
+
+
+class KeysError(ValueError):
+    """A project name, role or key id that cannot be used; the message says why."""
+
+
+def check_project(name: str) -> str:
+    if not _PROJECT.match(name):
+        raise KeysError(
+            f"project name {name!r} must be 1-63 characters of a-z, 0-9, '-' or '_', "
+            "starting with a letter or digit"
+        )
+    return name
+
+
+def check_role(role: str) -> Role:
+    try:
+        return Role(role)
+    except ValueError:
+        raise KeysError(f"role {role!r} is not one of ingest, read, admin") from None
+
+
+def _sha256(secret: str) -> str:
+    return hashlib.sha256(secret.encode()).hexdigest()
+
+
+def ensure_project(store: Store, project: str) -> bool:
+    """Create the project if missing; True when it was created."""
+    check_project(project)
+    if store.query("SELECT 1 FROM projects FINAL WHERE project_id = {p:String}", {"p": project}):
+        return False
+    store.command("INSERT INTO projects (project_id) VALUES ({p:String})", {"p": project})
+    return True
+
+
+def create_key(store: Store, project: str, role: str, name: str = "") -> tuple[str, str]:
+    """A new key for the project (created if missing); returns (key_id, the key itself)."""
+    ensure_project(store, project)
+    checked = check_role(role)
+    key_id, secret = secrets.token_hex(6), secrets.token_hex(20)
+    store.command(
+        "INSERT INTO api_keys (key_id, project_id, role, secret_sha256, name, created_at, revoked,"
+        " version) VALUES ({k:String}, {p:String}, {r:String}, {h:String}, {n:String}, now64(3),"
+        " 0, 1)",
+        {"k": key_id, "p": project, "r": checked.value, "h": _sha256(secret), "n": name},
+    )
+    return key_id, f"dl_{key_id}_{secret}"
+
+
+def list_keys(store: Store, project: str | None = None) -> list[dict[str, Any]]:
+    where = "WHERE project_id = {p:String}" if project else ""
+    rows = store.query(
+        "SELECT key_id, project_id, role, name, created_at, revoked, revoked_at "
+        f"FROM api_keys FINAL {where} ORDER BY project_id, created_at",
+        {"p": project} if project else None,
+    )
+    for row in rows:
+        row["revoked"] = bool(row["revoked"])
+        for field in ("created_at", "revoked_at"):
+            if row[field] is not None:
+                row[field] = row[field].isoformat()
+    return rows
+
+
+def revoke_key(store: Store, key_id: str, project: str | None = None) -> dict[str, Any]:
+    """Revoke a key (only within `project` when given); returns its row, raises if unknown."""
+    rows = store.query(
+        "SELECT key_id, project_id, role, secret_sha256, name, created_at, revoked, version "
+        "FROM api_keys FINAL WHERE key_id = {k:String}",
+        {"k": key_id},
+    )
+    if not rows or (project is not None and rows[0]["project_id"] != project):
+        raise KeysError(f"no key with id {key_id!r}")
+    row = rows[0]
+    if not row["revoked"]:
+        store.command(
+            "INSERT INTO api_keys (key_id, project_id, role, secret_sha256, name, created_at, "
+            "revoked, revoked_at, version) SELECT key_id, project_id, role, secret_sha256, name, "
+            "created_at, 1, now64(3), version + 1 FROM api_keys FINAL WHERE key_id = {k:String}",
+            {"k": key_id},
+        )
+    return {"key_id": key_id, "project_id": row["project_id"], "role": row["role"], "revoked": True}
+
+
+def has_keys(store: Store, project: str) -> bool:
+    return bool(
+        store.query("SELECT 1 FROM api_keys FINAL WHERE project_id = {p:String} LIMIT 1",
+                    {"p": project})
+    )
+
+
+class KeyChecker:
+    """Checks presented keys against the store, trusting an answer for `ttl` seconds."""
+
+    def __init__(self, store: Store, ttl: float, operator_token: str | None = None) -> None:
+        self.store, self.ttl = store, ttl
+        self._operator_token = operator_token
+        self._cache: dict[str, tuple[float, dict[str, Any] | None]] = {}
+        self._lock = threading.Lock()
+
+    def check(self, presented: str) -> Principal | None:
+        if self._operator_token and hmac.compare_digest(presented, self._operator_token):
+            return Principal("operator", None, Role.ADMIN)
+        match = _KEY.match(presented)
+        if not match:
+            return None
+        key_id, secret = match.groups()
+        row = self._lookup(key_id)
+        if row is None or row["revoked"]:
+            return None
+        if not hmac.compare_digest(row["secret_sha256"], _sha256(secret)):
+            return None
+        return Principal(key_id, row["project_id"], Role(row["role"]))
+
+    def _lookup(self, key_id: str) -> dict[str, Any] | None:
+        now = time.monotonic()
+        with self._lock:
+            cached = self._cache.get(key_id)
+        if cached and now - cached[0] < self.ttl:
+            return cached[1]
+        rows = self.store.query(
+            "SELECT project_id, role, secret_sha256, revoked FROM api_keys FINAL "
+            "WHERE key_id = {k:String}",
+            {"k": key_id},
+        )
+        row = rows[0] if rows else None
+        with self._lock:
+            if len(self._cache) > 100_000:
+                self._cache.clear()
+            self._cache[key_id] = (now, row)
+        return row

@@ -1,0 +1,188 @@
+"""Decode and check OTLP/HTTP trace export requests (protobuf or JSON, optionally gzipped)."""
+
+from __future__ import annotations
+
+import base64
+
+import zlib
+from dataclasses import dataclass
+from typing import Any
+
+import orjson
+from google.protobuf import json_format
+from google.protobuf.message import DecodeError
+from google.rpc.status_pb2 import Status
+from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
+    ExportTraceServiceRequest,
+    ExportTraceServiceResponse,
+)
+
+PROTOBUF = "application/x-protobuf"
+JSON = "application/json"
+_ZERO_TRACE = bytes(16)
+_ZERO_SPAN = bytes(8)
+
+
+class BadRequest(ValueError):
+    """The request body cannot be read as an OTLP trace export."""
+
+
+class TooLarge(ValueError):
+    """The body, once decompressed, passes the size limit."""
+
+
+class UnsupportedMedia(ValueError):
+    """A content type or encoding the endpoint does not speak."""
+
+
+@dataclass
+class Decoded:
+    request: ExportTraceServiceRequest
+    wire: bytes  # protobuf bytes of the accepted spans, as they go to the log
+    accepted: int
+    rejected: dict[str, int]
+    message: str
+
+
+def media_type(content_type: str | None) -> str:
+    """The bare media type of a Content-Type header; 415 unless it is OTLP's."""
+    bare = (content_type or "").split(";", 1)[0].strip().lower()
+    if bare not in (PROTOBUF, JSON):
+        raise UnsupportedMedia(
+            f"content type {content_type!r} is not supported; send {PROTOBUF} or {JSON}"
+        )
+    return bare
+
+
+def decompress(body: bytes, encoding: str | None, limit: int) -> bytes:
+    encoding = (encoding or "identity").strip().lower()
+    if encoding == "identity":
+        return body
+    if encoding != "gzip":
+        raise UnsupportedMedia(f"content encoding {encoding!r} is not supported; use gzip")
+    inflater = zlib.decompressobj(wbits=31)
+    try:
+        data = inflater.decompress(body, limit + 1)
+    except zlib.error as exc:
+        raise BadRequest(f"gzip body is corrupt: {exc}") from exc
+    if len(data) > limit:
+        raise TooLarge(f"decompressed body passes the limit of {limit} bytes")
+    if not inflater.eof:
+        raise BadRequest("gzip body is truncated")
+    return data
+
+
+def parse(data: bytes, media: str) -> ExportTraceServiceRequest:
+    request = ExportTraceServiceRequest()
+    if media == PROTOBUF:
+        try:
+            request.ParseFromString(data)
+        except (DecodeError, RuntimeError, ValueError) as exc:
+            raise BadRequest(f"body is not a protobuf ExportTraceServiceRequest: {exc}") from exc
+        return request
+    try:
+        document = orjson.loads(data)
+    except orjson.JSONDecodeError as exc:
+        raise BadRequest(f"body is not valid JSON: {exc}") from exc
+    if not isinstance(document, dict):
+        raise BadRequest("JSON body must be an object with a resourceSpans list")
+    try:
+        json_format.ParseDict(_ids_to_base64(document), request, ignore_unknown_fields=True)
+    except (json_format.ParseError, ValueError, TypeError, RecursionError) as exc:
+        raise BadRequest(f"JSON body is not an OTLP trace export: {exc}") from exc
+    return request
+
+
+def _ids_to_base64(document: dict[str, Any]) -> dict[str, Any]:
+    """OTLP/JSON writes trace and span ids as hex; protobuf's JSON mapping expects base64."""
+
+    def convert(holder: dict[str, Any], key: str, where: str) -> None:
+        value = holder.get(key)
+        if isinstance(value, str) and value:
+            try:
+                holder[key] = base64.b64encode(bytes.fromhex(value)).decode()
+            except ValueError as exc:
+                raise BadRequest(f"{where}.{key} is not hex: {value[:40]!r}") from exc
+
+    for i, rs in enumerate(_list(document, "resourceSpans", "")):
+        for j, ss in enumerate(_list(rs, "scopeSpans", f"resourceSpans[{i}]")):
+            for k, span in enumerate(_list(ss, "spans", f"resourceSpans[{i}].scopeSpans[{j}]")):
+                where = f"resourceSpans[{i}].scopeSpans[{j}].spans[{k}]"
+                if not isinstance(span, dict):
+                    raise BadRequest(f"{where} must be an object")
+                for key in ("traceId", "spanId", "parentSpanId"):
+                    convert(span, key, where)
+                for n, link in enumerate(_list(span, "links", where)):
+                    if isinstance(link, dict):
+                        convert(link, "traceId", f"{where}.links[{n}]")
+                        convert(link, "spanId", f"{where}.links[{n}]")
+    return document
+
+
+def _list(holder: Any, key: str, where: str) -> list[Any]:
+    if not isinstance(holder, dict):
+        raise BadRequest(f"{where or 'body'} must be an object")
+    value = holder.get(key, [])
+    if not isinstance(value, list):
+        raise BadRequest(f"{(where + '.') if where else ''}{key} must be a list")
+    return value
+
+
+def check_spans(request: ExportTraceServiceRequest) -> tuple[int, dict[str, int], str]:
+    """Drop spans without valid ids; return (accepted, rejected by reason, message)."""
+    accepted = 0
+    rejected: dict[str, int] = {}
+    first_problem = ""
+    for resource_spans in request.resource_spans:
+        for scope_spans in resource_spans.scope_spans:
+            spans = scope_spans.spans
+            bad = [i for i, span in enumerate(spans) if _problem(span.trace_id, span.span_id,
+                                                                  span.parent_span_id)]
+            for i in reversed(bad):
+                reason = _problem(spans[i].trace_id, spans[i].span_id, spans[i].parent_span_id)
+                rejected[reason] = rejected.get(reason, 0) + 1
+                first_problem = first_problem or f"span {spans[i].name!r}: {reason.replace('_', ' ')}"
+                del spans[i]
+            accepted += len(spans)
+    message = ""
+    if rejected:
+        message = f"{sum(rejected.values())} span(s) rejected; first: {first_problem}"
+    return accepted, rejected, message
+
+
+def _problem(trace_id: bytes, span_id: bytes, parent: bytes) -> str:
+    if len(trace_id) != 16 or trace_id == _ZERO_TRACE:
+        return "invalid_trace_id"
+    if len(span_id) != 8 or span_id == _ZERO_SPAN:
+        return "invalid_span_id"
+    if parent and len(parent) != 8:
+        return "invalid_parent_span_id"
+    return ""
+
+
+def decode(body: bytes, content_type: str | None, encoding: str | None, limit: int) -> Decoded:
+    media = media_type(content_type)
+    data = decompress(body, encoding, limit)
+    request = parse(data, media)
+    accepted, rejected, message = check_spans(request)
+    wire = data if media == PROTOBUF and not rejected else request.SerializeToString()
+    return Decoded(request, wire, accepted, rejected, message)
+
+
+def response(decoded: Decoded | None, media: str) -> bytes:
+    """The OTLP export response, with partial success when spans were rejected."""
+    reply = ExportTraceServiceResponse()
+    if decoded is not None and decoded.rejected:
+        reply.partial_success.rejected_spans = sum(decoded.rejected.values())
+        reply.partial_success.error_message = decoded.message
+    if media == JSON:
+        return json_format.MessageToJson(reply, indent=None).encode()
+    return reply.SerializeToString()
+
+
+def status_body(code: int, message: str, media: str) -> bytes:
+    """A google.rpc.Status error body in the request's encoding, as OTLP/HTTP asks."""
+    status = Status(code=code, message=message)
+    if media == PROTOBUF:
+        return status.SerializeToString()
+    return orjson.dumps({"code": code, "message": message})

@@ -1,0 +1,42 @@
+"""Everything one collector process holds while it runs, and the errors its routes raise."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from fastapi import Request
+
+from driftline.collector.config import Settings
+from driftline.collector.genai import SpanMapper
+from driftline.collector.keys import KeyChecker
+from driftline.collector.metrics import CollectorMetrics
+from driftline.collector.ratelimit import RateLimiter
+from driftline.collector.wal import WriteAheadLog
+from driftline.collector.writer import Writer
+from driftline.store import Store
+
+
+class ApiError(Exception):
+    """An HTTP error whose message tells the caller what to fix."""
+
+    def __init__(self, status: int, message: str, headers: dict[str, str] | None = None) -> None:
+        super().__init__(message)
+        self.status, self.message, self.headers = status, message, headers or {}
+
+
+@dataclass
+class Runtime:
+    settings: Settings
+    store: Store
+    wal: WriteAheadLog
+    writer: Writer
+    keys: KeyChecker
+    limiter: RateLimiter
+    metrics: CollectorMetrics
+    mapper: SpanMapper
+    extra: dict[str, object] = field(default_factory=dict)
+
+
+def runtime(request: Request) -> Runtime:
+    rt: Runtime = request.app.state.runtime
+    return rt

@@ -1,0 +1,260 @@
+"""Write-ahead log: a request is acknowledged only once its bytes are fsynced here.
+
+Segments `NNNNNNNNNNNN.wal` hold records `magic | length | crc32 | payload`. One thread appends
+and fsyncs everything that arrived since its last fsync (group commit), so concurrent requests
+share one disk flush. The writer reads records back in order and, once they are in the store,
+moves the checkpoint past them; segments wholly behind the checkpoint are deleted.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import struct
+import threading
+import zlib
+from collections.abc import Iterator
+from concurrent.futures import Future
+from dataclasses import dataclass
+from pathlib import Path
+
+log = logging.getLogger(__name__)
+
+_HEADER = struct.Struct("<4sII")
+_MAGIC = b"DLW1"
+_CHECKPOINT = "checkpoint"
+
+
+class WalFull(Exception):
+    """The unstored backlog would exceed the disk budget."""
+
+
+class WalClosed(Exception):
+    """The log is shutting down and takes no more records."""
+
+
+@dataclass(frozen=True, order=True)
+class Position:
+    segment: int
+    offset: int
+
+
+@dataclass(frozen=True)
+class Record:
+    payload: bytes
+    end: Position  # where the next record starts; commit this once the record is stored
+
+
+def _fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+class WriteAheadLog:
+    def __init__(self, directory: Path, segment_bytes: int, budget_bytes: int) -> None:
+        self.directory = directory
+        self.segment_bytes = segment_bytes
+        self.budget_bytes = budget_bytes
+        directory.mkdir(parents=True, exist_ok=True)
+        self._checkpoint = self._read_checkpoint()
+        existing = self._segments()
+        # Never append to a segment a crash may have left with a torn tail: start a new one.
+        if existing:
+            self._segment = existing[-1] + 1
+        else:
+            self._segment = self._checkpoint.segment + (1 if self._checkpoint.offset else 0)
+        self._sizes = {n: (directory / self._name(n)).stat().st_size for n in existing}
+        self._backlog = sum(self._sizes.values()) - (
+            self._checkpoint.offset if self._checkpoint.segment in self._sizes else 0
+        )
+        self._backlog -= sum(s for n, s in self._sizes.items() if n < self._checkpoint.segment)
+        self._file = open(directory / self._name(self._segment), "ab")  # noqa: SIM115
+        self._sizes[self._segment] = 0
+        _fsync_dir(directory)
+        self._durable = Position(self._segment, 0)
+        self._pending: list[tuple[bytes, Future[None]]] = []
+        self._cond = threading.Condition()
+        self._closed = False
+        self._thread = threading.Thread(target=self._run, name="driftline-wal", daemon=True)
+        self._thread.start()
+
+    # ---- appending -------------------------------------------------------------------------
+
+    def submit(self, payload: bytes) -> Future[None]:
+        """Queue a record; the future completes once it is on disk (fsynced)."""
+        record = _HEADER.pack(_MAGIC, len(payload), zlib.crc32(payload)) + payload
+        future: Future[None] = Future()
+        with self._cond:
+            if self._closed:
+                raise WalClosed("the write-ahead log is closed")
+            if self._backlog + len(record) > self.budget_bytes:
+                raise WalFull(
+                    f"write-ahead log backlog {self._backlog} bytes would pass its budget of "
+                    f"{self.budget_bytes} bytes"
+                )
+            self._backlog += len(record)
+            self._pending.append((record, future))
+            self._cond.notify_all()
+        return future
+
+    def append(self, payload: bytes) -> None:
+        """Append and wait until the record is durable."""
+        self.submit(payload).result()
+
+    def _run(self) -> None:
+        while True:
+            with self._cond:
+                while not self._pending and not self._closed:
+                    self._cond.wait()
+                if not self._pending and self._closed:
+                    return
+                batch, self._pending = self._pending, []
+            try:
+                self._write(b"".join(record for record, _ in batch))
+            except BaseException as exc:  # a failed fsync must fail every waiting request
+                log.exception("write-ahead log append failed")
+                with self._cond:
+                    self._backlog -= sum(len(r) for r, _ in batch)
+                for _, future in batch:
+                    future.set_exception(exc)
+                continue
+            for _, future in batch:
+                future.set_result(None)
+
+    def _write(self, data: bytes) -> None:
+        if self._sizes[self._segment] and self._sizes[self._segment] + len(data) > self.segment_bytes:
+            self._rotate()
+        self._file.write(data)
+        self._file.flush()
+        os.fdatasync(self._file.fileno())
+        with self._cond:
+            self._sizes[self._segment] += len(data)
+            self._durable = Position(self._segment, self._sizes[self._segment])
+            self._cond.notify_all()
+
+    def _rotate(self) -> None:
+        self._file.close()
+        self._segment += 1
+        self._file = open(self.directory / self._name(self._segment), "ab")  # noqa: SIM115
+        _fsync_dir(self.directory)
+        with self._cond:
+            self._sizes[self._segment] = 0
+
+    # ---- reading back and checkpointing ----------------------------------------------------
+
+    @property
+    def checkpoint(self) -> Position:
+        return self._checkpoint
+
+    def backlog_bytes(self) -> int:
+        """Bytes acknowledged (or being acknowledged) but not yet stored."""
+        with self._cond:
+            return self._backlog
+
+    def wait_for_data(self, after: Position, timeout: float) -> bool:
+        """Block until something durable lies beyond `after`, or the timeout passes."""
+        with self._cond:
+            return self._cond.wait_for(lambda: self._durable > after or self._closed, timeout)
+
+    def read(self, start: Position, max_bytes: int) -> list[Record]:
+        """Durable records from `start` on, about `max_bytes` of them."""
+        with self._cond:
+            durable = self._durable
+            sizes = dict(self._sizes)
+        records: list[Record] = []
+        total = 0
+        position = start
+        while total < max_bytes and position < durable:
+            if position.segment not in sizes:
+                later = [n for n in sizes if n > position.segment]
+                if not later:
+                    break
+                position = Position(min(later), 0)
+                continue
+            limit = durable.offset if position.segment == durable.segment else sizes[position.segment]
+            chunk = list(self._read_segment(position, limit, max_bytes - total))
+            records.extend(chunk)
+            total += sum(len(r.payload) for r in chunk)
+            if chunk:
+                position = chunk[-1].end
+            if position.segment != durable.segment and (not chunk or total < max_bytes):
+                position = Position(position.segment + 1, 0)  # segment finished (or torn tail)
+        return records
+
+    def _read_segment(self, start: Position, limit: int, max_bytes: int) -> Iterator[Record]:
+        path = self.directory / self._name(start.segment)
+        total = 0
+        with open(path, "rb") as f:
+            f.seek(start.offset)
+            offset = start.offset
+            while offset + _HEADER.size <= limit and total < max_bytes:
+                header = f.read(_HEADER.size)
+                magic, length, crc = _HEADER.unpack(header)
+                payload = f.read(length)
+                if magic != _MAGIC or len(payload) != length or zlib.crc32(payload) != crc:
+                    log.warning(
+                        "write-ahead log %s: torn or corrupt record at byte %d; the rest of this "
+                        "segment was never acknowledged and is skipped",
+                        path.name,
+                        offset,
+                    )
+                    return
+                offset += _HEADER.size + length
+                total += length
+                yield Record(payload, Position(start.segment, offset))
+
+    def commit(self, position: Position) -> None:
+        """Everything before `position` is in the store: persist that and free the space."""
+        tmp = self.directory / (_CHECKPOINT + ".tmp")
+        with open(tmp, "w") as f:
+            f.write(f"{position.segment} {position.offset}\n")
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, self.directory / _CHECKPOINT)
+        _fsync_dir(self.directory)
+        with self._cond:
+            freed = self._stored_bytes(self._checkpoint, position)
+            self._backlog -= freed
+            self._checkpoint = position
+            done = [n for n in self._sizes if n < position.segment]
+            for n in done:
+                del self._sizes[n]
+        for n in done:
+            with contextlib.suppress(FileNotFoundError):
+                (self.directory / self._name(n)).unlink()
+
+    def _stored_bytes(self, old: Position, new: Position) -> int:
+        if new.segment == old.segment:
+            return new.offset - old.offset
+        freed = self._sizes.get(old.segment, 0) - old.offset
+        freed += sum(self._sizes.get(n, 0) for n in range(old.segment + 1, new.segment))
+        return freed + new.offset
+
+    def close(self) -> None:
+        with self._cond:
+            self._closed = True
+            self._cond.notify_all()
+        self._thread.join()
+        self._file.close()
+
+    # ---- files -------------------------------------------------------------------------------
+
+    @staticmethod
+    def _name(segment: int) -> str:
+        return f"{segment:012d}.wal"
+
+    def _segments(self) -> list[int]:
+        return sorted(int(p.stem) for p in self.directory.glob("*.wal") if p.stem.isdigit())
+
+    def _read_checkpoint(self) -> Position:
+        path = self.directory / _CHECKPOINT
+        if not path.exists():
+            segments = self._segments()
+            return Position(segments[0] if segments else 1, 0)
+        segment, offset = path.read_text().split()
+        return Position(int(segment), int(offset))
+
