@@ -6,11 +6,6 @@ import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
-from fastapi import FastAPI, Request, Response
-from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
-from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
-
 from driftline.collector import otlp, routes_admin, routes_ingest, routes_read
 from driftline.collector.config import Settings
 from driftline.collector.genai import SpanMapper
@@ -22,6 +17,10 @@ from driftline.collector.runtime import ApiError, Runtime
 from driftline.collector.wal import WriteAheadLog
 from driftline.collector.writer import Writer
 from driftline.store import Store, StoreError, apply_retention, migrate
+from fastapi import FastAPI, Request, Response
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 log = logging.getLogger(__name__)
 
@@ -31,11 +30,14 @@ def build_runtime(settings: Settings, store: Store, operator_token: str | None =
     migrate(store)
     apply_retention(store, settings.retention_days)
     metrics = CollectorMetrics(settings.max_label_series)
-    wal = WriteAheadLog(settings.data / "wal", settings.wal_segment_bytes, settings.wal_budget_bytes)
+    wal = WriteAheadLog(
+        settings.data / "wal", settings.wal_segment_bytes, settings.wal_budget_bytes
+    )
     metrics.track_backlog(wal.backlog_bytes)
     mapper = SpanMapper(PriceTable({k: v.price() for k, v in settings.prices.items()}))
-    writer = Writer(wal, store, mapper, metrics, settings.writer_batch_bytes,
-                    settings.writer_flush_interval)
+    writer = Writer(
+        wal, store, mapper, metrics, settings.writer_batch_bytes, settings.writer_flush_interval
+    )
     return Runtime(
         settings=settings,
         store=store,
@@ -76,21 +78,26 @@ def create_app(rt: Runtime) -> FastAPI:
                 rt.metrics.requests_rejected.labels(_REASONS.get(exc.status, "other")).inc()
             ctype = request.headers.get("content-type", "")
             media = otlp.PROTOBUF if ctype.startswith(otlp.PROTOBUF) else otlp.JSON
-            return Response(otlp.status_body(exc.status, exc.message, media), exc.status,
-                            headers=exc.headers, media_type=media)
+            return Response(
+                otlp.status_body(exc.status, exc.message, media),
+                exc.status,
+                headers=exc.headers,
+                media_type=media,
+            )
         return JSONResponse({"error": exc.message}, exc.status, headers=exc.headers)
 
     @app.exception_handler(StoreError)
     async def store_down(request: Request, exc: StoreError) -> Response:
         log.error("store error on %s: %s", request.url.path, exc)
-        return JSONResponse({"error": "the store is unavailable; try again shortly"}, 503,
-                            headers={"Retry-After": "5"})
+        return JSONResponse(
+            {"error": "the store is unavailable; try again shortly"},
+            503,
+            headers={"Retry-After": "5"},
+        )
 
     @app.exception_handler(RequestValidationError)
     async def bad_params(request: Request, exc: RequestValidationError) -> Response:
-        problems = [
-            f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in exc.errors()
-        ]
+        problems = [f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in exc.errors()]
         return JSONResponse({"error": "; ".join(problems)}, 400)
 
     @app.get("/healthz", tags=["health"], summary="The process is up")
@@ -105,8 +112,11 @@ def create_app(rt: Runtime) -> FastAPI:
         backlog = rt.wal.backlog_bytes()
         if backlog >= rt.settings.wal_budget_bytes:
             problems.append(f"log backlog {backlog} bytes at its budget")
-        body = {"status": "not ready" if problems else "ready", "problems": problems,
-                "wal_backlog_bytes": backlog}
+        body = {
+            "status": "not ready" if problems else "ready",
+            "problems": problems,
+            "wal_backlog_bytes": backlog,
+        }
         return JSONResponse(body, 503 if problems else 200)
 
     @app.get("/metrics", tags=["health"], summary="Prometheus metrics")
@@ -116,5 +126,11 @@ def create_app(rt: Runtime) -> FastAPI:
     return app
 
 
-_REASONS = {400: "malformed", 401: "unauthorized", 403: "forbidden", 413: "too_large",
-            415: "unsupported_media_type", 503: "unavailable"}
+_REASONS = {
+    400: "malformed",
+    401: "unauthorized",
+    403: "forbidden",
+    413: "too_large",
+    415: "unsupported_media_type",
+    503: "unavailable",
+}

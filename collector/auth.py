@@ -4,11 +4,10 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from fastapi import Request
-
 from driftline.collector.keys import Principal, Role
 from driftline.collector.ratelimit import retry_after
 from driftline.collector.runtime import ApiError, runtime
+from fastapi import Request
 
 PROJECT_HEADER = "x-driftline-project"
 
@@ -21,8 +20,9 @@ def _bearer(request: Request) -> str:
     api_key = request.headers.get("x-api-key", "").strip()
     if api_key:
         return api_key
-    raise ApiError(401, "missing API key: send 'Authorization: Bearer <key>'",
-                   {"WWW-Authenticate": "Bearer"})
+    raise ApiError(
+        401, "missing API key: send 'Authorization: Bearer <key>'", {"WWW-Authenticate": "Bearer"}
+    )
 
 
 def require(role: Role, project_scoped: bool = True) -> Callable[[Request], Principal]:
@@ -32,22 +32,24 @@ def require(role: Role, project_scoped: bool = True) -> Callable[[Request], Prin
         rt = runtime(request)
         principal = rt.keys.check(_bearer(request))
         if principal is None:
-            raise ApiError(401, "API key is unknown, malformed or revoked",
-                           {"WWW-Authenticate": "Bearer"})
+            raise ApiError(
+                401, "API key is unknown, malformed or revoked", {"WWW-Authenticate": "Bearer"}
+            )
         if not principal.role.allows(role):
-            raise ApiError(403, f"a {principal.role.value} key cannot do this; it needs a "
-                                f"{role.value} key")
+            raise ApiError(
+                403, f"a {principal.role.value} key cannot do this; it needs a {role.value} key"
+            )
         if project_scoped and principal.project is None:
             raise ApiError(403, "the operator token manages keys only; use a project key")
         asked = request.headers.get(PROJECT_HEADER) or request.query_params.get("project")
         if asked and principal.project is not None and asked != principal.project:
-            raise ApiError(403, f"this key belongs to project {principal.project!r}, "
-                                f"not {asked!r}")
+            raise ApiError(403, f"this key belongs to project {principal.project!r}, not {asked!r}")
         wait = rt.limiter.acquire(principal.key_id)
         if wait:
             rt.metrics.requests_rejected.labels("rate_limited").inc()
-            raise ApiError(429, "rate limit exceeded for this key",
-                           {"Retry-After": retry_after(wait)})
+            raise ApiError(
+                429, "rate limit exceeded for this key", {"Retry-After": retry_after(wait)}
+            )
         return principal
 
     return dependency

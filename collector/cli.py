@@ -13,10 +13,15 @@ from typing import Any, TypeVar
 
 import click
 import httpx
-
 from driftline.collector import keys
 from driftline.collector.config import ConfigError, Settings, load_settings
-from driftline.collector.local import FolderBusy, FolderLock, read_control, remove_control, write_control
+from driftline.collector.local import (
+    FolderBusy,
+    FolderLock,
+    read_control,
+    remove_control,
+    write_control,
+)
 from driftline.store import Store, StoreError, migrate, open_store
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -25,12 +30,23 @@ DEFAULT_PROJECT = "default"
 
 def store_options(func: F) -> F:
     """--data, --clickhouse-url and --config, shared by every command that touches the store."""
-    func = click.option("--config", "config_file", type=click.Path(path_type=Path),
-                        help="TOML settings file (also DRIFTLINE_CONFIG)")(func)
-    func = click.option("--clickhouse-url", default=None,
-                        help="ClickHouse server, e.g. http://user:pass@host:8123/driftline")(func)
-    func = click.option("--data", type=click.Path(path_type=Path), default=None,
-                        help="data folder [default: ./driftline-data]")(func)
+    func = click.option(
+        "--config",
+        "config_file",
+        type=click.Path(path_type=Path),
+        help="TOML settings file (also DRIFTLINE_CONFIG)",
+    )(func)
+    func = click.option(
+        "--clickhouse-url",
+        default=None,
+        help="ClickHouse server, e.g. http://user:pass@host:8123/driftline",
+    )(func)
+    func = click.option(
+        "--data",
+        type=click.Path(path_type=Path),
+        default=None,
+        help="data folder [default: ./driftline-data]",
+    )(func)
     return func
 
 
@@ -51,18 +67,30 @@ def main() -> None:
 @store_options
 @click.option("--host", default=None, help="address to listen on [default: 127.0.0.1]")
 @click.option("--port", type=int, default=None, help="port to listen on [default: 4318]")
-@click.option("--log-level", default="info", show_default=True,
-              type=click.Choice(["debug", "info", "warning", "error"]))
-def serve(data: Path | None, clickhouse_url: str | None, config_file: Path | None,
-          host: str | None, port: int | None, log_level: str) -> None:
+@click.option(
+    "--log-level",
+    default="info",
+    show_default=True,
+    type=click.Choice(["debug", "info", "warning", "error"]),
+)
+def serve(
+    data: Path | None,
+    clickhouse_url: str | None,
+    config_file: Path | None,
+    host: str | None,
+    port: int | None,
+    log_level: str,
+) -> None:
     """Run the collector: OTLP ingest on /v1/traces, the API, /metrics."""
     import uvicorn
-
     from driftline.collector.app import build_runtime, create_app
 
-    settings = settings_from(config_file, data=data, clickhouse_url=clickhouse_url,
-                             host=host, port=port)
-    logging.basicConfig(level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    settings = settings_from(
+        config_file, data=data, clickhouse_url=clickhouse_url, host=host, port=port
+    )
+    logging.basicConfig(
+        level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
     lock = FolderLock(settings.data)
     try:
         lock.acquire()
@@ -76,10 +104,16 @@ def serve(data: Path | None, clickhouse_url: str | None, config_file: Path | Non
         app = create_app(runtime)
         local_host = "127.0.0.1" if settings.host in ("0.0.0.0", "::") else settings.host
         write_control(settings.data, f"http://{local_host}:{settings.port}", token)
-        click.echo(f"driftline: listening on http://{settings.host}:{settings.port} "
-                   f"(OTLP/HTTP: /v1/traces), data in {settings.data}", err=True)
-        server = uvicorn.Server(uvicorn.Config(app, host=settings.host, port=settings.port,
-                                               log_level=log_level, access_log=False))
+        click.echo(
+            f"driftline: listening on http://{settings.host}:{settings.port} "
+            f"(OTLP/HTTP: /v1/traces), data in {settings.data}",
+            err=True,
+        )
+        server = uvicorn.Server(
+            uvicorn.Config(
+                app, host=settings.host, port=settings.port, log_level=log_level, access_log=False
+            )
+        )
         server.run()
         store.close()
         if not server.started:
@@ -112,14 +146,17 @@ class _ServerKeys:
     """Key operations through the running server's admin API (it owns the embedded store)."""
 
     def __init__(self, url: str, token: str) -> None:
-        self._client = httpx.Client(base_url=url, headers={"authorization": f"Bearer {token}"},
-                                    timeout=30)
+        self._client = httpx.Client(
+            base_url=url, headers={"authorization": f"Bearer {token}"}, timeout=30
+        )
 
     def call(self, method: str, path: str, **kwargs: Any) -> Any:
         try:
             response = self._client.request(method, path, **kwargs)
         except httpx.HTTPError as exc:
-            raise click.ClickException(f"cannot reach the running driftline server: {exc}") from None
+            raise click.ClickException(
+                f"cannot reach the running driftline server: {exc}"
+            ) from None
         if response.status_code >= 400:
             raise click.ClickException(response.json().get("error", response.text))
         return response.json()
@@ -168,8 +205,14 @@ def keys_group() -> None:
 @click.option("--project", required=True, help="project name (created if missing)")
 @click.option("--role", required=True, type=click.Choice(["ingest", "read", "admin"]))
 @click.option("--name", default="", help="a note to recognise the key by")
-def keys_create(data: Path | None, clickhouse_url: str | None, config_file: Path | None,
-                project: str, role: str, name: str) -> None:
+def keys_create(
+    data: Path | None,
+    clickhouse_url: str | None,
+    config_file: Path | None,
+    project: str,
+    role: str,
+    name: str,
+) -> None:
     """Create a key and print it (only the key, on stdout)."""
     settings = settings_from(config_file, data=data, clickhouse_url=clickhouse_url)
     try:
@@ -178,8 +221,9 @@ def keys_create(data: Path | None, clickhouse_url: str | None, config_file: Path
         raise click.BadParameter(str(exc), param_hint="--project") from None
     with _key_store(settings) as target:
         if isinstance(target, _ServerKeys):
-            key = target.call("POST", "/api/admin/keys",
-                              json={"project": project, "role": role, "name": name})["key"]
+            key = target.call(
+                "POST", "/api/admin/keys", json={"project": project, "role": role, "name": name}
+            )["key"]
         else:
             _, key = keys.create_key(target, project, role, name)
     click.echo(key)
@@ -189,14 +233,20 @@ def keys_create(data: Path | None, clickhouse_url: str | None, config_file: Path
 @store_options
 @click.option("--project", default=None, help="only this project's keys")
 @click.option("--json", "as_json", is_flag=True, help="print JSON lines")
-def keys_list(data: Path | None, clickhouse_url: str | None, config_file: Path | None,
-              project: str | None, as_json: bool) -> None:
+def keys_list(
+    data: Path | None,
+    clickhouse_url: str | None,
+    config_file: Path | None,
+    project: str | None,
+    as_json: bool,
+) -> None:
     """List keys: id, project, role, state (never the keys themselves)."""
     settings = settings_from(config_file, data=data, clickhouse_url=clickhouse_url)
     with _key_store(settings) as target:
         if isinstance(target, _ServerKeys):
-            rows = target.call("GET", "/api/admin/keys",
-                               params={"project": project} if project else None)["items"]
+            rows = target.call(
+                "GET", "/api/admin/keys", params={"project": project} if project else None
+            )["items"]
         else:
             rows = keys.list_keys(target, project)
     for row in rows:
@@ -204,15 +254,18 @@ def keys_list(data: Path | None, clickhouse_url: str | None, config_file: Path |
             click.echo(json.dumps(row))
         else:
             state = "revoked" if row["revoked"] else "active"
-            click.echo(f"{row['key_id']}  {row['project_id']:<20} {row['role']:<7} {state:<8} "
-                       f"{row['created_at']}  {row['name']}")
+            click.echo(
+                f"{row['key_id']}  {row['project_id']:<20} {row['role']:<7} {state:<8} "
+                f"{row['created_at']}  {row['name']}"
+            )
 
 
 @keys_group.command("revoke")
 @store_options
 @click.argument("key_id")
-def keys_revoke(data: Path | None, clickhouse_url: str | None, config_file: Path | None,
-                key_id: str) -> None:
+def keys_revoke(
+    data: Path | None, clickhouse_url: str | None, config_file: Path | None, key_id: str
+) -> None:
     """Revoke a key by its id (the 12 hex characters after `dl_`)."""
     settings = settings_from(config_file, data=data, clickhouse_url=clickhouse_url)
     with _key_store(settings) as target:

@@ -6,6 +6,7 @@ import os
 from pathlib import Path
 from typing import Any
 
+from driftline.collector.pricing import Price
 from pydantic import BaseModel, Field, ValidationError, field_validator
 from pydantic_settings import (
     BaseSettings,
@@ -13,8 +14,6 @@ from pydantic_settings import (
     SettingsConfigDict,
     TomlConfigSettingsSource,
 )
-
-from driftline.collector.pricing import Price
 
 MiB = 1024 * 1024
 
@@ -78,7 +77,9 @@ class Settings(BaseSettings):
 
 def load_settings(config_file: Path | None = None, **flags: Any) -> Settings:
     """Flags that were given override the environment, which overrides the file."""
-    path = config_file or (Path(os.environ["DRIFTLINE_CONFIG"]) if os.environ.get("DRIFTLINE_CONFIG") else None)
+    path = config_file or (
+        Path(os.environ["DRIFTLINE_CONFIG"]) if os.environ.get("DRIFTLINE_CONFIG") else None
+    )
     if path is not None and not path.is_file():
         raise ConfigError(f"config file {path} does not exist")
 

@@ -13,10 +13,9 @@ from collections.abc import Iterable
 from typing import Any
 
 import orjson
+from driftline.collector.pricing import PriceTable
 from opentelemetry.proto.common.v1.common_pb2 import AnyValue, KeyValue
 from opentelemetry.proto.trace.v1.trace_pb2 import Span, Status
-
-from driftline.collector.pricing import PriceTable
 
 Attrs = dict[str, Any]
 Message = dict[str, Any]
@@ -33,7 +32,11 @@ _GENAI_MARKERS = (
 )
 _OPENINFERENCE_OPERATIONS = {"LLM": "chat", "EMBEDDING": "embeddings"}
 _LEGACY_REQUEST_TYPES = {"chat": "chat", "completion": "text_completion", "embedding": "embeddings"}
-_STATUS = {Status.STATUS_CODE_UNSET: "unset", Status.STATUS_CODE_OK: "ok", Status.STATUS_CODE_ERROR: "error"}
+_STATUS = {
+    Status.STATUS_CODE_UNSET: "unset",
+    Status.STATUS_CODE_OK: "ok",
+    Status.STATUS_CODE_ERROR: "error",
+}
 _KINDS = {
     Span.SPAN_KIND_UNSPECIFIED: "unspecified",
     Span.SPAN_KIND_INTERNAL: "internal",
@@ -118,7 +121,9 @@ class SpanMapper:
             "service": as_text(resource.get("service.name", "unknown_service")),
             "service_version": as_text(resource.get("service.version", "")),
             "environment": as_text(
-                resource.get("deployment.environment.name", resource.get("deployment.environment", ""))
+                resource.get(
+                    "deployment.environment.name", resource.get("deployment.environment", "")
+                )
             ),
             "span_name": span.name,
             "status_code": _STATUS.get(span.status.code, "unset"),
@@ -157,11 +162,16 @@ class SpanMapper:
         row = self.common(project, span, resource)
         attrs = _with_content_events(span, attrs)
         request_model = _first_text(attrs, "gen_ai.request.model", "llm.model_name")
-        response_model = _first_text(attrs, "gen_ai.response.model", "llm.model_name") or request_model
+        response_model = (
+            _first_text(attrs, "gen_ai.response.model", "llm.model_name") or request_model
+        )
         input_json, input_messages = _input_messages(attrs)
         output_json, output_messages = _output_messages(attrs)
         input_tokens = _first_int(
-            attrs, "gen_ai.usage.input_tokens", "gen_ai.usage.prompt_tokens", "llm.token_count.prompt"
+            attrs,
+            "gen_ai.usage.input_tokens",
+            "gen_ai.usage.prompt_tokens",
+            "llm.token_count.prompt",
         )
         output_tokens = _first_int(
             attrs,
@@ -173,7 +183,9 @@ class SpanMapper:
         explicit_cost = _first(attrs, "gen_ai.usage.cost", "llm.cost.total")
         row.update(
             operation=_operation(attrs),
-            provider=_first_text(attrs, "gen_ai.provider.name", "gen_ai.system", "llm.provider", "llm.system"),
+            provider=_first_text(
+                attrs, "gen_ai.provider.name", "gen_ai.system", "llm.provider", "llm.system"
+            ),
             request_model=request_model,
             response_model=response_model,
             input_messages=input_json,
@@ -305,7 +317,9 @@ def _normalise(messages: Any, default_role: str) -> list[Message]:
     normalised: list[Message] = []
     for message in messages:
         if isinstance(message, str):
-            normalised.append({"role": default_role, "parts": [{"type": "text", "content": message}]})
+            normalised.append(
+                {"role": default_role, "parts": [{"type": "text", "content": message}]}
+            )
             continue
         if not isinstance(message, dict):
             continue
@@ -331,7 +345,9 @@ def _content_parts(content: Any) -> list[dict[str, Any]]:
                 parts.append({"type": "text", "content": part})
             elif isinstance(part, dict):
                 text = part.get("text", part.get("content"))
-                if part.get("type") in ("text", "input_text", "output_text") and isinstance(text, str):
+                if part.get("type") in ("text", "input_text", "output_text") and isinstance(
+                    text, str
+                ):
                     parts.append({"type": "text", "content": text})
                 else:
                     parts.append(part)

@@ -120,8 +120,9 @@ def revoke_key(store: Store, key_id: str, project: str | None = None) -> dict[st
 
 def has_keys(store: Store, project: str) -> bool:
     return bool(
-        store.query("SELECT 1 FROM api_keys FINAL WHERE project_id = {p:String} LIMIT 1",
-                    {"p": project})
+        store.query(
+            "SELECT 1 FROM api_keys FINAL WHERE project_id = {p:String} LIMIT 1", {"p": project}
+        )
     )
 
 

@@ -16,7 +16,7 @@ OTHER = "_other"
 
 
 class LabelCap:
-    """Bounds a metric's series: past `limit` distinct label sets, new ones collapse into `_other`."""
+    """Caps a metric's series: past `limit` label sets, new ones collapse into `_other`."""
 
     def __init__(self, limit: int) -> None:
         self.limit = limit
@@ -34,8 +34,14 @@ class LabelCap:
 class BatchHistogram(Collector):
     """A histogram fed a whole batch of values at once (the writer stores thousands per call)."""
 
-    def __init__(self, name: str, documentation: str, labelnames: Sequence[str],
-                 buckets: Sequence[float], registry: CollectorRegistry) -> None:
+    def __init__(
+        self,
+        name: str,
+        documentation: str,
+        labelnames: Sequence[str],
+        buckets: Sequence[float],
+        registry: CollectorRegistry,
+    ) -> None:
         self.name, self.documentation, self.labelnames = name, documentation, tuple(labelnames)
         self.bounds = np.array(buckets, dtype=float)
         self._series: dict[tuple[str, ...], list] = {}
@@ -43,8 +49,9 @@ class BatchHistogram(Collector):
 
     def observe_many(self, labels: tuple[str, ...], values: Sequence[float]) -> None:
         array = np.asarray(values, dtype=float)
-        counts = np.bincount(np.searchsorted(self.bounds, array, side="left"),
-                             minlength=len(self.bounds) + 1)
+        counts = np.bincount(
+            np.searchsorted(self.bounds, array, side="left"), minlength=len(self.bounds) + 1
+        )
         series = self._series.setdefault(labels, [np.zeros(len(self.bounds) + 1, np.int64), 0.0])
         series[0] += counts
         series[1] += float(array.sum())
@@ -53,7 +60,9 @@ class BatchHistogram(Collector):
         family = HistogramMetricFamily(self.name, self.documentation, labels=self.labelnames)
         for labels, (counts, total) in list(self._series.items()):
             cumulative = np.cumsum(counts)
-            buckets = [(_le(b), float(c)) for b, c in zip(self.bounds, cumulative[:-1], strict=True)]
+            buckets = [
+                (_le(b), float(c)) for b, c in zip(self.bounds, cumulative[:-1], strict=True)
+            ]
             buckets.append(("+Inf", float(cumulative[-1])))
             family.add_metric(list(labels), buckets, total)
         yield family
@@ -69,39 +78,67 @@ class CollectorMetrics:
     def __init__(self, max_series: int = 1000) -> None:
         r = self.registry = CollectorRegistry()
         self.cap = LabelCap(max_series)
-        self.requests = Counter("driftline_ingest_requests", "OTLP export requests by HTTP status",
-                                ["code"], registry=r)
-        self.spans_accepted = Counter("driftline_ingest_spans_accepted",
-                                      "Spans acknowledged (durable in the write-ahead log)",
-                                      registry=r)
-        self.spans_rejected = Counter("driftline_ingest_spans_rejected",
-                                      "Spans refused, by reason", ["reason"], registry=r)
-        self.requests_rejected = Counter("driftline_ingest_requests_rejected",
-                                         "Requests refused before their spans could be counted",
-                                         ["reason"], registry=r)
-        self.ack_seconds = Histogram("driftline_ingest_ack_duration_seconds",
-                                     "Time from request received to durable acknowledgement",
-                                     buckets=LATENCY_BUCKETS, registry=r)
-        self.wal_backlog = Gauge("driftline_wal_backlog_bytes",
-                                 "Acknowledged bytes not yet in the store", registry=r)
-        self.store_write_seconds = Histogram("driftline_store_write_duration_seconds",
-                                             "Time to write one batch to the store", ["table"],
-                                             buckets=LATENCY_BUCKETS, registry=r)
-        self.store_rows = Counter("driftline_store_rows_written", "Rows written to the store",
-                                  ["table"], registry=r)
-        self.store_errors = Counter("driftline_store_write_errors",
-                                    "Failed store writes (retried)", registry=r)
-        self.duplicates = Counter("driftline_store_duplicate_spans_skipped",
-                                  "Spans delivered again and not stored twice", registry=r)
-        self.llm_duration = BatchHistogram("driftline_llm_request_duration_seconds",
-                                           "LLM call duration", LLM_LABELS, LATENCY_BUCKETS, r)
+        self.requests = Counter(
+            "driftline_ingest_requests", "OTLP export requests by HTTP status", ["code"], registry=r
+        )
+        self.spans_accepted = Counter(
+            "driftline_ingest_spans_accepted",
+            "Spans acknowledged (durable in the write-ahead log)",
+            registry=r,
+        )
+        self.spans_rejected = Counter(
+            "driftline_ingest_spans_rejected", "Spans refused, by reason", ["reason"], registry=r
+        )
+        self.requests_rejected = Counter(
+            "driftline_ingest_requests_rejected",
+            "Requests refused before their spans could be counted",
+            ["reason"],
+            registry=r,
+        )
+        self.ack_seconds = Histogram(
+            "driftline_ingest_ack_duration_seconds",
+            "Time from request received to durable acknowledgement",
+            buckets=LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.wal_backlog = Gauge(
+            "driftline_wal_backlog_bytes", "Acknowledged bytes not yet in the store", registry=r
+        )
+        self.store_write_seconds = Histogram(
+            "driftline_store_write_duration_seconds",
+            "Time to write one batch to the store",
+            ["table"],
+            buckets=LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.store_rows = Counter(
+            "driftline_store_rows_written", "Rows written to the store", ["table"], registry=r
+        )
+        self.store_errors = Counter(
+            "driftline_store_write_errors", "Failed store writes (retried)", registry=r
+        )
+        self.duplicates = Counter(
+            "driftline_store_duplicate_spans_skipped",
+            "Spans delivered again and not stored twice",
+            registry=r,
+        )
+        self.llm_duration = BatchHistogram(
+            "driftline_llm_request_duration_seconds",
+            "LLM call duration",
+            LLM_LABELS,
+            LATENCY_BUCKETS,
+            r,
+        )
         self.llm_calls = Counter("driftline_llm_calls", "LLM calls stored", LLM_LABELS, registry=r)
-        self.llm_tokens = Counter("driftline_llm_tokens", "LLM tokens",
-                                  [*LLM_LABELS, "type"], registry=r)
-        self.llm_cost = Counter("driftline_llm_cost_usd", "LLM cost in US dollars", LLM_LABELS,
-                                registry=r)
-        self.llm_errors = Counter("driftline_llm_errors", "LLM calls that failed",
-                                  [*LLM_LABELS, "error_type"], registry=r)
+        self.llm_tokens = Counter(
+            "driftline_llm_tokens", "LLM tokens", [*LLM_LABELS, "type"], registry=r
+        )
+        self.llm_cost = Counter(
+            "driftline_llm_cost_usd", "LLM cost in US dollars", LLM_LABELS, registry=r
+        )
+        self.llm_errors = Counter(
+            "driftline_llm_errors", "LLM calls that failed", [*LLM_LABELS, "error_type"], registry=r
+        )
 
     def track_backlog(self, backlog: Callable[[], int]) -> None:
         self.wal_backlog.set_function(backlog)
@@ -110,8 +147,12 @@ class CollectorMetrics:
         """Aggregate a stored batch per label set, then update each series once."""
         groups: dict[tuple[str, ...], list[dict]] = defaultdict(list)
         for row in rows:
-            key = (row["project_id"], row["service"], row["response_model"] or row["request_model"],
-                   row["operation"])
+            key = (
+                row["project_id"],
+                row["service"],
+                row["response_model"] or row["request_model"],
+                row["operation"],
+            )
             groups[self.cap(key)].append(row)
         for labels, members in groups.items():
             self.llm_calls.labels(*labels).inc(len(members))

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import base64
-
 import zlib
 from dataclasses import dataclass
 from typing import Any
@@ -136,12 +135,17 @@ def check_spans(request: ExportTraceServiceRequest) -> tuple[int, dict[str, int]
     for resource_spans in request.resource_spans:
         for scope_spans in resource_spans.scope_spans:
             spans = scope_spans.spans
-            bad = [i for i, span in enumerate(spans) if _problem(span.trace_id, span.span_id,
-                                                                  span.parent_span_id)]
+            bad = [
+                i
+                for i, span in enumerate(spans)
+                if _problem(span.trace_id, span.span_id, span.parent_span_id)
+            ]
             for i in reversed(bad):
                 reason = _problem(spans[i].trace_id, spans[i].span_id, spans[i].parent_span_id)
                 rejected[reason] = rejected.get(reason, 0) + 1
-                first_problem = first_problem or f"span {spans[i].name!r}: {reason.replace('_', ' ')}"
+                first_problem = (
+                    first_problem or f"span {spans[i].name!r}: {reason.replace('_', ' ')}"
+                )
                 del spans[i]
             accepted += len(spans)
     message = ""

@@ -6,13 +6,12 @@ import asyncio
 import time
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, Request, Response
-
 from driftline.collector import envelope, otlp
 from driftline.collector.auth import require
 from driftline.collector.keys import Principal, Role
 from driftline.collector.runtime import ApiError, runtime
 from driftline.collector.wal import WalClosed, WalFull
+from fastapi import APIRouter, Depends, Request, Response
 
 router = APIRouter(tags=["ingest"])
 _RETRY_WHEN_FULL = "5"
@@ -67,8 +66,9 @@ async def export_traces(
             future = rt.wal.submit(envelope.pack(principal.project, decoded.wire))
         except WalFull as exc:
             rt.metrics.spans_rejected.labels("backlog_full").inc(decoded.accepted)
-            raise ApiError(503, f"{exc}; the store is behind, retry later",
-                           {"Retry-After": _RETRY_WHEN_FULL}) from None
+            raise ApiError(
+                503, f"{exc}; the store is behind, retry later", {"Retry-After": _RETRY_WHEN_FULL}
+            ) from None
         except WalClosed:
             raise ApiError(503, "collector is shutting down", {"Retry-After": "1"}) from None
         await asyncio.wrap_future(future)

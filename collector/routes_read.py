@@ -8,11 +8,10 @@ from datetime import UTC, datetime
 from typing import Annotated, Any, Literal
 
 import orjson
-from fastapi import APIRouter, Depends, Query, Request
-
 from driftline.collector.auth import require
 from driftline.collector.keys import Principal, Role
 from driftline.collector.runtime import ApiError, runtime
+from fastapi import APIRouter, Depends, Query, Request
 
 router = APIRouter(prefix="/api", tags=["read"])
 ReadKey = Annotated[Principal, Depends(require(Role.READ))]
@@ -88,7 +87,9 @@ def list_calls(
     service: str | None = None,
     operation: str | None = None,
     status: Literal["ok", "error", "unset"] | None = None,
-    q: Annotated[str | None, Query(description="text in the input or output", max_length=500)] = None,
+    q: Annotated[
+        str | None, Query(description="text in the input or output", max_length=500)
+    ] = None,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
     cursor: str | None = None,
     project: Annotated[str | None, Query(description="must match the key's project")] = None,

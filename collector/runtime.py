@@ -4,8 +4,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from fastapi import Request
-
 from driftline.collector.config import Settings
 from driftline.collector.genai import SpanMapper
 from driftline.collector.keys import KeyChecker
@@ -14,6 +12,7 @@ from driftline.collector.ratelimit import RateLimiter
 from driftline.collector.wal import WriteAheadLog
 from driftline.collector.writer import Writer
 from driftline.store import Store
+from fastapi import Request
 
 
 class ApiError(Exception):

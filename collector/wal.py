@@ -126,7 +126,10 @@ class WriteAheadLog:
                 future.set_result(None)
 
     def _write(self, data: bytes) -> None:
-        if self._sizes[self._segment] and self._sizes[self._segment] + len(data) > self.segment_bytes:
+        if (
+            self._sizes[self._segment]
+            and self._sizes[self._segment] + len(data) > self.segment_bytes
+        ):
             self._rotate()
         self._file.write(data)
         self._file.flush()
@@ -175,7 +178,9 @@ class WriteAheadLog:
                     break
                 position = Position(min(later), 0)
                 continue
-            limit = durable.offset if position.segment == durable.segment else sizes[position.segment]
+            limit = (
+                durable.offset if position.segment == durable.segment else sizes[position.segment]
+            )
             chunk = list(self._read_segment(position, limit, max_bytes - total))
             records.extend(chunk)
             total += sum(len(r.payload) for r in chunk)
@@ -257,4 +262,3 @@ class WriteAheadLog:
             return Position(segments[0] if segments else 1, 0)
         segment, offset = path.read_text().split()
         return Position(int(segment), int(offset))
-

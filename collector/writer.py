@@ -15,13 +15,12 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import pyarrow as pa
-from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
-
 from driftline.collector import envelope
 from driftline.collector.genai import SpanMapper, attributes, is_llm_call
 from driftline.collector.metrics import CollectorMetrics
 from driftline.collector.wal import Record, WriteAheadLog
 from driftline.store import Store, StoreError
+from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 
 log = logging.getLogger(__name__)
 

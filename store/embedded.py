@@ -8,7 +8,6 @@ from typing import Any
 
 import pyarrow as pa
 from chdb import session as chdb_session
-
 from driftline.store.base import Params, Store, StoreError
 
 
@@ -68,5 +67,7 @@ def _strings_not_binary(table: pa.Table) -> pa.Table:
     """chDB returns FixedString as fixed-size binary; hand it back as text like the server does."""
     for i, field in enumerate(table.schema):
         if pa.types.is_fixed_size_binary(field.type):
-            table = table.set_column(i, field.name, table.column(i).cast(pa.binary()).cast(pa.string()))
+            table = table.set_column(
+                i, field.name, table.column(i).cast(pa.binary()).cast(pa.string())
+            )
     return table

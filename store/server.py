@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import threading
+from typing import Any
 from urllib.parse import unquote, urlparse
 
 import clickhouse_connect
 import pyarrow as pa
 from clickhouse_connect.driver.client import Client
-
 from driftline.store.base import Params, Store, StoreError
 
 
@@ -18,10 +18,12 @@ class ServerStore(Store):
     def __init__(self, url: str) -> None:
         parsed = urlparse(url)
         if parsed.scheme not in ("http", "https") or not parsed.hostname:
-            raise StoreError(f"clickhouse url must look like http://user:pass@host:8123/db, got {url!r}")
+            raise StoreError(
+                f"clickhouse url must look like http://user:pass@host:8123/db, got {url!r}"
+            )
         self.database = parsed.path.strip("/") or "driftline"
         self._local = threading.local()
-        self._connect_args = {
+        self._connect_args: dict[str, Any] = {
             "host": parsed.hostname,
             "port": parsed.port or (8443 if parsed.scheme == "https" else 8123),
             "username": unquote(parsed.username or "default"),

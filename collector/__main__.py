@@ -1,0 +1,3 @@
+from driftline.collector.cli import main
+
+main()

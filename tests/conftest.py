@@ -1,0 +1,167 @@
+"""Shared fixtures: a collector on a real embedded ClickHouse (chDB), in process or as a server."""
+
+from __future__ import annotations
+
+import os
+import re
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+import pytest
+from driftline.collector import keys
+from driftline.collector.app import build_runtime, create_app
+from driftline.collector.config import Settings, load_settings
+from driftline.collector.runtime import Runtime
+from driftline.store import Store, migrate, open_store
+from fastapi.testclient import TestClient
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@pytest.fixture
+def store(tmp_path: Path) -> Iterator[Store]:
+    """A fresh embedded ClickHouse (chDB allows one open at a time per process)."""
+    s = open_store(tmp_path / "data")
+    migrate(s)
+    yield s
+    s.close()
+
+
+@dataclass
+class Collector:
+    client: TestClient
+    runtime: Runtime
+    ingest_key: str
+    read_key: str
+    admin_key: str
+
+    def wait_stored(self, table: str = "llm_calls", count: int = 1, timeout: float = 10) -> int:
+        """Wait until the writer has stored at least `count` rows in the table."""
+        deadline = time.monotonic() + timeout
+        while True:
+            n = self.runtime.store.query(f"SELECT count() AS n FROM {table}")[0]["n"]
+            if n >= count or time.monotonic() > deadline:
+                return int(n)
+            time.sleep(0.05)
+
+    def drain(self, timeout: float = 10) -> None:
+        deadline = time.monotonic() + timeout
+        while self.runtime.wal.backlog_bytes() and time.monotonic() < deadline:
+            time.sleep(0.02)
+
+
+def make_settings(tmp_path: Path, **overrides: object) -> Settings:
+    return load_settings(None, data=tmp_path / "data", writer_flush_interval=0.01, **overrides)
+
+
+@pytest.fixture
+def collector_factory(tmp_path: Path, store: Store) -> Iterator:
+    """Build an in-process collector with optional setting overrides."""
+    opened: list[TestClient] = []
+
+    def build(project: str = "alpha", **overrides: object) -> Collector:
+        rt = build_runtime(make_settings(tmp_path, **overrides), store)
+        client = TestClient(create_app(rt))
+        client.__enter__()
+        opened.append(client)
+        made = {
+            role: keys.create_key(store, project, role)[1] for role in ("ingest", "read", "admin")
+        }
+        return Collector(client, rt, made["ingest"], made["read"], made["admin"])
+
+    yield build
+    for client in opened:
+        client.__exit__(None, None, None)
+
+
+@pytest.fixture
+def collector(collector_factory) -> Collector:
+    return collector_factory()
+
+
+@dataclass
+class ServerProcess:
+    process: subprocess.Popen[str]
+    url: str
+    data: Path
+    ingest_key: str
+    read_key: str
+    log: Path
+
+
+def start_server(
+    data: Path,
+    port: int | None = None,
+    env: dict[str, str] | None = None,
+    args: tuple[str, ...] = (),
+) -> ServerProcess:
+    """`driftline serve` as a real process; returns once /readyz answers."""
+    port = port or free_port()
+    data.mkdir(parents=True, exist_ok=True)
+    log_path = data.parent / f"server-{port}.log"
+    with open(log_path, "w") as log_file:
+        process = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "driftline.collector",
+                "serve",
+                "--data",
+                str(data),
+                "--port",
+                str(port),
+                "--log-level",
+                "warning",
+                *args,
+            ],
+            stdout=log_file,
+            stderr=subprocess.STDOUT,
+            text=True,
+            env={**os.environ, **(env or {})},
+        )
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        try:
+            if httpx.get(f"{url}/readyz", timeout=1).status_code == 200:
+                break
+        except httpx.HTTPError:
+            pass
+        if process.poll() is not None:
+            raise RuntimeError("server exited: " + log_path.read_text())
+        time.sleep(0.1)
+    else:
+        process.kill()
+        raise RuntimeError("server did not become ready")
+    found = {}
+    text = log_path.read_text()  # the first start prints the default project's keys
+    for role in ("ingest", "read"):
+        match = re.search(rf"{role} key:\s+(\S+)", text)
+        found[role] = match.group(1) if match else ""
+    return ServerProcess(process, url, data, found["ingest"], found["read"], log_path)
+
+
+def stop_server(server: ServerProcess, kill: bool = False) -> None:
+    if server.process.poll() is None:
+        if kill:
+            server.process.kill()
+        else:
+            server.process.terminate()
+        server.process.wait(timeout=60)
+
+
+@pytest.fixture
+def server(tmp_path: Path) -> Iterator[ServerProcess]:
+    srv = start_server(tmp_path / "data")
+    yield srv
+    stop_server(srv)
