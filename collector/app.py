@@ -5,11 +5,12 @@ from __future__ import annotations
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from pathlib import Path
 
 from driftline.collector import otlp, routes_admin, routes_ingest, routes_read
 from driftline.collector.config import Settings
-from driftline.collector.genai import SpanMapper
 from driftline.collector.keys import KeyChecker
+from driftline.collector.mapping import SpanDecoder
 from driftline.collector.metrics import CollectorMetrics
 from driftline.collector.pricing import PriceTable
 from driftline.collector.ratelimit import RateLimiter
@@ -17,6 +18,7 @@ from driftline.collector.runtime import ApiError, Runtime
 from driftline.collector.wal import WriteAheadLog
 from driftline.collector.writer import Writer
 from driftline.store import Store, StoreError, apply_retention, migrate
+from driftline.store.embedded import EmbeddedStore
 from fastapi import FastAPI, Request, Response
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
@@ -34,9 +36,13 @@ def build_runtime(settings: Settings, store: Store, operator_token: str | None =
         settings.data / "wal", settings.wal_segment_bytes, settings.wal_budget_bytes
     )
     metrics.track_backlog(wal.backlog_bytes)
-    mapper = SpanMapper(PriceTable({k: v.price() for k, v in settings.prices.items()}))
+    decoder = SpanDecoder(
+        decode_engine(store, settings.data),
+        settings.data / "spool",
+        PriceTable({k: v.price() for k, v in settings.prices.items()}),
+    )
     writer = Writer(
-        wal, store, mapper, metrics, settings.writer_batch_bytes, settings.writer_flush_interval
+        wal, store, decoder, metrics, settings.writer_batch_bytes, settings.writer_flush_interval
     )
     return Runtime(
         settings=settings,
@@ -46,8 +52,14 @@ def build_runtime(settings: Settings, store: Store, operator_token: str | None =
         keys=KeyChecker(store, settings.key_cache_seconds, operator_token),
         limiter=RateLimiter(settings.rate_limit_per_second, settings.rate_limit_burst),
         metrics=metrics,
-        mapper=mapper,
     )
+
+
+def decode_engine(store: Store, data: Path) -> EmbeddedStore:
+    """chDB decodes spans: the embedded store itself, or a private one beside a server store."""
+    if isinstance(store, EmbeddedStore):
+        return store
+    return EmbeddedStore(data / "decoder")
 
 
 def create_app(rt: Runtime) -> FastAPI:

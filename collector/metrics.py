@@ -6,6 +6,7 @@ from collections import defaultdict
 from collections.abc import Callable, Iterable, Sequence
 
 import numpy as np
+import pyarrow as pa
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client.core import HistogramMetricFamily
 from prometheus_client.registry import Collector
@@ -143,27 +144,33 @@ class CollectorMetrics:
     def track_backlog(self, backlog: Callable[[], int]) -> None:
         self.wal_backlog.set_function(backlog)
 
-    def observe_llm_calls(self, rows: Sequence[dict]) -> None:
+    def observe_llm_calls(self, calls: pa.Table) -> None:
         """Aggregate a stored batch per label set, then update each series once."""
-        groups: dict[tuple[str, ...], list[dict]] = defaultdict(list)
-        for row in rows:
-            key = (
-                row["project_id"],
-                row["service"],
-                row["response_model"] or row["request_model"],
-                row["operation"],
+        columns = {
+            name: calls.column(name).to_pylist()
+            for name in ("project_id", "service", "response_model", "operation", "duration_ms",
+                         "input_tokens", "output_tokens", "cost_usd", "status_code", "error_type")
+        }  # fmt: skip
+        groups: dict[tuple[str, ...], list[int]] = defaultdict(list)
+        for i, key in enumerate(
+            zip(columns["project_id"], columns["service"], columns["response_model"],
+                columns["operation"], strict=True)
+        ):  # fmt: skip
+            groups[self.cap(key)].append(i)
+        for labels, rows in groups.items():
+            self.llm_calls.labels(*labels).inc(len(rows))
+            self.llm_duration.observe_many(labels, [columns["duration_ms"][i] / 1000 for i in rows])
+            self.llm_tokens.labels(*labels, "input").inc(
+                sum(columns["input_tokens"][i] for i in rows)
             )
-            groups[self.cap(key)].append(row)
-        for labels, members in groups.items():
-            self.llm_calls.labels(*labels).inc(len(members))
-            self.llm_duration.observe_many(labels, [m["duration_ms"] / 1000 for m in members])
-            self.llm_tokens.labels(*labels, "input").inc(sum(m["input_tokens"] for m in members))
-            self.llm_tokens.labels(*labels, "output").inc(sum(m["output_tokens"] for m in members))
-            self.llm_cost.labels(*labels).inc(sum(m["cost_usd"] for m in members))
+            self.llm_tokens.labels(*labels, "output").inc(
+                sum(columns["output_tokens"][i] for i in rows)
+            )
+            self.llm_cost.labels(*labels).inc(sum(columns["cost_usd"][i] for i in rows))
             errors: dict[str, int] = defaultdict(int)
-            for m in members:
-                if m["status_code"] == "error" or m["error_type"]:
-                    errors[m["error_type"] or "_OTHER"] += 1
+            for i in rows:
+                if columns["status_code"][i] == "error" or columns["error_type"][i]:
+                    errors[columns["error_type"][i] or "_OTHER"] += 1
             for error_type, count in errors.items():
                 (capped,) = self.cap((error_type,))
                 self.llm_errors.labels(*labels, capped).inc(count)

@@ -55,28 +55,17 @@ DEFAULT_PRICES: dict[str, Price] = {
 
 
 class PriceTable:
-    """Finds a model's price by its longest known name prefix (`gpt-4o-2024-08-06` → `gpt-4o`)."""
+    """Default list prices with config overrides, keyed by lower-case model name.
+
+    The decoder (mapping.py) prices a call by the longest name that is its model or a prefix of
+    it followed by `-`, `@`, `:` or `.` (so `gpt-4o-2024-08-06` is priced as `gpt-4o`).
+    """
 
     def __init__(self, overrides: Mapping[str, Price] | None = None) -> None:
         self._prices = {**DEFAULT_PRICES, **{k.lower(): v for k, v in (overrides or {}).items()}}
-        self._names = sorted(self._prices, key=len, reverse=True)
-        self._cache: dict[str, Price | None] = {}
 
-    def lookup(self, model: str) -> Price | None:
-        if model in self._cache:
-            return self._cache[model]
-        name = model.lower().rsplit("/", 1)[-1]
-        found = None
-        for known in self._names:
-            if name == known or (name.startswith(known) and name[len(known)] in "-@:."):
-                found = self._prices[known]
-                break
-        if len(self._cache) < 10_000:
-            self._cache[model] = found
-        return found
+    def names_longest_first(self) -> list[str]:
+        return sorted(self._prices, key=lambda name: (-len(name), name))
 
-    def cost(self, model: str, input_tokens: int, output_tokens: int) -> float:
-        price = self.lookup(model) if model else None
-        if price is None:
-            return 0.0
-        return (input_tokens * price.input_per_mtok + output_tokens * price.output_per_mtok) / 1e6
+    def price(self, name: str) -> Price:
+        return self._prices[name]

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import base64
 import re
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal, InvalidOperation
 from typing import Annotated, Any, Literal
 
 import orjson
@@ -16,6 +17,7 @@ from fastapi import APIRouter, Depends, Query, Request
 router = APIRouter(prefix="/api", tags=["read"])
 ReadKey = Annotated[Principal, Depends(require(Role.READ))]
 _HEX32 = re.compile(r"^[0-9a-f]{32}$")
+_HEX16 = re.compile(r"^[0-9a-f]{16}$")
 
 _TIMES = (
     "toUnixTimestamp64Nano(start_time) AS start_time_unix_nano, "
@@ -34,21 +36,41 @@ _CALL_COLUMNS = (
 _SPAN_COLUMNS = f"{_COMMON}, {_TIMES}, kind, scope_name, events, links"
 
 
+_RFC3339_FRACTION = re.compile(r"(\d\d:\d\d:\d\d)[.,](\d+)")
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_MAX_NS = 2**63 - 1
+
+
 def parse_time(value: str | None, name: str) -> int | None:
-    """RFC 3339 or Unix seconds, as Unix nanoseconds."""
+    """RFC 3339 or Unix seconds, as Unix nanoseconds (exactly: no float rounding)."""
     if value is None or value == "":
         return None
     try:
-        return int(float(value) * 1e9)
-    except ValueError:
-        pass
+        seconds = Decimal(value.strip())
+    except InvalidOperation:
+        ns = _parse_rfc3339(value, name)
+    else:
+        if not seconds.is_finite():
+            raise ApiError(400, f"{name}={value!r} is not RFC 3339 time or Unix seconds")
+        ns = int(seconds * 1_000_000_000) if seconds.adjusted() < 11 else -1
+    if not 0 <= ns <= _MAX_NS:
+        raise ApiError(400, f"{name}={value!r} is out of range (1970 to 2262)")
+    return ns
+
+
+def _parse_rfc3339(value: str, name: str) -> int:
+    whole, nanos = value, 0
+    fraction = _RFC3339_FRACTION.search(value)
+    if fraction:  # datetime keeps microseconds only; keep all nine digits
+        nanos = int(fraction.group(2)[:9].ljust(9, "0"))
+        whole = value[: fraction.start(2) - 1] + value[fraction.end(2) :]
     try:
-        moment = datetime.fromisoformat(value)
+        moment = datetime.fromisoformat(whole)
     except ValueError:
         raise ApiError(400, f"{name}={value!r} is not RFC 3339 time or Unix seconds") from None
     if moment.tzinfo is None:
         moment = moment.replace(tzinfo=UTC)
-    return int(moment.timestamp() * 1e9)
+    return (moment - _EPOCH) // timedelta(seconds=1) * 1_000_000_000 + nanos
 
 
 def _encode_cursor(row: dict[str, Any]) -> str:
@@ -59,7 +81,12 @@ def _encode_cursor(row: dict[str, Any]) -> str:
 def _decode_cursor(cursor: str) -> tuple[int, str, str]:
     try:
         ns, trace_id, span_id = orjson.loads(base64.urlsafe_b64decode(cursor.encode()))
-        if not (isinstance(ns, int) and _HEX32.match(trace_id) and len(span_id) == 16):
+        if not (
+            type(ns) is int
+            and 0 <= ns <= _MAX_NS
+            and _HEX32.match(trace_id)
+            and _HEX16.match(span_id)
+        ):
             raise ValueError
     except Exception:
         raise ApiError(400, "cursor is not one this API returned") from None

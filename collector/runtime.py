@@ -5,7 +5,6 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from driftline.collector.config import Settings
-from driftline.collector.genai import SpanMapper
 from driftline.collector.keys import KeyChecker
 from driftline.collector.metrics import CollectorMetrics
 from driftline.collector.ratelimit import RateLimiter
@@ -32,7 +31,6 @@ class Runtime:
     keys: KeyChecker
     limiter: RateLimiter
     metrics: CollectorMetrics
-    mapper: SpanMapper
     extra: dict[str, object] = field(default_factory=dict)
 
 

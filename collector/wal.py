@@ -67,7 +67,7 @@ class WriteAheadLog:
             self._segment = existing[-1] + 1
         else:
             self._segment = self._checkpoint.segment + (1 if self._checkpoint.offset else 0)
-        self._sizes = {n: (directory / self._name(n)).stat().st_size for n in existing}
+        self._sizes = {n: self._recover(n) for n in existing}
         self._backlog = sum(self._sizes.values()) - (
             self._checkpoint.offset if self._checkpoint.segment in self._sizes else 0
         )
@@ -247,6 +247,24 @@ class WriteAheadLog:
         self._file.close()
 
     # ---- files -------------------------------------------------------------------------------
+
+    def _recover(self, segment: int) -> int:
+        """Cut a torn or corrupt tail (never acknowledged) off a segment a crash left; its size.
+
+        Without this the unreadable bytes would count as backlog that no commit ever frees.
+        """
+        path = self.directory / self._name(segment)
+        size = path.stat().st_size
+        if segment < self._checkpoint.segment:
+            return size
+        valid = self._checkpoint.offset if segment == self._checkpoint.segment else 0
+        for record in self._read_segment(Position(segment, valid), size, size + 1):
+            valid = record.end.offset
+        if valid < size:
+            with open(path, "r+b") as f:
+                f.truncate(valid)
+                os.fsync(f.fileno())
+        return valid
 
     @staticmethod
     def _name(segment: int) -> str:

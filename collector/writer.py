@@ -10,109 +10,36 @@ import logging
 import random
 import threading
 import time
-from collections.abc import Sequence
-from dataclasses import dataclass, field
-from typing import Any
 
 import pyarrow as pa
-from driftline.collector import envelope
-from driftline.collector.genai import SpanMapper, attributes, is_llm_call
+import pyarrow.compute as pc
+from driftline.collector.mapping import MappedBatch, SpanDecoder, keys_of
 from driftline.collector.metrics import CollectorMetrics
-from driftline.collector.wal import Record, WriteAheadLog
+from driftline.collector.wal import WriteAheadLog
 from driftline.store import Store, StoreError
-from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 
 log = logging.getLogger(__name__)
 
-_TS = pa.timestamp("ns", tz="UTC")
-_MAP = pa.map_(pa.string(), pa.string())
-_S = pa.string()
-_COMMON = [
-    ("project_id", _S), ("trace_id", _S), ("span_id", _S), ("parent_span_id", _S),
-    ("start_time", _TS), ("end_time", _TS), ("duration_ms", pa.float64()), ("service", _S),
-    ("service_version", _S), ("environment", _S), ("span_name", _S), ("status_code", _S),
-    ("status_message", _S), ("attributes", _MAP), ("resource_attributes", _MAP),
-]  # fmt: skip
-LLM_CALLS_SCHEMA = pa.schema([
-    *_COMMON,
-    ("operation", _S), ("provider", _S), ("request_model", _S), ("response_model", _S),
-    ("input_messages", _S), ("output_messages", _S), ("input_text", _S), ("output_text", _S),
-    ("input_tokens", pa.uint32()), ("output_tokens", pa.uint32()), ("total_tokens", pa.uint32()),
-    ("cost_usd", pa.float64()), ("finish_reasons", pa.list_(_S)), ("error_type", _S),
-    ("conversation_id", _S), ("user_id", _S), ("agent_name", _S),
-])  # fmt: skip
-SPANS_SCHEMA = pa.schema([
-    *_COMMON, ("kind", _S), ("scope_name", _S), ("events", _S), ("links", _S),
-])  # fmt: skip
 
-
-def to_arrow(rows: Sequence[dict[str, Any]], schema: pa.Schema) -> pa.Table:
-    arrays = []
-    for f in schema:
-        values = [row[f.name] for row in rows]
-        if f.type == _TS:
-            arrays.append(pa.array(values, pa.int64()).cast(_TS))
-        else:
-            arrays.append(pa.array(values, f.type))
-    return pa.Table.from_arrays(arrays, schema=schema)
-
-
-@dataclass
-class Batch:
-    """Rows decoded from a run of log records, deduplicated within the run."""
-
-    llm_calls: list[dict[str, Any]] = field(default_factory=list)
-    spans: list[dict[str, Any]] = field(default_factory=list)
-    seen: set[tuple[str, str, str]] = field(default_factory=set)
-    duplicates: int = 0
-
-    def add(self, mapper: SpanMapper, project: str, request: ExportTraceServiceRequest) -> None:
-        for resource_spans in request.resource_spans:
-            resource = attributes(resource_spans.resource.attributes)
-            for scope_spans in resource_spans.scope_spans:
-                scope = scope_spans.scope.name
-                for span in scope_spans.spans:
-                    key = (project, span.trace_id.hex(), span.span_id.hex())
-                    if key in self.seen:
-                        self.duplicates += 1
-                        continue
-                    self.seen.add(key)
-                    attrs = attributes(span.attributes)
-                    if is_llm_call(attrs):
-                        self.llm_calls.append(mapper.llm_row(project, span, resource, attrs))
-                    else:
-                        self.spans.append(mapper.span_row(project, span, resource, scope, attrs))
-
-
-def decode_records(mapper: SpanMapper, records: Sequence[Record]) -> Batch:
-    batch = Batch()
-    for record in records:
-        project, otlp = envelope.unpack(record.payload)
-        request = ExportTraceServiceRequest()
-        request.ParseFromString(otlp)  # validated at ingest; a failure here is a bug, and loud
-        batch.add(mapper, project, request)
-    return batch
-
-
-def existing_keys(store: Store, table: str, rows: Sequence[dict[str, Any]]) -> set[tuple[str, ...]]:
-    """The (project, trace, span) keys among `rows` that the table already holds."""
-    if not rows:
+def existing_keys(store: Store, table: str, rows: pa.Table) -> set[str]:
+    """The `project/trace/span` keys among `rows` that the table already holds."""
+    if rows.num_rows == 0:
         return set()
-    projects = sorted({r["project_id"] for r in rows})
-    trace_ids = sorted({r["trace_id"] for r in rows})  # lower-case hex: safe to inline
-    found = store.query(
+    times = pc.min_max(rows.column("start_time").cast(pa.int64()))
+    found = store.query_with_values(
         f"SELECT project_id, trace_id, span_id FROM {table} "
         "WHERE project_id IN {projects:Array(String)} "
         "AND start_time BETWEEN fromUnixTimestamp64Nano({lo:Int64}, 'UTC') "
         "AND fromUnixTimestamp64Nano({hi:Int64}, 'UTC') "
-        f"AND trace_id IN ({','.join(repr(t) for t in trace_ids)})",
+        "AND trace_id IN (SELECT value FROM {values})",
+        pc.unique(rows.column("trace_id")).to_pylist(),
         {
-            "projects": projects,
-            "lo": min(r["start_time"] for r in rows),
-            "hi": max(r["start_time"] for r in rows),
+            "projects": pc.unique(rows.column("project_id")).to_pylist(),
+            "lo": times["min"].as_py(),
+            "hi": times["max"].as_py(),
         },
     )
-    return {(f["project_id"], f["trace_id"], f["span_id"]) for f in found}
+    return {f"{f['project_id']}/{f['trace_id']}/{f['span_id']}" for f in found}
 
 
 class Writer:
@@ -122,12 +49,12 @@ class Writer:
         self,
         wal: WriteAheadLog,
         store: Store,
-        mapper: SpanMapper,
+        decoder: SpanDecoder,
         metrics: CollectorMetrics,
         batch_bytes: int,
         flush_interval: float,
     ) -> None:
-        self.wal, self.store, self.mapper, self.metrics = wal, store, mapper, metrics
+        self.wal, self.store, self.decoder, self.metrics = wal, store, decoder, metrics
         self.batch_bytes = batch_bytes
         self.flush_interval = flush_interval
         self.store_healthy = True
@@ -159,13 +86,13 @@ class Writer:
             records = self.wal.read(position, self.batch_bytes)
             if not records:
                 continue
-            batch = decode_records(self.mapper, records)
+            batch = self.decoder.decode([r.payload for r in records])
             if not self._store(batch):
                 continue  # stopping while the store is down: the log keeps the batch
             position = records[-1].end
             self.wal.commit(position)
 
-    def _store(self, batch: Batch) -> bool:
+    def _store(self, batch: MappedBatch) -> bool:
         delay = 0.1
         while True:
             try:
@@ -181,25 +108,19 @@ class Writer:
                 time.sleep(delay * (0.5 + random.random()))
                 delay = min(delay * 2, 5.0)
 
-    def write(self, batch: Batch) -> None:
+    def write(self, batch: MappedBatch) -> None:
         """Insert the batch's rows the store does not hold yet."""
-        self.metrics.duplicates.inc(batch.duplicates)
-        for table, rows, schema in (
-            ("llm_calls", batch.llm_calls, LLM_CALLS_SCHEMA),
-            ("spans", batch.spans, SPANS_SCHEMA),
-        ):
-            if not rows:
+        for name, table in (("llm_calls", batch.llm_calls), ("spans", batch.spans)):
+            if table.num_rows == 0:
                 continue
             started = time.perf_counter()
-            known = existing_keys(self.store, table, rows)
+            known = existing_keys(self.store, name, table)
             if known:
                 self.metrics.duplicates.inc(len(known))
-                rows = [
-                    r for r in rows if (r["project_id"], r["trace_id"], r["span_id"]) not in known
-                ]
-            if rows:
-                self.store.insert_arrow(table, to_arrow(rows, schema))
-            self.metrics.store_write_seconds.labels(table).observe(time.perf_counter() - started)
-            self.metrics.store_rows.labels(table).inc(len(rows))
-            if table == "llm_calls":
-                self.metrics.observe_llm_calls(rows)
+                table = table.filter(pc.invert(pc.is_in(keys_of(table), pa.array(list(known)))))
+            if table.num_rows:
+                self.store.insert_arrow(name, table)
+            self.metrics.store_write_seconds.labels(name).observe(time.perf_counter() - started)
+            self.metrics.store_rows.labels(name).inc(table.num_rows)
+            if name == "llm_calls":
+                self.metrics.observe_llm_calls(table)

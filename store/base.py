@@ -33,6 +33,15 @@ class Store(abc.ABC):
         """Insert an Arrow table whose column names match the target table's."""
 
     @abc.abstractmethod
+    def query_with_values(
+        self, sql: str, values: list[str], params: Params | None = None
+    ) -> list[dict[str, Any]]:
+        """Run a SELECT whose `{values}` placeholder is a one-column table (`value String`).
+
+        For lists too long to inline in SQL (embedded: an Arrow table; server: external data).
+        """
+
+    @abc.abstractmethod
     def close(self) -> None:
         """Release the connection or the embedded engine."""
 

@@ -35,6 +35,21 @@ class EmbeddedStore(Store):
         rows = data  # noqa: F841
         self._run(f"INSERT INTO {self.database}.{table} ({columns}) SELECT * FROM Python(rows)")
 
+    def query_python(self, sql: str, batch: pa.Table, params: Params | None = None) -> pa.Table:
+        """Run a SELECT that reads the Arrow table `batch` through `Python(batch)`."""
+        # Arrow fields are nullable by default; ClickHouse would read them as Nullable(...).
+        batch = batch.cast(pa.schema([f.with_nullable(False) for f in batch.schema]))
+        return _strings_not_binary(self._run(sql, params, "ArrowTable"))
+
+    def query_with_values(
+        self, sql: str, values: list[str], params: Params | None = None
+    ) -> list[dict[str, Any]]:
+        table = pa.table({"value": pa.array(values, pa.string())})
+        result: list[dict[str, Any]] = self.query_python(
+            sql.replace("{values}", "Python(batch)"), table, params
+        ).to_pylist()
+        return result
+
     def close(self) -> None:
         with self._lock:
             self._session.close()
@@ -48,11 +63,20 @@ class EmbeddedStore(Store):
 
 
 def _text_params(params: Params | None) -> dict[str, Any]:
-    """chDB takes parameters as text: arrays must arrive as ClickHouse array literals."""
-    return {
-        name: _literal(value) if isinstance(value, list | tuple) else value
-        for name, value in (params or {}).items()
-    }
+    """chDB takes parameters as text: arrays as ClickHouse array literals, strings in the
+    Escaped (TSV) format (else a backslash, tab or newline in a value breaks the query)."""
+    return {name: _text_param(value) for name, value in (params or {}).items()}
+
+
+_ESCAPES = str.maketrans({"\\": "\\\\", "\t": "\\t", "\n": "\\n", "\r": "\\r", "\0": "\\0"})
+
+
+def _text_param(value: Any) -> Any:
+    if isinstance(value, list | tuple):
+        return _literal(value)
+    if isinstance(value, str):
+        return value.translate(_ESCAPES)
+    return value
 
 
 def _literal(value: Any) -> str:

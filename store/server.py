@@ -9,6 +9,7 @@ from urllib.parse import unquote, urlparse
 import clickhouse_connect
 import pyarrow as pa
 from clickhouse_connect.driver.client import Client
+from clickhouse_connect.driver.external import ExternalData
 from driftline.store.base import Params, Store, StoreError
 
 
@@ -62,6 +63,25 @@ class ServerStore(Store):
             self._client().insert_arrow(table, data, database=self.database)
         except Exception as exc:
             raise StoreError(str(exc)) from exc
+
+    def query_with_values(
+        self, sql: str, values: list[str], params: Params | None = None
+    ) -> list[dict[str, Any]]:
+        external = ExternalData(
+            file_name="driftline_values",
+            data="\n".join(values).encode(),
+            structure="value String",
+            fmt="TabSeparated",
+        )
+        try:
+            result = self._client().query(
+                sql.replace("{values}", "driftline_values"),
+                parameters=dict(params or {}),
+                external_data=external,
+            )
+        except Exception as exc:
+            raise StoreError(str(exc)) from exc
+        return list(result.named_results())
 
     def close(self) -> None:
         client = getattr(self._local, "client", None)
