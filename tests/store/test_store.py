@@ -1,0 +1,108 @@
+"""The store on the real embedded ClickHouse (chDB); server tests need DRIFTLINE_CLICKHOUSE_URL."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pyarrow as pa
+import pytest
+
+from driftline.store import Store, StoreError, apply_retention, migrate, open_store
+from driftline.store.migrations import MIGRATIONS, schema_version
+
+
+def _engine_full(store: Store, table: str) -> str:
+    rows = store.query(
+        "SELECT engine_full FROM system.tables WHERE database = {d:String} AND name = {t:String}",
+        {"d": store.database, "t": table},
+    )
+    return str(rows[0]["engine_full"])
+
+
+def test_migrations_are_versioned_and_run_once(store: Store) -> None:
+    assert schema_version(store) == MIGRATIONS[-1].version
+    assert migrate(store) == []
+    rows = store.query("SELECT version FROM schema_migrations")
+    assert [r["version"] for r in rows] == [m.version for m in MIGRATIONS]
+
+
+def test_a_newer_schema_is_refused(store: Store) -> None:
+    store.command("INSERT INTO schema_migrations (version, name) VALUES (999, 'future')")
+    with pytest.raises(StoreError, match="newer than this driftline"):
+        migrate(store)
+
+
+def test_tables_partition_by_month_order_by_project_and_time_compress_bodies(store: Store) -> None:
+    for table in ("llm_calls", "spans"):
+        engine = _engine_full(store, table)
+        assert "PARTITION BY toYYYYMM(start_time)" in engine
+        assert "ORDER BY (project_id, start_time, trace_id, span_id)" in engine
+    codecs = store.query(
+        "SELECT name, compression_codec FROM system.columns WHERE database = {d:String} "
+        "AND table = 'llm_calls' AND name IN ('input_messages', 'output_text', 'attributes')",
+        {"d": store.database},
+    )
+    assert {r["name"] for r in codecs} == {"input_messages", "output_text", "attributes"}
+    assert all("ZSTD" in r["compression_codec"] for r in codecs)
+
+
+def test_retention_follows_config(store: Store) -> None:
+    apply_retention(store, {"llm_calls": 30, "spans": 7})
+    assert "toIntervalDay(30)" in _engine_full(store, "llm_calls")
+    assert "toIntervalDay(7)" in _engine_full(store, "spans")
+    apply_retention(store, {"llm_calls": 0})
+    assert "TTL" not in _engine_full(store, "llm_calls")
+    with pytest.raises(StoreError, match="unknown table"):
+        apply_retention(store, {"feedback": 3})
+
+
+def test_insert_query_and_parameters(store: Store) -> None:
+    store.command(
+        "CREATE TABLE t (name String, tags Array(String)) ENGINE = MergeTree ORDER BY name"
+    )
+    store.insert_arrow("t", pa.table({"name": ["a", "b'c"], "tags": [["x"], ["y", "z\\"]]}))
+    assert store.query("SELECT name FROM t WHERE name = {n:String}", {"n": "b'c"}) == [
+        {"name": "b'c"}
+    ]
+    rows = store.query("SELECT name FROM t WHERE has({tags:Array(String)}, tags[1]) ORDER BY name",
+                       {"tags": ["x", "y"]})  # fmt: skip
+    assert [r["name"] for r in rows] == ["a", "b'c"]
+    found = store.query_with_values("SELECT name FROM t WHERE name IN (SELECT value FROM {values})",
+                                    ["b'c", "nope"])  # fmt: skip
+    assert found == [{"name": "b'c"}]
+    with pytest.raises(StoreError, match="Unknown"):
+        store.query("SELECT no_such_column FROM t")
+
+
+def test_data_survives_reopening(tmp_path: Path) -> None:
+    first = open_store(tmp_path / "data")
+    migrate(first)
+    first.command("INSERT INTO projects (project_id) VALUES ('kept')")
+    first.close()
+    second = open_store(tmp_path / "data")
+    try:
+        assert second.query("SELECT project_id FROM projects") == [{"project_id": "kept"}]
+    finally:
+        second.close()
+
+
+@pytest.mark.skipif(not os.environ.get("DRIFTLINE_CLICKHOUSE_URL"),
+                    reason="needs a ClickHouse server: set DRIFTLINE_CLICKHOUSE_URL")  # fmt: skip
+def test_server_backend_runs_the_same_sql() -> None:
+    server = open_store(clickhouse_url=os.environ["DRIFTLINE_CLICKHOUSE_URL"])
+    try:
+        migrate(server)
+        assert schema_version(server) == MIGRATIONS[-1].version
+        apply_retention(server, {"llm_calls": 90, "spans": 30})
+        found = server.query_with_values(
+            "SELECT value FROM {values} WHERE value != 'b'", ["a", "b", "c"]
+        )
+        assert sorted(r["value"] for r in found) == ["a", "c"]
+    finally:
+        server.close()
+
+
+def test_bad_server_url_is_named() -> None:
+    with pytest.raises(StoreError, match="clickhouse url must look like"):
+        open_store(clickhouse_url="clickhouse:8123")
