@@ -228,7 +228,6 @@ FROM file({{path:String}}, 'Protobuf', '{STRUCTURE}')
 ARRAY JOIN resource_spans AS rs
 ARRAY JOIN rs.scope_spans AS ss
 ARRAY JOIN ss.spans AS sp
-LIMIT 1 BY project_id, trace_id, span_id
 """
 
 
@@ -252,6 +251,7 @@ SPAN_COLUMNS = (
 class MappedBatch:
     llm_calls: pa.Table
     spans: pa.Table
+    duplicates: int = 0  # spans that came more than once within the batch, kept once
 
     def __len__(self) -> int:
         return self.llm_calls.num_rows + self.spans.num_rows
@@ -280,6 +280,7 @@ class SpanDecoder:
             decoded = self.engine.query_arrow(
                 f"{PASS_1} {self._settings}", {"path": str(self._path), **self._prices}
             )
+        decoded, duplicates = first_of_each_key(decoded)
         is_llm = decoded.column("is_llm_call").cast(pa.bool_())
         spans = decoded.filter(pc.invert(is_llm)).select(list(SPAN_COLUMNS))
         calls = decoded.filter(is_llm)
@@ -292,7 +293,7 @@ class SpanDecoder:
         if rest.num_rows:
             fixed = self._rederive(_normalise_messages(rest)).select(list(LLM_CALL_COLUMNS))
             ready = pa.concat_tables([ready, fixed.cast(ready.schema)])
-        return MappedBatch(ready, spans)
+        return MappedBatch(ready, spans, duplicates)
 
     def _rederive(self, calls: pa.Table) -> pa.Table:
         """Text and finish reasons again, from the messages normalised in Python."""
@@ -319,6 +320,15 @@ def _normalise_messages(calls: pa.Table) -> pa.Table:
     return calls.set_column(
         calls.schema.get_field_index("output_messages"), "output_messages", pa.array(outputs)
     )
+
+
+def first_of_each_key(table: pa.Table) -> tuple[pa.Table, int]:
+    """Keep the first row of each (project, trace, span); return the table and rows dropped."""
+    keys = pa.table({"key": keys_of(table), "row": pa.array(range(table.num_rows), pa.int64())})
+    first = keys.group_by("key", use_threads=False).aggregate([("row", "min")])
+    if first.num_rows == table.num_rows:
+        return table, 0
+    return table.take(pc.sort_indices(first.column("row_min"))), table.num_rows - first.num_rows
 
 
 def keys_of(table: pa.Table) -> pa.Array:

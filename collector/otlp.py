@@ -184,9 +184,13 @@ def response(decoded: Decoded | None, media: str) -> bytes:
     return reply.SerializeToString()
 
 
-def status_body(code: int, message: str, media: str) -> bytes:
+# google.rpc.Code for each HTTP status the ingest endpoint answers with.
+_GRPC_CODES = {400: 3, 401: 16, 403: 7, 413: 8, 415: 3, 429: 8, 503: 14}
+
+
+def status_body(http_status: int, message: str, media: str) -> bytes:
     """A google.rpc.Status error body in the request's encoding, as OTLP/HTTP asks."""
-    status = Status(code=code, message=message)
+    code = _GRPC_CODES.get(http_status, 2)  # 2 = UNKNOWN
     if media == PROTOBUF:
-        return status.SerializeToString()
+        return Status(code=code, message=message).SerializeToString()
     return orjson.dumps({"code": code, "message": message})

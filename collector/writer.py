@@ -110,6 +110,7 @@ class Writer:
 
     def write(self, batch: MappedBatch) -> None:
         """Insert the batch's rows the store does not hold yet."""
+        self.metrics.duplicates.inc(batch.duplicates)
         for name, table in (("llm_calls", batch.llm_calls), ("spans", batch.spans)):
             if table.num_rows == 0:
                 continue

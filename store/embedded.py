@@ -37,8 +37,16 @@ class EmbeddedStore(Store):
 
     def query_python(self, sql: str, batch: pa.Table, params: Params | None = None) -> pa.Table:
         """Run a SELECT that reads the Arrow table `batch` through `Python(batch)`."""
-        # Arrow fields are nullable by default; ClickHouse would read them as Nullable(...).
-        batch = batch.cast(pa.schema([f.with_nullable(False) for f in batch.schema]))
+        # Arrow fields are nullable by default and ClickHouse would read them as Nullable(...);
+        # declare the columns that hold no nulls as such.
+        batch = batch.cast(
+            pa.schema(
+                [
+                    f.with_nullable(batch.column(i).null_count > 0)
+                    for i, f in enumerate(batch.schema)
+                ]
+            )
+        )
         return _strings_not_binary(self._run(sql, params, "ArrowTable"))
 
     def query_with_values(
