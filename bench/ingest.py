@@ -173,11 +173,15 @@ def main() -> None:
     parser.add_argument("--batches", type=int, default=2000)
     parser.add_argument("--spans-per-batch", type=int, default=512)
     parser.add_argument("--connections", type=int, default=8)
+    parser.add_argument("--env", action="append", default=[], help="NAME=VALUE for the server")
     args = parser.parse_args()
     total = args.batches * args.spans_per_batch
 
     with tempfile.TemporaryDirectory(prefix="driftline-bench-") as tmp:
-        server = start_server(Path(tmp) / "data", env={"DRIFTLINE_RATE_LIMIT_PER_SECOND": "0"})
+        server = start_server(
+            Path(tmp) / "data",
+            env={"DRIFTLINE_RATE_LIMIT_PER_SECOND": "0", **dict(e.split("=", 1) for e in args.env)},
+        )
         try:
             ctx = mp.get_context("spawn")
             ready, go, results = ctx.Event(), ctx.Event(), ctx.Queue()

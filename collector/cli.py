@@ -111,7 +111,12 @@ def serve(
         )
         server = uvicorn.Server(
             uvicorn.Config(
-                app, host=settings.host, port=settings.port, log_level=log_level, access_log=False
+                app,
+                host=settings.host,
+                port=settings.port,
+                log_level=log_level,
+                access_log=False,
+                limit_concurrency=settings.max_concurrent_requests,
             )
         )
         server.run()

@@ -42,6 +42,9 @@ class Settings(BaseSettings):
     port: int = Field(4318, ge=1, le=65535)
     max_body_bytes: int = Field(16 * MiB, ge=1024, description="largest request body accepted")
     max_decompressed_bytes: int = Field(64 * MiB, ge=1024)
+    max_concurrent_requests: int = Field(
+        64, ge=1, description="connections served at once (bounds memory); more get 503"
+    )
     rate_limit_per_second: float = Field(500.0, ge=0, description="requests per key; 0 = off")
     rate_limit_burst: int = Field(1000, ge=1)
     wal_budget_bytes: int = Field(2048 * MiB, ge=MiB, description="unstored backlog allowed")

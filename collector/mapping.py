@@ -14,7 +14,6 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
-from typing import Any
 
 import orjson
 import pyarrow as pa
@@ -107,18 +106,6 @@ _DERIVED = {
         "JSONExtractArrayRaw(output_messages))))"
     ),
 }
-# A model's price: the longest known name that is the model or a prefix of it followed by a
-# separator (`gpt-4o-2024-08-06` -> `gpt-4o`), after any `provider/` prefix.
-_PRICE = (
-    "arrayFirstIndex(n -> _model = n OR (startsWith(_model, n) "
-    "AND substring(_model, length(n) + 1, 1) IN ('-', '@', ':', '.')), "
-    "{price_models:Array(String)})"
-)
-_COST = (
-    "ifNull(explicit_cost, if(_price = 0, 0., (input_tokens * {price_in:Array(Float64)}[_price] "
-    "+ output_tokens * {price_out:Array(Float64)}[_price]) / 1e6))"
-)
-
 _BODY_KEYS = ", ".join(f"'{k}'" for k in genai.BODY_KEYS)
 _MODEL_MARKERS = ", ".join(
     f"'{k}'"
@@ -220,10 +207,7 @@ SELECT
         AS message_attrs,
     {_DERIVED["input_text"]} AS input_text,
     {_DERIVED["output_text"]} AS output_text,
-    {_DERIVED["finish_reasons"]} AS finish_reasons,
-    arrayElement(splitByChar('/', lower(response_model)), -1) AS _model,
-    {_PRICE} AS _price,
-    {_COST} AS cost_usd
+    {_DERIVED["finish_reasons"]} AS finish_reasons
 FROM file({{path:String}}, 'Protobuf', '{STRUCTURE}')
 ARRAY JOIN resource_spans AS rs
 ARRAY JOIN rs.scope_spans AS ss
@@ -260,30 +244,29 @@ class MappedBatch:
 class SpanDecoder:
     """Turns runs of log records into Arrow tables shaped like the two tables."""
 
-    def __init__(self, engine: EmbeddedStore, spool: Path, prices: PriceTable) -> None:
-        self.engine = engine
-        names = prices.names_longest_first()
-        self._prices: dict[str, Any] = {
-            "price_models": names,
-            "price_in": [prices.price(n).input_per_mtok for n in names],
-            "price_out": [prices.price(n).output_per_mtok for n in names],
-        }
+    def __init__(
+        self, engine: EmbeddedStore, spool: Path, prices: PriceTable, streams: int = 4
+    ) -> None:
+        self.engine, self.prices = engine, prices
         spool.mkdir(parents=True, exist_ok=True)
-        self._path = spool / "batch.bin"
+        # ClickHouse parses one file per thread: split a batch so decoding uses every core.
+        self._paths = [spool / f"batch-{n}.bin" for n in range(streams)]
         schema = resources.files("driftline.collector") / "schemas" / "otlp_wal.proto"
         self._settings = f"SETTINGS format_schema = '{Path(str(schema))}:WalRecord'"
         self._lock = threading.Lock()
 
     def decode(self, payloads: Sequence[bytes]) -> MappedBatch:
         with self._lock:
-            self._path.write_bytes(b"".join(varint(len(p)) + p for p in payloads))
+            for n, path in enumerate(self._paths):
+                share = payloads[n :: len(self._paths)]
+                path.write_bytes(b"".join(varint(len(p)) + p for p in share))
             decoded = self.engine.query_arrow(
-                f"{PASS_1} {self._settings}", {"path": str(self._path), **self._prices}
+                f"{PASS_1} {self._settings}", {"path": str(self._paths[0].parent / "batch-*.bin")}
             )
         decoded, duplicates = first_of_each_key(decoded)
         is_llm = decoded.column("is_llm_call").cast(pa.bool_())
         spans = decoded.filter(pc.invert(is_llm)).select(list(SPAN_COLUMNS))
-        calls = decoded.filter(is_llm)
+        calls = self._priced(decoded.filter(is_llm))
         canonical = pc.and_(
             calls.column("input_canonical").cast(pa.bool_()),
             calls.column("output_canonical").cast(pa.bool_()),
@@ -294,6 +277,29 @@ class SpanDecoder:
             fixed = self._rederive(_normalise_messages(rest)).select(list(LLM_CALL_COLUMNS))
             ready = pa.concat_tables([ready, fixed.cast(ready.schema)])
         return MappedBatch(ready, spans, duplicates)
+
+    def _priced(self, calls: pa.Table) -> pa.Table:
+        """`cost_usd`: the span's own cost attribute, else tokens at the model's list price.
+
+        Prices are looked up once per distinct model, then spread over the rows in Arrow.
+        """
+        models = calls.column("response_model")
+        distinct = pc.unique(models)
+        found = [self.prices.lookup(m) for m in distinct.to_pylist()]
+        index = pc.index_in(models, value_set=distinct)
+        per_in = pa.array([p.input_per_mtok if p else 0.0 for p in found], pa.float64()).take(index)
+        per_out = pa.array([p.output_per_mtok if p else 0.0 for p in found], pa.float64()).take(
+            index
+        )
+        listed = pc.divide(
+            pc.add(
+                pc.multiply(calls.column("input_tokens").cast(pa.float64()), per_in),
+                pc.multiply(calls.column("output_tokens").cast(pa.float64()), per_out),
+            ),
+            1e6,
+        )
+        cost = pc.coalesce(calls.column("explicit_cost"), listed)
+        return calls.append_column("cost_usd", cost)
 
     def _rederive(self, calls: pa.Table) -> pa.Table:
         """Text and finish reasons again, from the messages normalised in Python."""

@@ -55,17 +55,16 @@ DEFAULT_PRICES: dict[str, Price] = {
 
 
 class PriceTable:
-    """Default list prices with config overrides, keyed by lower-case model name.
-
-    The decoder (mapping.py) prices a call by the longest name that is its model or a prefix of
-    it followed by `-`, `@`, `:` or `.` (so `gpt-4o-2024-08-06` is priced as `gpt-4o`).
-    """
+    """Finds a model's price by its longest known name prefix (`gpt-4o-2024-08-06` → `gpt-4o`)."""
 
     def __init__(self, overrides: Mapping[str, Price] | None = None) -> None:
         self._prices = {**DEFAULT_PRICES, **{k.lower(): v for k, v in (overrides or {}).items()}}
+        self._names = sorted(self._prices, key=len, reverse=True)
 
-    def names_longest_first(self) -> list[str]:
-        return sorted(self._prices, key=lambda name: (-len(name), name))
-
-    def price(self, name: str) -> Price:
-        return self._prices[name]
+    def lookup(self, model: str) -> Price | None:
+        """The price of `model` (any `provider/` prefix ignored), or None when unknown."""
+        name = model.lower().rsplit("/", 1)[-1]
+        for known in self._names:
+            if name == known or (name.startswith(known) and name[len(known)] in "-@:."):
+                return self._prices[known]
+        return None

@@ -8,7 +8,7 @@ from typing import Any
 
 import pyarrow as pa
 from chdb import session as chdb_session
-from driftline.store.base import Params, Store, StoreError
+from driftline.store.base import INSERT_SETTINGS, Params, Store, StoreError
 
 
 class EmbeddedStore(Store):
@@ -33,7 +33,11 @@ class EmbeddedStore(Store):
         columns = ", ".join(f"`{name}`" for name in data.column_names)
         # chDB's Python() table function reads the local variable named in the SQL.
         rows = data  # noqa: F841
-        self._run(f"INSERT INTO {self.database}.{table} ({columns}) SELECT * FROM Python(rows)")
+        settings = ", ".join(f"{k} = {v}" for k, v in INSERT_SETTINGS.items())
+        self._run(
+            f"INSERT INTO {self.database}.{table} ({columns}) SETTINGS {settings} "
+            "SELECT * FROM Python(rows)"
+        )
 
     def query_python(self, sql: str, batch: pa.Table, params: Params | None = None) -> pa.Table:
         """Run a SELECT that reads the Arrow table `batch` through `Python(batch)`."""

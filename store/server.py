@@ -10,7 +10,7 @@ import clickhouse_connect
 import pyarrow as pa
 from clickhouse_connect.driver.client import Client
 from clickhouse_connect.driver.external import ExternalData
-from driftline.store.base import Params, Store, StoreError
+from driftline.store.base import INSERT_SETTINGS, Params, Store, StoreError
 
 
 class ServerStore(Store):
@@ -60,7 +60,9 @@ class ServerStore(Store):
 
     def insert_arrow(self, table: str, data: pa.Table) -> None:
         try:
-            self._client().insert_arrow(table, data, database=self.database)
+            self._client().insert_arrow(
+                table, data, database=self.database, settings=dict(INSERT_SETTINGS)
+            )
         except Exception as exc:
             raise StoreError(str(exc)) from exc
 
