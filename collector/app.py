@@ -7,6 +7,11 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
 
+from fastapi import FastAPI, Request, Response
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
 from driftline.collector import otlp, routes_admin, routes_ingest, routes_read
 from driftline.collector.config import Settings
 from driftline.collector.keys import KeyChecker
@@ -19,10 +24,6 @@ from driftline.collector.wal import WriteAheadLog
 from driftline.collector.writer import Writer
 from driftline.store import Store, StoreError, apply_retention, migrate
 from driftline.store.embedded import EmbeddedStore
-from fastapi import FastAPI, Request, Response
-from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
-from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 log = logging.getLogger(__name__)
 

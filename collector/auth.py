@@ -4,10 +4,11 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
+from fastapi import Request
+
 from driftline.collector.keys import Principal, Role
 from driftline.collector.ratelimit import retry_after
 from driftline.collector.runtime import ApiError, runtime
-from fastapi import Request
 
 PROJECT_HEADER = "x-driftline-project"
 

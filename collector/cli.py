@@ -13,6 +13,7 @@ from typing import Any, TypeVar
 
 import click
 import httpx
+
 from driftline.collector import keys
 from driftline.collector.config import ConfigError, Settings, load_settings
 from driftline.collector.local import (
@@ -83,6 +84,7 @@ def serve(
 ) -> None:
     """Run the collector: OTLP ingest on /v1/traces, the API, /metrics."""
     import uvicorn
+
     from driftline.collector.app import build_runtime, create_app
 
     settings = settings_from(

@@ -6,7 +6,6 @@ import os
 from pathlib import Path
 from typing import Any
 
-from driftline.collector.pricing import Price
 from pydantic import BaseModel, Field, ValidationError, field_validator
 from pydantic_settings import (
     BaseSettings,
@@ -14,6 +13,8 @@ from pydantic_settings import (
     SettingsConfigDict,
     TomlConfigSettingsSource,
 )
+
+from driftline.collector.pricing import Price
 
 MiB = 1024 * 1024
 

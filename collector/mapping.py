@@ -18,6 +18,7 @@ from pathlib import Path
 import orjson
 import pyarrow as pa
 import pyarrow.compute as pc
+
 from driftline.collector import genai
 from driftline.collector.envelope import varint
 from driftline.collector.pricing import PriceTable

@@ -62,6 +62,10 @@ def decompress(body: bytes, encoding: str | None, limit: int) -> bytes:
     inflater = zlib.decompressobj(wbits=31)
     try:
         data = inflater.decompress(body, limit + 1)
+        # a gzip stream may be several members back to back (RFC 1952): read them all
+        while inflater.eof and inflater.unused_data and len(data) <= limit:
+            rest, inflater = inflater.unused_data, zlib.decompressobj(wbits=31)
+            data += inflater.decompress(rest, limit + 1 - len(data))
     except zlib.error as exc:
         raise BadRequest(f"gzip body is corrupt: {exc}") from exc
     if len(data) > limit:

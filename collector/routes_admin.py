@@ -4,12 +4,13 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
+from fastapi import APIRouter, Depends, Request
+from pydantic import BaseModel, Field
+
 from driftline.collector import keys
 from driftline.collector.auth import require
 from driftline.collector.keys import Principal, Role
 from driftline.collector.runtime import ApiError, runtime
-from fastapi import APIRouter, Depends, Request
-from pydantic import BaseModel, Field
 
 router = APIRouter(prefix="/api/admin", tags=["admin"])
 AdminKey = Annotated[Principal, Depends(require(Role.ADMIN, project_scoped=False))]

@@ -6,12 +6,13 @@ import asyncio
 import time
 from typing import Annotated
 
+from fastapi import APIRouter, Depends, Request, Response
+
 from driftline.collector import envelope, otlp
 from driftline.collector.auth import require
 from driftline.collector.keys import Principal, Role
 from driftline.collector.runtime import ApiError, runtime
 from driftline.collector.wal import WalClosed, WalFull
-from fastapi import APIRouter, Depends, Request, Response
 
 router = APIRouter(tags=["ingest"])
 _RETRY_WHEN_FULL = "5"

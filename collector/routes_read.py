@@ -9,10 +9,11 @@ from decimal import Decimal, InvalidOperation
 from typing import Annotated, Any, Literal
 
 import orjson
+from fastapi import APIRouter, Depends, Query, Request
+
 from driftline.collector.auth import require
 from driftline.collector.keys import Principal, Role
 from driftline.collector.runtime import ApiError, runtime
-from fastapi import APIRouter, Depends, Query, Request
 
 router = APIRouter(prefix="/api", tags=["read"])
 ReadKey = Annotated[Principal, Depends(require(Role.READ))]

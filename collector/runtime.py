@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
+
+from fastapi import Request
 
 from driftline.collector.config import Settings
 from driftline.collector.keys import KeyChecker
@@ -11,7 +13,6 @@ from driftline.collector.ratelimit import RateLimiter
 from driftline.collector.wal import WriteAheadLog
 from driftline.collector.writer import Writer
 from driftline.store import Store
-from fastapi import Request
 
 
 class ApiError(Exception):
@@ -31,7 +32,6 @@ class Runtime:
     keys: KeyChecker
     limiter: RateLimiter
     metrics: CollectorMetrics
-    extra: dict[str, object] = field(default_factory=dict)
 
 
 def runtime(request: Request) -> Runtime:

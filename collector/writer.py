@@ -13,6 +13,7 @@ import time
 
 import pyarrow as pa
 import pyarrow.compute as pc
+
 from driftline.collector.mapping import MappedBatch, SpanDecoder, keys_of
 from driftline.collector.metrics import CollectorMetrics
 from driftline.collector.wal import WriteAheadLog

@@ -8,6 +8,7 @@ from typing import Any
 
 import pyarrow as pa
 from chdb import session as chdb_session
+
 from driftline.store.base import INSERT_SETTINGS, Params, Store, StoreError
 
 

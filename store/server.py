@@ -10,6 +10,7 @@ import clickhouse_connect
 import pyarrow as pa
 from clickhouse_connect.driver.client import Client
 from clickhouse_connect.driver.external import ExternalData
+
 from driftline.store.base import INSERT_SETTINGS, Params, Store, StoreError
 
 

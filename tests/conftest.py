@@ -14,12 +14,13 @@ from pathlib import Path
 
 import httpx
 import pytest
+from fastapi.testclient import TestClient
+
 from driftline.collector import keys
 from driftline.collector.app import build_runtime, create_app
 from driftline.collector.config import Settings, load_settings
 from driftline.collector.runtime import Runtime
 from driftline.store import Store, migrate, open_store
-from fastapi.testclient import TestClient
 
 
 def free_port() -> int:

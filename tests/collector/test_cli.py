@@ -10,9 +10,9 @@ from pathlib import Path
 import httpx
 import pytest
 from click.testing import CliRunner
+
 from driftline.collector.cli import main
 from driftline.collector.config import ConfigError, load_settings
-
 from tests.conftest import ServerProcess
 from tests.factory import PROTOBUF, auth, genai_attrs, request, span
 

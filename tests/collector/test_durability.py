@@ -9,8 +9,8 @@ from pathlib import Path
 
 import httpx
 import pytest
-from driftline.store import open_store
 
+from driftline.store import open_store
 from tests.conftest import start_server, stop_server
 from tests.factory import PROTOBUF, auth, genai_attrs, request, span
 

@@ -7,7 +7,6 @@ from typing import Any
 
 from driftline.collector import keys
 from driftline.store import Store
-
 from tests import factory as f
 from tests.conftest import Collector
 

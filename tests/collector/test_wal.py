@@ -6,6 +6,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+
 from driftline.collector.wal import Position, WalClosed, WalFull, WriteAheadLog
 
 HEADER = 12  # magic, length, crc32
