@@ -79,10 +79,23 @@ def _with_content_events(attrs: Attrs, events: list[dict[str, Any]]) -> Attrs:
 def _parse_json(value: Any) -> Any:
     if isinstance(value, str) and value.lstrip()[:1] in ("[", "{"):
         try:
-            return orjson.loads(value)
+            parsed = orjson.loads(value)
         except orjson.JSONDecodeError:
             return value
+        # orjson reads 1024 levels but writes only 254: keep deeper JSON as text
+        return value if _too_deep(parsed) else parsed
     return value
+
+
+def _too_deep(value: Any, limit: int = 128) -> bool:
+    stack = [(value, 1)]
+    while stack:
+        item, depth = stack.pop()
+        if depth > limit:
+            return True
+        children = item.values() if isinstance(item, dict) else item
+        stack.extend((c, depth + 1) for c in children if isinstance(c, dict | list))
+    return False
 
 
 def _normalise(messages: Any, default_role: str) -> list[Message]:

@@ -132,11 +132,11 @@ SELECT
     lower(hex(sp.trace_id)) AS trace_id,
     lower(hex(sp.span_id)) AS span_id,
     lower(hex(sp.parent_span_id)) AS parent_span_id,
-    fromUnixTimestamp64Nano(toInt64(sp.start_time_unix_nano), 'UTC') AS start_time,
-    fromUnixTimestamp64Nano(toInt64(greatest(sp.end_time_unix_nano, sp.start_time_unix_nano)),
-                            'UTC') AS end_time,
-    (greatest(sp.end_time_unix_nano, sp.start_time_unix_nano) - sp.start_time_unix_nano) / 1e6
-        AS duration_ms,
+    toInt64(least(sp.start_time_unix_nano, 9223372036854775807)) AS _start,
+    toInt64(least(greatest(sp.end_time_unix_nano, _start), 9223372036854775807)) AS _end,
+    fromUnixTimestamp64Nano(_start, 'UTC') AS start_time,
+    fromUnixTimestamp64Nano(_end, 'UTC') AS end_time,
+    (_end - _start) / 1e6 AS duration_ms,
     {_attrs("rs.resource.attributes")} AS resource_attributes,
     if(resource_attributes['service.name'] = '', 'unknown_service',
        resource_attributes['service.name']) AS service,
@@ -266,7 +266,12 @@ class SpanDecoder:
             )
         decoded, duplicates = first_of_each_key(decoded)
         is_llm = decoded.column("is_llm_call").cast(pa.bool_())
-        spans = decoded.filter(pc.invert(is_llm)).select(list(SPAN_COLUMNS))
+        # plain spans keep every attribute: they have no message columns to hold the bodies
+        spans = decoded.filter(pc.invert(is_llm))
+        spans = spans.drop_columns(["attributes"]).rename_columns(
+            ["attributes" if c == "_a" else c for c in spans.column_names if c != "attributes"]
+        )
+        spans = spans.select(list(SPAN_COLUMNS))
         calls = self._priced(decoded.filter(is_llm))
         canonical = pc.and_(
             calls.column("input_canonical").cast(pa.bool_()),
@@ -335,7 +340,9 @@ def first_of_each_key(table: pa.Table) -> tuple[pa.Table, int]:
     first = keys.group_by("key", use_threads=False).aggregate([("row", "min")])
     if first.num_rows == table.num_rows:
         return table, 0
-    return table.take(pc.sort_indices(first.column("row_min"))), table.num_rows - first.num_rows
+    rows = first.column("row_min").combine_chunks()
+    rows = rows.take(pc.sort_indices(rows))
+    return table.take(rows), table.num_rows - first.num_rows
 
 
 def keys_of(table: pa.Table) -> pa.Array:

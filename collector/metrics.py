@@ -118,6 +118,11 @@ class CollectorMetrics:
         self.store_errors = Counter(
             "driftline_store_write_errors", "Failed store writes (retried)", registry=r
         )
+        self.dead_letters = Counter(
+            "driftline_writer_dead_letter_records",
+            "Log records that could not be decoded, kept in <data>/dead-letter/",
+            registry=r,
+        )
         self.duplicates = Counter(
             "driftline_store_duplicate_spans_skipped",
             "Spans delivered again and not stored twice",

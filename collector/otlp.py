@@ -15,11 +15,13 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
     ExportTraceServiceRequest,
     ExportTraceServiceResponse,
 )
+from opentelemetry.proto.trace.v1.trace_pb2 import Span
 
 PROTOBUF = "application/x-protobuf"
 JSON = "application/json"
 _ZERO_TRACE = bytes(16)
 _ZERO_SPAN = bytes(8)
+_MAX_TIME = 2**63 - 1  # ClickHouse DateTime64(9) ends in 2262
 
 
 class BadRequest(ValueError):
@@ -132,24 +134,20 @@ def _list(holder: Any, key: str, where: str) -> list[Any]:
 
 
 def check_spans(request: ExportTraceServiceRequest) -> tuple[int, dict[str, int], str]:
-    """Drop spans without valid ids; return (accepted, rejected by reason, message)."""
+    """Drop spans that cannot be stored; return (accepted, rejected by reason, message)."""
     accepted = 0
     rejected: dict[str, int] = {}
     first_problem = ""
     for resource_spans in request.resource_spans:
         for scope_spans in resource_spans.scope_spans:
             spans = scope_spans.spans
-            bad = [
-                i
-                for i, span in enumerate(spans)
-                if _problem(span.trace_id, span.span_id, span.parent_span_id)
-            ]
-            for i in reversed(bad):
-                reason = _problem(spans[i].trace_id, spans[i].span_id, spans[i].parent_span_id)
+            problems = [(i, _problem(span)) for i, span in enumerate(spans)]
+            bad = [(i, reason) for i, reason in problems if reason]
+            for i, reason in bad:
                 rejected[reason] = rejected.get(reason, 0) + 1
-                first_problem = (
-                    first_problem or f"span {spans[i].name!r}: {reason.replace('_', ' ')}"
-                )
+                if not first_problem:
+                    first_problem = f"span {spans[i].name!r}: {reason.replace('_', ' ')}"
+            for i, _ in reversed(bad):
                 del spans[i]
             accepted += len(spans)
     message = ""
@@ -158,13 +156,16 @@ def check_spans(request: ExportTraceServiceRequest) -> tuple[int, dict[str, int]
     return accepted, rejected, message
 
 
-def _problem(trace_id: bytes, span_id: bytes, parent: bytes) -> str:
-    if len(trace_id) != 16 or trace_id == _ZERO_TRACE:
+def _problem(span: Span) -> str:
+    """Why a span cannot be stored, or ''."""
+    if len(span.trace_id) != 16 or span.trace_id == _ZERO_TRACE:
         return "invalid_trace_id"
-    if len(span_id) != 8 or span_id == _ZERO_SPAN:
+    if len(span.span_id) != 8 or span.span_id == _ZERO_SPAN:
         return "invalid_span_id"
-    if parent and len(parent) != 8:
+    if span.parent_span_id and len(span.parent_span_id) != 8:
         return "invalid_parent_span_id"
+    if not 0 < span.start_time_unix_nano <= _MAX_TIME:
+        return "invalid_start_time"
     return ""
 
 

@@ -55,7 +55,10 @@ DEFAULT_PRICES: dict[str, Price] = {
 
 
 class PriceTable:
-    """Finds a model's price by its longest known name prefix (`gpt-4o-2024-08-06` → `gpt-4o`)."""
+    """Finds a model's price by its longest known name prefix (`gpt-4o-2024-08-06` → `gpt-4o`).
+
+    The prefix must end at `-`, `@` or `:`, so `gpt-4.5` is not priced as `gpt-4`.
+    """
 
     def __init__(self, overrides: Mapping[str, Price] | None = None) -> None:
         self._prices = {**DEFAULT_PRICES, **{k.lower(): v for k, v in (overrides or {}).items()}}
@@ -65,6 +68,6 @@ class PriceTable:
         """The price of `model` (any `provider/` prefix ignored), or None when unknown."""
         name = model.lower().rsplit("/", 1)[-1]
         for known in self._names:
-            if name == known or (name.startswith(known) and name[len(known)] in "-@:."):
+            if name == known or (name.startswith(known) and name[len(known)] in "-@:"):
                 return self._prices[known]
         return None

@@ -16,7 +16,7 @@ import pyarrow.compute as pc
 
 from driftline.collector.mapping import MappedBatch, SpanDecoder, keys_of
 from driftline.collector.metrics import CollectorMetrics
-from driftline.collector.wal import WriteAheadLog
+from driftline.collector.wal import Position, Record, WriteAheadLog
 from driftline.store import Store, StoreError
 
 log = logging.getLogger(__name__)
@@ -80,18 +80,57 @@ class Writer:
                 self.wal.backlog_bytes() == 0 or time.monotonic() > self._drain_deadline
             ):
                 return
-            if not self.wal.wait_for_data(position, timeout=0.2):
-                continue
-            if not stopping and self.wal.backlog_bytes() < self.batch_bytes:
-                self._stop.wait(self.flush_interval)  # let a small batch grow a little
-            records = self.wal.read(position, self.batch_bytes)
-            if not records:
-                continue
-            batch = self.decoder.decode([r.payload for r in records])
-            if not self._store(batch):
-                continue  # stopping while the store is down: the log keeps the batch
-            position = records[-1].end
-            self.wal.commit(position)
+            try:
+                position = self._step(position, stopping)
+            except Exception:  # never let the writer die silently: /readyz shows it, we retry
+                self.store_healthy = False
+                log.exception("writer failed; retrying the same records")
+                if stopping and time.monotonic() > self._drain_deadline:
+                    return
+                self._stop.wait(1.0)
+
+    def _step(self, position: Position, stopping: bool) -> Position:
+        """Store the next run of records after `position`; return where the log now stands."""
+        if not self.wal.wait_for_data(position, timeout=0.2):
+            return position
+        if not stopping and self.wal.backlog_bytes() < self.batch_bytes:
+            self._stop.wait(self.flush_interval)  # let a small batch grow a little
+        records = self.wal.read(position, self.batch_bytes)
+        if not records or not self._store(self._decode(records)):
+            return position  # stopping while the store is down: the log keeps the batch
+        self.wal.commit(records[-1].end)
+        return records[-1].end
+
+    def _decode(self, records: list[Record]) -> MappedBatch:
+        """Decode a run of records; a record that cannot be decoded is set aside, loudly.
+
+        Records were checked at ingest, so a failure here means a decoder bug meeting unusual
+        data. Keeping the writer stuck on it would stop every later span; instead the record is
+        decoded alone to find it, written to `dead-letter/` and counted in the metrics.
+        """
+        try:
+            return self.decoder.decode([r.payload for r in records])
+        except (StoreError, pa.ArrowException, ValueError) as exc:
+            if not self.decoder.engine.ping():
+                raise
+            log.error("a batch of %d records failed to decode (%s); isolating", len(records), exc)
+        good = []
+        for record in records:
+            try:
+                self.decoder.decode([record.payload])
+                good.append(record.payload)
+            except (StoreError, pa.ArrowException, ValueError) as exc:
+                self._dead_letter(record, exc)
+        return self.decoder.decode(good) if good else MappedBatch(pa.table({}), pa.table({}))
+
+    def _dead_letter(self, record: Record, exc: Exception) -> None:
+        folder = self.wal.directory.parent / "dead-letter"
+        folder.mkdir(exist_ok=True)
+        path = folder / f"{record.end.segment:012d}-{record.end.offset:012d}.otlp"
+        path.write_bytes(record.payload)
+        self.metrics.dead_letters.inc()
+        log.error("record ending at %s cannot be decoded and was moved to %s: %s",
+                  record.end, path, exc)  # fmt: skip
 
     def _store(self, batch: MappedBatch) -> bool:
         delay = 0.1

@@ -11,8 +11,9 @@ import pyarrow as pa
 Params = Mapping[str, Any]
 
 # Rows arrive deduplicated by the writer, so ReplacingMergeTree need not collapse each inserted
-# block again (`optimize_on_insert` would; it doubles the cost of an insert).
-INSERT_SETTINGS = {"optimize_on_insert": 0}
+# block again (`optimize_on_insert` would; it doubles the cost of an insert). A batch of spans
+# may span many months (late or backfilled data): no cap on partitions per insert.
+INSERT_SETTINGS = {"optimize_on_insert": 0, "max_partitions_per_insert_block": 0}
 
 
 class StoreError(RuntimeError):

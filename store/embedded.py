@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import threading
 from pathlib import Path
 from typing import Any
@@ -72,7 +73,15 @@ class EmbeddedStore(Store):
             try:
                 return self._session.query(sql, fmt, params=_text_params(params))
             except Exception as exc:
+                if fmt == "ArrowTable":
+                    self._discard_stale_result()
                 raise StoreError(str(exc)) from exc
+
+    def _discard_stale_result(self) -> None:
+        """After a query fails mid-stream, chDB (4.4) hands its leftover bytes to the next Arrow
+        query, which then fails to parse; a throwaway query takes them."""
+        with contextlib.suppress(Exception):
+            self._session.query("SELECT 1", "ArrowTable")
 
 
 def _text_params(params: Params | None) -> dict[str, Any]:

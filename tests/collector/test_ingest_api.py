@@ -12,6 +12,7 @@ from google.rpc.status_pb2 import Status
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceResponse
 from prometheus_client.parser import text_string_to_metric_families
 
+from driftline.collector import envelope
 from tests import factory as f
 from tests.conftest import Collector
 
@@ -192,6 +193,16 @@ def test_partial_success_names_the_rejected_spans(collector: Collector) -> None:
     )
     assert metric(collector, "driftline_ingest_spans_rejected_total", reason="invalid_span_id") == 1
     assert metric(collector, "driftline_ingest_spans_accepted_total") == 1
+
+
+def test_spans_without_a_start_time_are_rejected_by_name(collector: Collector) -> None:
+    unset = f.span(f.genai_attrs(), start_ns=0, name="no-start")
+    beyond = f.span(f.genai_attrs(), start_ns=2**63, duration_ns=0, name="year-2262")
+    r = post(collector, f.request([unset, beyond, f.span(f.genai_attrs())]).SerializeToString())
+    reply = ExportTraceServiceResponse.FromString(r.content)
+    assert reply.partial_success.rejected_spans == 2
+    assert "'no-start': invalid start time" in reply.partial_success.error_message
+    assert collector.wait_stored() == 1
 
 
 def test_partial_success_in_json(collector: Collector) -> None:
@@ -431,3 +442,21 @@ def test_same_span_as_protobuf_then_json_is_stored_once(collector: Collector) ->
     collector.drain()
     assert collector.runtime.store.query("SELECT count() AS n FROM llm_calls")[0]["n"] == 1
     assert metric(collector, "driftline_store_duplicate_spans_skipped_total") == 1
+
+
+def test_a_record_the_decoder_cannot_read_is_set_aside_not_blocking(collector: Collector) -> None:
+    """A poison record goes to dead-letter/ with a metric; the spans after it are stored."""
+    rt = collector.runtime
+    rt.wal.append(envelope.pack("alpha", b"\x0a\x05\xff\xff\xff\xff\xff"))  # not a valid request
+    good = f.request([f.span(f.genai_attrs(prompt="after the poison"))])
+    response = collector.client.post(
+        "/v1/traces",
+        content=good.SerializeToString(),
+        headers={**f.PROTOBUF, **f.auth(collector.ingest_key)},
+    )
+    assert response.status_code == 200
+    assert collector.wait_stored("llm_calls", 1) == 1
+    collector.drain()
+    dead = list((rt.settings.data / "dead-letter").glob("*.otlp"))
+    assert len(dead) == 1
+    assert "driftline_writer_dead_letter_records_total 1.0" in collector.client.get("/metrics").text

@@ -106,3 +106,10 @@ def test_server_backend_runs_the_same_sql() -> None:
 def test_bad_server_url_is_named() -> None:
     with pytest.raises(StoreError, match="clickhouse url must look like"):
         open_store(clickhouse_url="clickhouse:8123")
+
+
+def test_a_failed_query_does_not_spoil_the_next(store: Store) -> None:
+    with pytest.raises(StoreError):
+        store.query("SELECT throwIf(number = 3, 'boom') FROM numbers(10)")
+    assert store.query("SELECT 1 AS x") == [{"x": 1}]
+    assert store.ping()
