@@ -1,3 +1,3 @@
-from driftline.collector.cli import main
+from driftline.collector import main
 
 main()

@@ -113,3 +113,21 @@ def test_keys_go_through_the_running_server(server: ServerProcess) -> None:
     assert revoked.returncode == 0, revoked.stderr
     second = driftline("serve", "--data", data, "--port", "1")
     assert second.returncode == 1 and "in use by another driftline process" in second.stderr
+
+
+def test_sdk_only_install_names_the_missing_extra(monkeypatch: pytest.MonkeyPatch) -> None:
+    """`pip install driftline` has no click: the command says which extra to install."""
+    import builtins
+
+    from driftline import collector
+
+    real_import = builtins.__import__
+
+    def no_click(name: str, *args: object, **kwargs: object) -> object:
+        if name == "driftline.collector.cli":
+            raise ModuleNotFoundError("No module named 'click'", name="click")
+        return real_import(name, *args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(builtins, "__import__", no_click)
+    with pytest.raises(SystemExit, match=r"pip install 'driftline\[server\]'"):
+        collector.main()
