@@ -72,7 +72,10 @@ async def export_traces(
             ) from None
         except WalClosed:
             raise ApiError(503, "collector is shutting down", {"Retry-After": "1"}) from None
-        await asyncio.wrap_future(future)
+        try:
+            await asyncio.wrap_future(future)
+        except OSError as exc:  # disk full or failing: nothing was acknowledged
+            raise ApiError(503, f"could not write the log: {exc}", {"Retry-After": "5"}) from None
         rt.metrics.spans_accepted.inc(decoded.accepted)
     rt.metrics.ack_seconds.observe(time.perf_counter() - started)
     rt.metrics.requests.labels("200").inc()

@@ -72,9 +72,9 @@ class WriteAheadLog:
             self._checkpoint.offset if self._checkpoint.segment in self._sizes else 0
         )
         self._backlog -= sum(s for n, s in self._sizes.items() if n < self._checkpoint.segment)
-        self._file = open(directory / self._name(self._segment), "ab")  # noqa: SIM115
+        self._fd = self._open_segment(self._segment)
+        self._broken: OSError | None = None
         self._sizes[self._segment] = 0
-        _fsync_dir(directory)
         self._durable = Position(self._segment, 0)
         self._pending: list[tuple[bytes, Future[None]]] = []
         self._cond = threading.Condition()
@@ -91,6 +91,8 @@ class WriteAheadLog:
         with self._cond:
             if self._closed:
                 raise WalClosed("the write-ahead log is closed")
+            if self._broken is not None:
+                raise WalClosed(f"the write-ahead log cannot write ({self._broken}); restart")
             if self._backlog + len(record) > self.budget_bytes:
                 raise WalFull(
                     f"write-ahead log backlog {self._backlog} bytes would pass its budget of "
@@ -126,26 +128,50 @@ class WriteAheadLog:
                 future.set_result(None)
 
     def _write(self, data: bytes) -> None:
-        if (
-            self._sizes[self._segment]
-            and self._sizes[self._segment] + len(data) > self.segment_bytes
-        ):
+        size = self._sizes[self._segment]
+        if size and size + len(data) > self.segment_bytes:
             self._rotate()
-        self._file.write(data)
-        self._file.flush()
-        os.fdatasync(self._file.fileno())
+            size = 0
+        try:
+            view = memoryview(data)
+            while view:
+                view = view[os.write(self._fd, view) :]
+            os.fdatasync(self._fd)
+        except OSError as exc:
+            self._undo(size, exc)
+            raise
         with self._cond:
-            self._sizes[self._segment] += len(data)
-            self._durable = Position(self._segment, self._sizes[self._segment])
+            self._sizes[self._segment] = size + len(data)
+            self._durable = Position(self._segment, size + len(data))
             self._cond.notify_all()
 
+    def _undo(self, size: int, cause: OSError) -> None:
+        """Cut a failed append off the segment, so no later record sits behind torn bytes.
+
+        If even that fails the log stops taking records (ingest answers 503) until a restart,
+        whose recovery keeps every record with a valid checksum.
+        """
+        try:
+            os.ftruncate(self._fd, size)
+            os.fdatasync(self._fd)
+        except OSError as exc:
+            log.critical("write-ahead log cannot undo a failed append (%s); refusing writes", exc)
+            with self._cond:
+                self._broken = cause
+
     def _rotate(self) -> None:
-        self._file.close()
-        self._segment += 1
-        self._file = open(self.directory / self._name(self._segment), "ab")  # noqa: SIM115
-        _fsync_dir(self.directory)
+        """Start the next segment; the current one stays open until the new one exists."""
+        fd = self._open_segment(self._segment + 1)
+        os.close(self._fd)
         with self._cond:
+            self._fd = fd
+            self._segment += 1
             self._sizes[self._segment] = 0
+
+    def _open_segment(self, segment: int) -> int:
+        fd = os.open(self.directory / self._name(segment), os.O_WRONLY | os.O_CREAT | os.O_APPEND)
+        _fsync_dir(self.directory)
+        return fd
 
     # ---- reading back and checkpointing ----------------------------------------------------
 
@@ -244,7 +270,7 @@ class WriteAheadLog:
             self._closed = True
             self._cond.notify_all()
         self._thread.join()
-        self._file.close()
+        os.close(self._fd)
 
     # ---- files -------------------------------------------------------------------------------
 

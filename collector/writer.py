@@ -96,7 +96,10 @@ class Writer:
         if not stopping and self.wal.backlog_bytes() < self.batch_bytes:
             self._stop.wait(self.flush_interval)  # let a small batch grow a little
         records = self.wal.read(position, self.batch_bytes)
-        if not records or not self._store(self._decode(records)):
+        if not records:
+            self._stop.wait(0.2)  # nothing readable yet past `position`: do not spin
+            return position
+        if not self._store(self._decode(records)):
             return position  # stopping while the store is down: the log keeps the batch
         self.wal.commit(records[-1].end)
         return records[-1].end

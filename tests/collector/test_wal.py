@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -238,3 +239,31 @@ def test_concurrent_appends_are_all_durable_and_readable(tmp_path: Path, opened:
     assert read_all(wal) == records
     wal.close()
     assert read_all(open_wal(opened, tmp_path, segment_bytes=4096)) == records
+
+
+def test_a_failed_fsync_is_undone_and_later_records_survive(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An append whose fsync fails is cut off; records acknowledged after it are all read back."""
+    wal = WriteAheadLog(tmp_path / "wal", segment_bytes=4096, budget_bytes=1 << 20)
+    real = os.fdatasync
+    calls = {"n": 0}
+
+    def flaky(fd: int) -> None:
+        calls["n"] += 1
+        if calls["n"] == 1:
+            raise OSError(5, "Input/output error")
+        real(fd)
+
+    monkeypatch.setattr(os, "fdatasync", flaky)
+    with pytest.raises(OSError):
+        wal.append(b"x" * 3000)
+    acked = [b"a" * 100, b"b" * 100, b"c" * 4000, b"d" * 100]
+    for payload in acked:
+        wal.append(payload)
+    got = [r.payload for r in wal.read(wal.checkpoint, 1 << 20)]
+    assert got == acked
+    wal.close()
+    reopened = WriteAheadLog(tmp_path / "wal", segment_bytes=4096, budget_bytes=1 << 20)
+    assert [r.payload for r in reopened.read(reopened.checkpoint, 1 << 20)] == acked
+    reopened.close()
