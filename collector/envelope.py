@@ -1,15 +1,17 @@
-"""What one write-ahead log record holds: an OTLP request with the project as field 15.
+"""What one write-ahead log record holds: the OTLP request, nested, and the project.
 
-Appending a length-delimited field to serialized protobuf bytes is the same as setting that field,
-so a record costs one concatenation, and ClickHouse reads records with `schemas/otlp_wal.proto`.
+A record is the protobuf message `WalRecord { Request request = 1; string project = 2; }`
+(`schemas/otlp_wal.proto`). Nesting costs two small headers, keeps every byte the client sent
+inside `request` (so no field of theirs can pose as the project), and lets ClickHouse read
+records with the `Protobuf` format.
 """
 
 from __future__ import annotations
 
-from google.protobuf.unknown_fields import UnknownFieldSet
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 
-_PROJECT_TAG = bytes([(15 << 3) | 2])  # field 15, wire type 2 (length-delimited)
+_REQUEST_TAG = bytes([(1 << 3) | 2])  # field 1, length-delimited
+_PROJECT_TAG = bytes([(2 << 3) | 2])  # field 2, length-delimited
 
 
 def varint(value: int) -> bytes:
@@ -24,18 +26,26 @@ def varint(value: int) -> bytes:
             return bytes(out)
 
 
+def _read_varint(data: bytes, at: int) -> tuple[int, int]:
+    value = shift = 0
+    while True:
+        byte = data[at]
+        value |= (byte & 0x7F) << shift
+        at += 1
+        if not byte & 0x80:
+            return value, at
+        shift += 7
+
+
 def pack(project: str, otlp: bytes) -> bytes:
     name = project.encode()
-    return otlp + _PROJECT_TAG + varint(len(name)) + name
+    return _REQUEST_TAG + varint(len(otlp)) + otlp + _PROJECT_TAG + varint(len(name)) + name
 
 
 def unpack(payload: bytes) -> tuple[str, ExportTraceServiceRequest]:
     """The project and the request of a record (for tools and tests; the writer uses SQL)."""
-    request = ExportTraceServiceRequest()
-    request.ParseFromString(payload)
-    project = ""
-    for field in UnknownFieldSet(request):
-        if field.field_number == 15:
-            project = field.data.decode()
-    request.DiscardUnknownFields()
-    return project, request
+    length, at = _read_varint(payload, 1)
+    request = ExportTraceServiceRequest.FromString(payload[at : at + length])
+    at += length
+    length, at = _read_varint(payload, at + 1)
+    return payload[at : at + length].decode(), request

@@ -35,13 +35,13 @@ _VALUE = (
 )
 _KVS = f"Array(Tuple(key String, value {_VALUE}))"
 STRUCTURE = (
-    f"project String, resource_spans Array(Tuple(resource Tuple(attributes {_KVS}), "
+    f"project String, request Tuple(resource_spans Array(Tuple(resource Tuple(attributes {_KVS}), "
     "scope_spans Array(Tuple(scope Tuple(name String), spans Array(Tuple("
     "trace_id String, span_id String, parent_span_id String, name String, kind Int32, "
     f"start_time_unix_nano UInt64, end_time_unix_nano UInt64, attributes {_KVS}, "
     f"events Array(Tuple(time_unix_nano UInt64, name String, attributes {_KVS})), "
     f"links Array(Tuple(trace_id String, span_id String, attributes {_KVS})), "
-    "status Tuple(message String, code Int32)))))))"
+    "status Tuple(message String, code Int32))))))))"
 )
 
 
@@ -210,7 +210,7 @@ SELECT
     {_DERIVED["output_text"]} AS output_text,
     {_DERIVED["finish_reasons"]} AS finish_reasons
 FROM file({{path:String}}, 'Protobuf', '{STRUCTURE}')
-ARRAY JOIN resource_spans AS rs
+ARRAY JOIN request.resource_spans AS rs
 ARRAY JOIN rs.scope_spans AS ss
 ARRAY JOIN ss.spans AS sp
 """

@@ -39,6 +39,7 @@ def _ours() -> dict[str, dict[str, tuple[str, int]]]:
 
 
 OFFICIAL: list[tuple[str, Descriptor]] = [
+    ("ExportTraceServiceRequest", trace_service_pb2.ExportTraceServiceRequest.DESCRIPTOR),
     ("AnyValue", common_pb2.AnyValue.DESCRIPTOR),
     ("ArrayValue", common_pb2.ArrayValue.DESCRIPTOR),
     ("KeyValueList", common_pb2.KeyValueList.DESCRIPTOR),
@@ -76,10 +77,15 @@ def test_every_field_we_declare_has_the_official_number_and_type(
         assert read <= set(ours)
 
 
-def test_record_is_the_request_plus_project_field_15() -> None:
+def test_record_nests_the_request_beside_the_project() -> None:
     req = request([span(genai_attrs())])
     wire = req.SerializeToString()
-    assert set(trace_service_pb2.ExportTraceServiceRequest.DESCRIPTOR.fields_by_number) == {1}
+    ours = _ours()
+    assert ours["ExportTraceServiceRequest"] == {"resource_spans": ("ResourceSpans", 1)}
+    assert ours["WalRecord"] == {
+        "request": ("ExportTraceServiceRequest", 1),
+        "project": ("string", 2),
+    }
     project, decoded = envelope.unpack(envelope.pack("shop-eu", wire))
     assert project == "shop-eu"
     assert decoded == req
