@@ -182,7 +182,8 @@ SELECT
     if({_count("llm.token_count.total", "llm.usage.total_tokens")} > 0,
        {_count("llm.token_count.total", "llm.usage.total_tokens")},
        toUInt32(least(toUInt64(input_tokens) + output_tokens, 4294967295))) AS total_tokens,
-    toFloat64OrNull(nullIf({_first("gen_ai.usage.cost", "llm.cost.total")}, '')) AS explicit_cost,
+    toFloat64OrNull(nullIf({_first("gen_ai.usage.cost", "llm.cost.total")}, '')) AS _cost,
+    if(isFinite(_cost) AND _cost >= 0, _cost, NULL) AS explicit_cost,
     multiIf(_a['error.type'] != '', _a['error.type'],
             sp.status.code != 2, '',
             coalesce(nullIf(arrayFirst(t -> t != '', arrayMap(

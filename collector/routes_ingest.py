@@ -7,6 +7,7 @@ import time
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, Request, Response
+from starlette.concurrency import run_in_threadpool
 
 from driftline.collector import envelope, otlp
 from driftline.collector.auth import require
@@ -47,7 +48,9 @@ async def export_traces(
     try:
         media = otlp.media_type(request.headers.get("content-type"))
         body = await read_body(request, rt.settings.max_body_bytes)
-        decoded = otlp.decode(
+        # inflating and parsing up to max_decompressed_bytes: off the event loop
+        decoded = await run_in_threadpool(
+            otlp.decode,
             body,
             media,
             request.headers.get("content-encoding"),

@@ -7,6 +7,7 @@ batch; rows whose (trace_id, span_id) the store already has are skipped, so noth
 from __future__ import annotations
 
 import logging
+import os
 import random
 import threading
 import time
@@ -130,7 +131,15 @@ class Writer:
         folder = self.wal.directory.parent / "dead-letter"
         folder.mkdir(exist_ok=True)
         path = folder / f"{record.end.segment:012d}-{record.end.offset:012d}.otlp"
-        path.write_bytes(record.payload)
+        with open(path, "wb") as f:  # durable before the log lets the record go
+            f.write(record.payload)
+            f.flush()
+            os.fsync(f.fileno())
+        fd = os.open(folder, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
         self.metrics.dead_letters.inc()
         log.error("record ending at %s cannot be decoded and was moved to %s: %s",
                   record.end, path, exc)  # fmt: skip

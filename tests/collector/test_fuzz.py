@@ -749,3 +749,11 @@ def test_endpoint_stores_calls_with_hostile_values(collector) -> None:
     )
     assert (row["input_tokens"], row["output_tokens"]) == (0, 40)
     assert row["output_text"] == "Click 'Forgot password'."
+
+
+def test_a_body_of_many_gzip_members_is_refused_quickly() -> None:
+    """Thousands of tiny members would make inflating quadratic; past 64 the body is refused."""
+    member = gzip.compress(b"")
+    with pytest.raises(otlp.BadRequest, match="more than 64 members"):
+        otlp.decode(member * 20_000, otlp.PROTOBUF, "gzip", LIMIT)
+    assert otlp.decode(member * 64, otlp.PROTOBUF, "gzip", LIMIT).accepted == 0

@@ -909,3 +909,14 @@ def test_a_batch_maps_both_tables_per_project_and_drops_repeats(mapper: Mapper) 
         (p, http.span_id.hex()) for p in ("alpha", "beta", "gamma")
     ]
     assert {r["input_text"] for r in calls} == {"How do I reset my password?"}
+
+
+def test_a_cost_attribute_that_is_not_a_price_is_ignored(mapper: Mapper) -> None:
+    """NaN, infinite or negative costs would poison the cost counters: the list price is used."""
+    costs = []
+    for bad in ("nan", "inf", "-1"):
+        attrs = factory.genai_attrs(model="gpt-4o", **{"gen_ai.usage.cost": bad})
+        attrs["gen_ai.usage.input_tokens"], attrs["gen_ai.usage.output_tokens"] = 100, 50
+        calls, _ = mapper.map(factory.request([factory.span(attrs, start_ns=START)]))
+        costs.append(calls[0]["cost_usd"])
+    assert costs == [0.00075] * 3
