@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import zlib
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
@@ -15,13 +16,18 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
     ExportTraceServiceRequest,
     ExportTraceServiceResponse,
 )
+from opentelemetry.proto.common.v1.common_pb2 import AnyValue, KeyValue
 from opentelemetry.proto.trace.v1.trace_pb2 import Span
+
+from driftline.collector import genai
 
 PROTOBUF = "application/x-protobuf"
 JSON = "application/json"
 _ZERO_TRACE = bytes(16)
 _ZERO_SPAN = bytes(8)
 _MAX_TIME = 2**63 - 1  # ClickHouse DateTime64(9) ends in 2262
+_STRUCTURED = ("array_value", "kvlist_value")
+_BODY_KEYS = frozenset(genai.BODY_KEYS)
 _MAX_GZIP_MEMBERS = 64  # each member restarts the inflater; a bound keeps the work linear
 
 
@@ -164,6 +170,43 @@ def check_spans(request: ExportTraceServiceRequest) -> tuple[int, dict[str, int]
     return accepted, rejected, message
 
 
+def structured_bodies_to_json(request: ExportTraceServiceRequest) -> bool:
+    """Message bodies sent as structured values (arrays, maps) become JSON text.
+
+    The conventions let `gen_ai.input.messages` and friends be structured; the log's decoder
+    reads attribute values two levels deep, so deeper bodies are written out here. True when
+    anything changed.
+    """
+    changed = False
+    for resource_spans in request.resource_spans:
+        for scope_spans in resource_spans.scope_spans:
+            for span in scope_spans.spans:
+                changed |= _to_json(span.attributes)
+                for event in span.events:
+                    changed |= _to_json(event.attributes)
+    return changed
+
+
+def _to_json(attributes: Iterable[KeyValue]) -> bool:
+    changed = False
+    for kv in attributes:
+        if kv.key in _BODY_KEYS and kv.value.WhichOneof("value") in _STRUCTURED:
+            kv.value.string_value = orjson.dumps(_plain(kv.value)).decode()
+            changed = True
+    return changed
+
+
+def _plain(value: AnyValue) -> Any:
+    kind = value.WhichOneof("value")
+    if kind == "array_value":
+        return [_plain(v) for v in value.array_value.values]
+    if kind == "kvlist_value":
+        return {kv.key: _plain(kv.value) for kv in value.kvlist_value.values}
+    if kind == "bytes_value":
+        return base64.b64encode(value.bytes_value).decode()
+    return getattr(value, kind) if kind else None
+
+
 def _problem(span: Span) -> str:
     """Why a span cannot be stored, or ''."""
     if len(span.trace_id) != 16 or span.trace_id == _ZERO_TRACE:
@@ -182,7 +225,9 @@ def decode(body: bytes, content_type: str | None, encoding: str | None, limit: i
     data = decompress(body, encoding, limit)
     request = parse(data, media)
     accepted, rejected, message = check_spans(request)
-    wire = data if media == PROTOBUF and not rejected else request.SerializeToString()
+    rewritten = structured_bodies_to_json(request)
+    keep = media == PROTOBUF and not rejected and not rewritten
+    wire = data if keep else request.SerializeToString()
     return Decoded(request, wire, accepted, rejected, message)
 
 

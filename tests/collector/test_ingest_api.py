@@ -10,6 +10,7 @@ from typing import Any
 import orjson
 from google.rpc.status_pb2 import Status
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceResponse
+from opentelemetry.proto.common.v1.common_pb2 import AnyValue, ArrayValue, KeyValue, KeyValueList
 from prometheus_client.parser import text_string_to_metric_families
 
 from driftline.collector import envelope
@@ -460,3 +461,46 @@ def test_a_record_the_decoder_cannot_read_is_set_aside_not_blocking(collector: C
     dead = list((rt.settings.data / "dead-letter").glob("*.otlp"))
     assert len(dead) == 1
     assert "driftline_writer_dead_letter_records_total 1.0" in collector.client.get("/metrics").text
+
+
+def _structured(messages: list[dict[str, Any]]) -> AnyValue:
+    """Messages as OTLP structured values (arrays of maps), as the conventions allow."""
+
+    def value(v: Any) -> AnyValue:
+        if isinstance(v, dict):
+            return AnyValue(kvlist_value=KeyValueList(values=[KeyValue(key=k, value=value(x))
+                                                              for k, x in v.items()]))  # fmt: skip
+        if isinstance(v, list):
+            return AnyValue(array_value=ArrayValue(values=[value(x) for x in v]))
+        return AnyValue(string_value=str(v))
+
+    return value(messages)
+
+
+def test_structured_messages_on_attributes_and_events_are_kept(collector: Collector) -> None:
+    question = [{"role": "user", "parts": [{"type": "text", "content": "Where is my order?"}]}]
+    answer = [{"role": "assistant", "parts": [{"type": "text", "content": "On its way."}],
+               "finish_reason": "stop"}]  # fmt: skip
+    on_attrs = f.span({"gen_ai.operation.name": "chat", "gen_ai.request.model": "m"})
+    on_attrs.attributes.add(key="gen_ai.input.messages", value=_structured(question))
+    on_attrs.attributes.add(key="gen_ai.output.messages", value=_structured(answer))
+    on_event = f.span({"gen_ai.operation.name": "chat", "gen_ai.request.model": "m"})
+    details = on_event.events.add(name="gen_ai.client.inference.operation.details")
+    details.attributes.add(key="gen_ai.input.messages", value=_structured(question))
+    details.attributes.add(key="gen_ai.output.messages", value=_structured(answer))
+    assert post(collector, f.request([on_attrs, on_event]).SerializeToString()).status_code == 200
+    assert collector.wait_stored("llm_calls", 2) == 2
+    stored = collector.runtime.store.query(
+        "SELECT input_text, output_text, finish_reasons FROM llm_calls"
+    )
+    assert (
+        stored
+        == [
+            {
+                "input_text": "Where is my order?",
+                "output_text": "On its way.",
+                "finish_reasons": ["stop"],
+            }
+        ]
+        * 2
+    )
