@@ -170,15 +170,21 @@ class _ServerKeys:
 
 
 @contextmanager
+def _migrated(settings: Settings) -> Iterator[Store]:
+    store = _open(settings)
+    try:
+        migrate(store)
+        yield store
+    finally:
+        store.close()
+
+
+@contextmanager
 def _key_store(settings: Settings) -> Iterator[Store | _ServerKeys]:
     """The store itself when this process may open it, else the server that holds it."""
     if settings.clickhouse_url:
-        store = _open(settings)
-        migrate(store)
-        try:
+        with _migrated(settings) as store:
             yield store
-        finally:
-            store.close()
         return
     lock = FolderLock(settings.data)
     try:
@@ -192,12 +198,8 @@ def _key_store(settings: Settings) -> Iterator[Store | _ServerKeys]:
         yield _ServerKeys(control["url"], control["token"])
         return
     try:
-        store = _open(settings)
-        migrate(store)
-        try:
+        with _migrated(settings) as store:
             yield store
-        finally:
-            store.close()
     finally:
         lock.release()
 
