@@ -54,6 +54,17 @@ def _fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
+def write_durably(path: Path, data: bytes) -> None:
+    """Write a whole file through a temporary name; on disk, name included, when this returns."""
+    tmp = path.with_name(path.name + ".tmp")
+    with open(tmp, "wb") as f:
+        f.write(data)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+    _fsync_dir(path.parent)
+
+
 class WriteAheadLog:
     def __init__(self, directory: Path, segment_bytes: int, budget_bytes: int) -> None:
         self.directory = directory
@@ -240,13 +251,9 @@ class WriteAheadLog:
 
     def commit(self, position: Position) -> None:
         """Everything before `position` is in the store: persist that and free the space."""
-        tmp = self.directory / (_CHECKPOINT + ".tmp")
-        with open(tmp, "w") as f:
-            f.write(f"{position.segment} {position.offset}\n")
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, self.directory / _CHECKPOINT)
-        _fsync_dir(self.directory)
+        write_durably(
+            self.directory / _CHECKPOINT, f"{position.segment} {position.offset}\n".encode()
+        )
         with self._cond:
             freed = self._stored_bytes(self._checkpoint, position)
             self._backlog -= freed

@@ -7,7 +7,6 @@ batch; rows whose (trace_id, span_id) the store already has are skipped, so noth
 from __future__ import annotations
 
 import logging
-import os
 import random
 import threading
 import time
@@ -17,7 +16,7 @@ import pyarrow.compute as pc
 
 from driftline.collector.mapping import MappedBatch, SpanDecoder, keys_of
 from driftline.collector.metrics import CollectorMetrics
-from driftline.collector.wal import Position, Record, WriteAheadLog
+from driftline.collector.wal import Position, Record, WriteAheadLog, write_durably
 from driftline.store import Store, StoreError
 
 log = logging.getLogger(__name__)
@@ -41,7 +40,7 @@ def existing_keys(store: Store, table: str, rows: pa.Table) -> set[str]:
             "hi": times["max"].as_py(),
         },
     )
-    return {f"{f['project_id']}/{f['trace_id']}/{f['span_id']}" for f in found}
+    return set(keys_of(pa.Table.from_pylist(found)).to_pylist()) if found else set()
 
 
 class Writer:
@@ -131,15 +130,7 @@ class Writer:
         folder = self.wal.directory.parent / "dead-letter"
         folder.mkdir(exist_ok=True)
         path = folder / f"{record.end.segment:012d}-{record.end.offset:012d}.otlp"
-        with open(path, "wb") as f:  # durable before the log lets the record go
-            f.write(record.payload)
-            f.flush()
-            os.fsync(f.fileno())
-        fd = os.open(folder, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
+        write_durably(path, record.payload)  # before the log lets the record go
         self.metrics.dead_letters.inc()
         log.error("record ending at %s cannot be decoded and was moved to %s: %s",
                   record.end, path, exc)  # fmt: skip
