@@ -12,7 +12,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from driftline.collector import otlp, routes_admin, routes_ingest, routes_read
+from driftline.collector import otlp, routes_admin, routes_feedback, routes_ingest, routes_read
 from driftline.collector.config import Settings
 from driftline.collector.keys import KeyChecker
 from driftline.collector.mapping import SpanDecoder
@@ -63,6 +63,9 @@ def decode_engine(store: Store, data: Path) -> EmbeddedStore:
     return EmbeddedStore(data / "decoder")
 
 
+_INGEST_PATHS = frozenset({"/v1/traces", "/api/feedback"})
+
+
 def create_app(rt: Runtime) -> FastAPI:
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -77,10 +80,14 @@ def create_app(rt: Runtime) -> FastAPI:
         title="driftline collector",
         summary="OTLP/HTTP ingest of LLM calls into ClickHouse, and the API to read them.",
         lifespan=lifespan,
+        # Never trace our own ingest: with OTel configured in this process, each request
+        # would make spans that come back as requests, without end.
+        telemetry={"exclude": lambda scope: scope.get("path") in _INGEST_PATHS},
     )
     app.state.runtime = rt
     app.include_router(routes_ingest.router)
     app.include_router(routes_read.router)
+    app.include_router(routes_feedback.router)
     app.include_router(routes_admin.router)
 
     @app.exception_handler(ApiError)

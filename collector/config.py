@@ -17,6 +17,8 @@ from pydantic_settings import (
 from driftline.collector.pricing import Price
 
 MiB = 1024 * 1024
+# Days each table keeps its rows (0 = forever). Feedback is training data: kept by default.
+_RETENTION_DEFAULTS = {"llm_calls": 90, "spans": 30, "feedback": 0}
 
 
 class ConfigError(ValueError):
@@ -52,7 +54,7 @@ class Settings(BaseSettings):
     wal_segment_bytes: int = Field(64 * MiB, ge=64 * 1024)
     writer_batch_bytes: int = Field(24 * MiB, ge=1024)
     writer_flush_interval: float = Field(0.1, ge=0, le=10)
-    retention_days: dict[str, int] = Field(default_factory=lambda: {"llm_calls": 90, "spans": 30})
+    retention_days: dict[str, int] = Field(default_factory=lambda: dict(_RETENTION_DEFAULTS))
     prices: dict[str, PriceSetting] = Field(default_factory=dict)
     key_cache_seconds: float = Field(5.0, ge=0, description="how long a checked key is trusted")
     max_label_series: int = Field(1000, ge=10, description="series cap per metric")
@@ -61,11 +63,12 @@ class Settings(BaseSettings):
     @classmethod
     def _known_tables(cls, value: dict[str, int]) -> dict[str, int]:
         for table, days in value.items():
-            if table not in ("llm_calls", "spans"):
-                raise ValueError(f"unknown table {table!r}; retention is set for llm_calls, spans")
+            if table not in _RETENTION_DEFAULTS:
+                known = ", ".join(_RETENTION_DEFAULTS)
+                raise ValueError(f"unknown table {table!r}; retention is set for {known}")
             if days < 0:
                 raise ValueError(f"{table}: days must be >= 0 (0 keeps rows forever)")
-        return {"llm_calls": 90, "spans": 30, **value}
+        return {**_RETENTION_DEFAULTS, **value}
 
     @classmethod
     def settings_customise_sources(

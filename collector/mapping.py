@@ -120,6 +120,8 @@ _MODEL_MARKERS = ", ".join(
         "llm.request.type",
     )
 )
+# GenAI operations that wrap LLM calls rather than being one: stored as spans.
+_NOT_CALLS = "'invoke_agent', 'create_agent', 'execute_tool'"
 _CANONICAL = "(startsWith({m}, '[') AND (JSONLength({m}) = 0 OR JSONHas({m}, 1, 'parts')))"
 _IN = "_a['gen_ai.input.messages']"
 _OUT = "_a['gen_ai.output.messages']"
@@ -147,8 +149,8 @@ SELECT
     multiIf(sp.status.code = 1, 'ok', sp.status.code = 2, 'error', 'unset') AS status_code,
     sp.status.message AS status_message,
     {_attrs("sp.attributes")} AS _a,
-    mapFilter((k, v) -> NOT (k IN ({_BODY_KEYS}) OR match(k, '{genai.INDEXED_BODY_PATTERN}')), _a)
-        AS attributes,
+    if(is_llm_call, mapFilter((k, v) -> NOT (k IN ({_BODY_KEYS})
+        OR match(k, '{genai.INDEXED_BODY_PATTERN}')), _a), _a) AS attributes,
     if(sp.kind BETWEEN 0 AND 5,
        ['unspecified', 'internal', 'server', 'client', 'producer', 'consumer'][sp.kind + 1],
        'unspecified') AS kind,
@@ -161,8 +163,9 @@ SELECT
         (lower(hex(l.trace_id)), lower(hex(l.span_id)), {_attrs("l.attributes")}),
         'Tuple(trace_id String, span_id String, attributes Map(String, String))'), sp.links)))
         AS links,
-    hasAny(mapKeys(_a), [{_MODEL_MARKERS}])
-        OR _a['openinference.span.kind'] IN ('LLM', 'EMBEDDING') AS is_llm_call,
+    (hasAny(mapKeys(_a), [{_MODEL_MARKERS}])
+        OR _a['openinference.span.kind'] IN ('LLM', 'EMBEDDING'))
+        AND _a['gen_ai.operation.name'] NOT IN ({_NOT_CALLS}) AS is_llm_call,
     multiIf(_a['gen_ai.operation.name'] != '', _a['gen_ai.operation.name'],
             _a['llm.request.type'] = 'completion', 'text_completion',
             _a['llm.request.type'] = 'embedding', 'embeddings',

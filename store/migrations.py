@@ -85,6 +85,29 @@ CREATE TABLE IF NOT EXISTS api_keys (
 ) ENGINE = ReplacingMergeTree(version) ORDER BY key_id"""
 
 
+# Judgements on calls: an app's thumbs-up through the SDK, a reviewer's score. Keyed by the
+# sender's id, so a retried request is stored once.
+_FEEDBACK = """
+CREATE TABLE IF NOT EXISTS feedback (
+    project_id LowCardinality(String),
+    id String,
+    trace_id String,
+    span_id String,
+    name LowCardinality(String),
+    kind LowCardinality(String),
+    value_number Nullable(Float64),
+    value_string String,
+    comment String CODEC(ZSTD(3)),
+    user_id String,
+    source LowCardinality(String),
+    created_at DateTime64(3, 'UTC'),
+    ingested_at DateTime64(3, 'UTC') DEFAULT now64(3),
+    INDEX idx_trace trace_id TYPE bloom_filter(0.01) GRANULARITY 4
+) ENGINE = ReplacingMergeTree
+PARTITION BY toYYYYMM(created_at)
+ORDER BY (project_id, created_at, id)"""
+
+
 @dataclass(frozen=True)
 class Migration:
     version: int
@@ -94,10 +117,11 @@ class Migration:
 
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(1, "calls, spans, projects and api keys", (_LLM_CALLS, _SPANS, _PROJECTS, _API_KEYS)),
+    Migration(2, "feedback", (_FEEDBACK,)),
 )
 
 # Tables whose retention is configurable, and the column their TTL counts from.
-RETENTION_COLUMNS = {"llm_calls": "start_time", "spans": "start_time"}
+RETENTION_COLUMNS = {"llm_calls": "start_time", "spans": "start_time", "feedback": "created_at"}
 
 
 def migrate(store: Store) -> list[int]:
