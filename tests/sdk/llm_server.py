@@ -107,13 +107,13 @@ class _Server(ThreadingHTTPServer):
 class FakeLLMServer:
     """The server: ``with FakeLLMServer() as srv`` or ``start()`` / ``close()``."""
 
-    def __init__(self) -> None:
+    def __init__(self, port: int = 0) -> None:
         self._lock = threading.Lock()
         self._replies: deque[Reply] = deque()
         self._requests: list[RecordedRequest] = []
         self._errors: list[BaseException] = []
         self._conns: set[socket.socket] = set()
-        self._httpd = _Server(("127.0.0.1", 0), _Handler)
+        self._httpd = _Server(("127.0.0.1", port), _Handler)
         self._httpd.fake = self
         self._thread = threading.Thread(target=self._httpd.serve_forever, daemon=True)
         self._started = False
@@ -483,3 +483,20 @@ ROUTES: dict[str, tuple[Callable[[_Call], JSON], Callable[[_Call], Events]]] = {
     "/v1/responses": (_response, _response_stream),
     "/v1/messages": (_message, _message_stream),
 }
+
+
+def main() -> None:
+    """Serve default replies until interrupted: `python -m tests.sdk.llm_server --port 8011`."""
+    import argparse
+
+    parser = argparse.ArgumentParser(description="A local stand-in for the OpenAI/Anthropic APIs")
+    parser.add_argument("--port", type=int, default=8011)
+    port = parser.parse_args().port
+    with FakeLLMServer(port) as server:
+        print(f"answering on {server.base_url} (OpenAI base_url: {server.base_url}/v1)", flush=True)
+        with contextlib.suppress(KeyboardInterrupt):
+            threading.Event().wait()
+
+
+if __name__ == "__main__":
+    main()
