@@ -104,113 +104,13 @@ class _Step:
 
     def wrapper(self) -> Callable[..., Any]:
         """A plain function of the same kind as the decorated one (so methods still bind)."""
-        step, fn = self, self.fn
-        if inspect.isasyncgenfunction(fn):
-
-            async def async_generator(*args: Any, **kwargs: Any) -> AsyncGenerator[Any, Any]:
-                inner = fn(*args, **kwargs)
-                active = client._active
-                span = step._open(active, args, kwargs) if active is not None else None
-                if span is None:
-                    async for item in inner:
-                        yield item
-                    return
-                items: list[Any] = []
-                sent: Any = None
-                thrown: BaseException | None = None
-                while True:
-                    token = _attach(span, step.agent)
-                    try:
-                        item = await (
-                            inner.athrow(thrown) if thrown is not None else inner.asend(sent)
-                        )
-                    except StopAsyncIteration:
-                        step._finish(span, token, _joined(items))
-                        return
-                    except BaseException as exc:
-                        step._fail(span, token, exc)
-                        raise
-                    _detach(token)
-                    thrown = None
-                    _collect(items, item)
-                    try:
-                        sent = yield item
-                    except GeneratorExit:
-                        await inner.aclose()
-                        step._finish(span, None, _joined(items), closed_early=True)
-                        raise
-                    except BaseException as exc:
-                        thrown = exc
-
-            return async_generator
-        if inspect.iscoroutinefunction(fn):
-
-            async def coroutine(*args: Any, **kwargs: Any) -> Any:
-                active = client._active
-                if active is None:
-                    return await fn(*args, **kwargs)
-                span = step._open(active, args, kwargs)
-                token = _attach(span, step.agent)
-                try:
-                    result = await fn(*args, **kwargs)
-                except BaseException as exc:
-                    step._fail(span, token, exc)
-                    raise
-                step._finish(span, token, result)
-                return result
-
-            return coroutine
-        if inspect.isgeneratorfunction(fn):
-
-            def generator(*args: Any, **kwargs: Any) -> Generator[Any, Any, Any]:
-                inner = fn(*args, **kwargs)
-                active = client._active
-                span = step._open(active, args, kwargs) if active is not None else None
-                if span is None:
-                    return (yield from inner)
-                # The span is current only while the inner generator runs, not the caller.
-                items: list[Any] = []
-                sent: Any = None
-                thrown: BaseException | None = None
-                while True:
-                    token = _attach(span, step.agent)
-                    try:
-                        item = inner.throw(thrown) if thrown is not None else inner.send(sent)
-                    except StopIteration as stop:
-                        step._finish(span, token, _joined(items))
-                        return stop.value
-                    except BaseException as exc:
-                        step._fail(span, token, exc)
-                        raise
-                    _detach(token)
-                    thrown = None
-                    _collect(items, item)
-                    try:
-                        sent = yield item
-                    except GeneratorExit:
-                        inner.close()
-                        step._finish(span, None, _joined(items), closed_early=True)
-                        raise
-                    except BaseException as exc:
-                        thrown = exc
-
-            return generator
-
-        def call(*args: Any, **kwargs: Any) -> Any:
-            active = client._active
-            if active is None:
-                return fn(*args, **kwargs)
-            span = step._open(active, args, kwargs)
-            token = _attach(span, step.agent)
-            try:
-                result = fn(*args, **kwargs)
-            except BaseException as exc:
-                step._fail(span, token, exc)
-                raise
-            step._finish(span, token, result)
-            return result
-
-        return call
+        if inspect.isasyncgenfunction(self.fn):
+            return _async_generator(self)
+        if inspect.iscoroutinefunction(self.fn):
+            return _coroutine(self)
+        if inspect.isgeneratorfunction(self.fn):
+            return _generator(self)
+        return _call(self)
 
     # -- span lifecycle; none of these raise ---------------------------------------------------
 
@@ -272,6 +172,126 @@ class _Step:
             named["*args"] = args[len(self.params) :]
         named.update(kwargs)
         return named
+
+
+# -- the four shapes of function; each closes over its step ------------------------------------
+
+
+def _call(step: _Step) -> Callable[..., Any]:
+    fn = step.fn
+
+    def call(*args: Any, **kwargs: Any) -> Any:
+        active = client._active
+        if active is None:
+            return fn(*args, **kwargs)
+        span = step._open(active, args, kwargs)
+        token = _attach(span, step.agent)
+        try:
+            result = fn(*args, **kwargs)
+        except BaseException as exc:
+            step._fail(span, token, exc)
+            raise
+        step._finish(span, token, result)
+        return result
+
+    return call
+
+
+def _coroutine(step: _Step) -> Callable[..., Any]:
+    fn = step.fn
+
+    async def coroutine(*args: Any, **kwargs: Any) -> Any:
+        active = client._active
+        if active is None:
+            return await fn(*args, **kwargs)
+        span = step._open(active, args, kwargs)
+        token = _attach(span, step.agent)
+        try:
+            result = await fn(*args, **kwargs)
+        except BaseException as exc:
+            step._fail(span, token, exc)
+            raise
+        step._finish(span, token, result)
+        return result
+
+    return coroutine
+
+
+def _generator(step: _Step) -> Callable[..., Any]:
+    """The span is current only while the inner generator runs, not while the caller does."""
+    fn = step.fn
+
+    def generator(*args: Any, **kwargs: Any) -> Generator[Any, Any, Any]:
+        inner = fn(*args, **kwargs)
+        active = client._active
+        span = step._open(active, args, kwargs) if active is not None else None
+        if span is None:
+            return (yield from inner)
+        items: list[Any] = []
+        sent: Any = None
+        thrown: BaseException | None = None
+        while True:
+            token = _attach(span, step.agent)
+            try:
+                item = inner.throw(thrown) if thrown is not None else inner.send(sent)
+            except StopIteration as stop:
+                step._finish(span, token, _joined(items))
+                return stop.value
+            except BaseException as exc:
+                step._fail(span, token, exc)
+                raise
+            _detach(token)
+            thrown = None
+            _collect(items, item)
+            try:
+                sent = yield item
+            except GeneratorExit:
+                inner.close()
+                step._finish(span, None, _joined(items), closed_early=True)
+                raise
+            except BaseException as exc:
+                thrown = exc
+
+    return generator
+
+
+def _async_generator(step: _Step) -> Callable[..., Any]:
+    fn = step.fn
+
+    async def async_generator(*args: Any, **kwargs: Any) -> AsyncGenerator[Any, Any]:
+        inner = fn(*args, **kwargs)
+        active = client._active
+        span = step._open(active, args, kwargs) if active is not None else None
+        if span is None:
+            async for item in inner:
+                yield item
+            return
+        items: list[Any] = []
+        sent: Any = None
+        thrown: BaseException | None = None
+        while True:
+            token = _attach(span, step.agent)
+            try:
+                item = await (inner.athrow(thrown) if thrown is not None else inner.asend(sent))
+            except StopAsyncIteration:
+                step._finish(span, token, _joined(items))
+                return
+            except BaseException as exc:
+                step._fail(span, token, exc)
+                raise
+            _detach(token)
+            thrown = None
+            _collect(items, item)
+            try:
+                sent = yield item
+            except GeneratorExit:
+                await inner.aclose()
+                step._finish(span, None, _joined(items), closed_early=True)
+                raise
+            except BaseException as exc:
+                thrown = exc
+
+    return async_generator
 
 
 def record_error(span: Span, exc: BaseException) -> None:

@@ -296,3 +296,29 @@ def test_bad_arguments_name_the_problem() -> None:
         sdk.init(endpoint="localhost:4318")
     with pytest.raises(sdk.ConfigError, match="unknown setting"):
         sdk.init(queue_size=5)
+
+
+def test_methods_bind_and_self_is_not_recorded(live: LiveCollector) -> None:
+    init_for(live)
+
+    class Bot:
+        greeting = "hi"
+
+        @observe(name="greet")
+        def greet(self, name: str) -> str:
+            return f"{self.greeting} {name}"
+
+        @observe(name="agreet")
+        async def agreet(self, name: str, punct: str = "!") -> str:
+            return f"{self.greeting} {name}{punct}"
+
+    @observe(name="outer")
+    def outer() -> tuple[str | None, list[str]]:
+        bot = Bot()
+        return sdk.current_trace_id(), [bot.greet("ann"), asyncio.run(bot.agreet("bo", "?"))]
+
+    trace_id, greetings = outer()
+    assert greetings == ["hi ann", "hi bo?"]
+    rows = _by_name(live.rows("spans", trace_id or "", count=3))
+    assert rows["greet"]["attributes"]["input.value"] == "ann"
+    assert json.loads(rows["agreet"]["attributes"]["input.value"]) == {"name": "bo", "punct": "?"}
