@@ -21,15 +21,12 @@ from typing import Any
 
 from opentelemetry import context as otel_context
 from opentelemetry.context import _SUPPRESS_INSTRUMENTATION_KEY, Context
-from opentelemetry.exporter.otlp.proto.common.trace_encoder import encode_spans
-from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
-from opentelemetry.proto.common.v1.common_pb2 import KeyValue
 from opentelemetry.sdk.trace import ReadableSpan, Span, SpanProcessor
 
-from driftline.sdk.attributes import is_content
 from driftline.sdk.backlog import Backlog, DiskSpool, MemoryBacklog
 from driftline.sdk.config import Config
 from driftline.sdk.delivery import FEEDBACK_PATH, TRACES_PATH, Outcome, Payload, Transport
+from driftline.sdk.encoding import encode_request
 from driftline.sdk.sampling import keeps_trace
 
 logger = logging.getLogger("driftline.sdk")
@@ -153,9 +150,7 @@ class ExportProcessor(SpanProcessor):
         self._wake.set()
         self._worker.join(max(deadline - time.monotonic(), 0.0))
         if self._io.acquire(timeout=max(deadline - time.monotonic(), 0.0)):
-            token = otel_context.attach(
-                otel_context.set_value(_SUPPRESS_INSTRUMENTATION_KEY, True)
-            )
+            token = otel_context.attach(otel_context.set_value(_SUPPRESS_INSTRUMENTATION_KEY, True))
             try:
                 self._pass(deadline, force=True)
                 self._keep_or_drop_leftovers()
@@ -269,10 +264,7 @@ class ExportProcessor(SpanProcessor):
     def _span_payloads(self, spans: Sequence[ReadableSpan]) -> list[Payload]:
         """Encoded, masked payloads of at most 4 MiB each (halving the batch until they fit)."""
         try:
-            request = encode_spans(spans)
-            if self._config.mask is not None:
-                _mask_request(request, self._config.mask)
-            body = request.SerializeToString()
+            body = encode_request(spans, self._config.mask)
         except Exception as exc:
             self._drop("spans", len(spans), f"could not encode spans: {exc!r}")
             return []
@@ -317,21 +309,3 @@ def _kind(payload: Payload) -> str:
 def _feedback_payload(records: list[dict[str, Any]]) -> Payload:
     body = json.dumps(records, separators=(",", ":")).encode()
     return Payload(FEEDBACK_PATH, body, "application/json", len(records))
-
-
-def _mask_request(request: ExportTraceServiceRequest, mask: Callable[[str], str]) -> None:
-    for resource_spans in request.resource_spans:
-        for scope_spans in resource_spans.scope_spans:
-            for span in scope_spans.spans:
-                _mask_attributes(span.attributes, mask)
-                for event in span.events:
-                    _mask_attributes(event.attributes, mask)
-
-
-def _mask_attributes(attributes: Sequence[KeyValue], mask: Callable[[str], str]) -> None:
-    for kv in attributes:
-        if kv.value.HasField("string_value") and is_content(kv.key):
-            try:
-                kv.value.string_value = mask(kv.value.string_value)
-            except Exception as exc:  # never send what the mask was meant to hide
-                kv.value.string_value = f"<mask failed: {type(exc).__name__}>"

@@ -11,16 +11,23 @@ _MAX_DEPTH = 8
 _MAX_ITEMS = 200
 
 
+_SCALARS = frozenset({str, int, float, bool, type(None)})
+_CONTAINERS = frozenset({dict, list, tuple})
+
+
 def to_text(value: Any, limit: int) -> str:
     """`value` as text: strings as they are, everything else as JSON; capped at `limit` chars."""
     if type(value) is str:
-        text = value
-    else:
+        return truncate(value, limit)
+    try:
+        # Small plain values (the common case) go straight to the C encoder; anything big,
+        # deep or exotic is first copied into a bounded plain form.
+        plain = value if _small(value) else _plain(value, 0)
+        text = _ENCODER.encode(plain)
+    except Exception:  # a hostile __repr__, a cycle, a recursion we did not foresee
         try:
-            text = json.dumps(
-                _plain(value, 0), ensure_ascii=False, separators=(",", ":"), default=_repr
-            )
-        except Exception:  # a hostile __repr__ or a recursion we did not foresee
+            text = _ENCODER.encode(_plain(value, 0))
+        except Exception:
             text = _repr(value)
     return truncate(text, limit)
 
@@ -30,6 +37,21 @@ def truncate(text: str, limit: int) -> str:
         return text
     marker = f"…[truncated {len(text) - limit} chars]"
     return text[: max(limit - len(marker), 0)] + marker
+
+
+def _small(value: Any, depth: int = 0) -> bool:
+    """Plain scalars, or dicts (with str keys) and lists of them, at most 4 deep and 200 wide."""
+    kind = type(value)
+    if kind in _SCALARS:
+        return True
+    if depth >= 4 or len(value) > _MAX_ITEMS if kind in _CONTAINERS else True:
+        return False
+    if kind is dict:
+        for key, item in value.items():
+            if type(key) is not str or not (type(item) in _SCALARS or _small(item, depth + 1)):
+                return False
+        return True
+    return all(type(item) in _SCALARS or _small(item, depth + 1) for item in value)
 
 
 def _plain(value: Any, depth: int) -> Any:
@@ -71,3 +93,6 @@ def _repr(value: Any) -> str:
         return repr(value)[:1000]
     except Exception:
         return f"<unrepresentable {type(value).__name__}>"
+
+
+_ENCODER = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"), default=_repr)
