@@ -6,9 +6,12 @@ DATA ?= ./driftline-data
 
 .PHONY: run test lint bench-ingest clean
 
+# torch is pinned first: a bare `torch` requirement from the extras would otherwise pull the
+# newest (multi-GB CUDA) build; 2.13.0 is the CPU wheel on the CI machine's disk.
 $(VENV)/bin/python:
 	python3 -m venv $(VENV)
 	$(PIP) install --quiet --upgrade pip
+	$(PIP) install --quiet torch==2.13.0
 
 # Editable install in strict mode: a tree of links that mypy and pytest both see as `driftline.*`.
 install-%: $(VENV)/bin/python
@@ -18,9 +21,10 @@ run: install-server
 	$(VENV)/bin/driftline serve --data $(DATA)
 
 lint: install-dev
-	$(VENV)/bin/ruff check sdk store collector tests bench
-	$(VENV)/bin/ruff format --check sdk store collector tests bench
-	$(VENV)/bin/mypy -p driftline.sdk -p driftline.store -p driftline.collector
+	$(VENV)/bin/ruff check sdk store collector detectors tests bench examples
+	$(VENV)/bin/ruff format --check sdk store collector detectors tests bench examples
+	$(VENV)/bin/mypy -p driftline.sdk -p driftline.store -p driftline.collector \
+		-p driftline.detectors examples
 
 test: lint
 	$(VENV)/bin/pytest -q

@@ -18,6 +18,7 @@ import random
 import time
 
 import openai
+from openai.types.chat import ChatCompletionMessageParam
 
 from driftline import sdk
 from driftline.sdk import observe
@@ -45,7 +46,7 @@ def retrieve(question: str) -> list[str]:
 @observe(as_type="agent", name="support-bot")
 def answer(client: openai.OpenAI, model: str, question: str, stream: bool) -> str:
     context = "\n".join(retrieve(question))
-    messages = [
+    messages: list[ChatCompletionMessageParam] = [
         {"role": "system", "content": f"Answer from this help text only:\n{context}"},
         {"role": "user", "content": question},
     ]
