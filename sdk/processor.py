@@ -99,6 +99,7 @@ class ExportProcessor(SpanProcessor):
         self._transport = Transport(self._config)
         self._retry_at = 0.0
         self._backoff = _MIN_BACKOFF
+        self._backlog_full = False  # set when the backlog refused a payload, until it drains
         self._worker = threading.Thread(target=self._run, name="driftline-export", daemon=True)
         self._worker.start()
 
@@ -183,6 +184,9 @@ class ExportProcessor(SpanProcessor):
         self._send_backlog(deadline, force)
         while self._spans and not _past(deadline):
             batch = [self._spans.popleft() for _ in range(min(len(self._spans), self._batch))]
+            if self._backlog_full and not force:  # encoding what cannot be kept is wasted CPU
+                self._drop("spans", len(batch), self._backlog_full_reason)
+                continue
             for payload in self._span_payloads(batch):
                 self._deliver(payload, deadline, force)
         while self._feedback and not _past(deadline):
@@ -208,6 +212,7 @@ class ExportProcessor(SpanProcessor):
             if payload is None or not self._send(payload, deadline):
                 return
             self._backlog.remove_oldest()
+            self._backlog_full = False
 
     def _send(self, payload: Payload, deadline: float | None) -> bool:
         """Try once; False when the payload should be kept for later."""
@@ -243,8 +248,12 @@ class ExportProcessor(SpanProcessor):
         if self._backlog.put(payload):
             self.stats.payloads_backlogged += 1
         else:
-            where = "spool folder" if self._config.spool_dir else "memory backlog"
-            self._drop(_kind(payload), payload.items, f"{where} full")
+            self._backlog_full = True
+            self._drop(_kind(payload), payload.items, self._backlog_full_reason)
+
+    @property
+    def _backlog_full_reason(self) -> str:
+        return f"{'spool folder' if self._config.spool_dir else 'memory backlog'} full"
 
     def _keep_or_drop_leftovers(self) -> None:
         leftovers: list[Payload] = []

@@ -229,3 +229,19 @@ def test_init_is_idempotent(live: LiveCollector) -> None:
     first = sdk.init(endpoint=live.url, api_key=live.ingest_key, schedule_delay=0.01)
     assert sdk.init(endpoint=live.url, api_key=live.ingest_key, schedule_delay=0.01) is first
     assert sdk.init(endpoint=live.url, service_name="other") is first  # warned, not changed
+
+
+def test_a_full_memory_backlog_drops_and_counts(sdk_log: pytest.LogCaptureFixture) -> None:
+    sdk.init(
+        endpoint=f"http://127.0.0.1:{free_port()}",
+        schedule_delay=0.01,
+        max_backlog_bytes=5_000,
+        max_export_batch_size=10,
+    )
+    for i in range(3000):
+        work(i)
+    sdk.flush(timeout=2)
+    stats = sdk.stats()
+    assert stats["dropped_by_reason"]["memory backlog full"] > 0
+    assert stats["spans_dropped"] + stats["queued_spans"] + 10 * stats["backlog_payloads"] >= 3000
+    assert len([r for r in sdk_log.records if "memory backlog full" in r.getMessage()]) == 1
