@@ -322,3 +322,15 @@ def test_methods_bind_and_self_is_not_recorded(live: LiveCollector) -> None:
     rows = _by_name(live.rows("spans", trace_id or "", count=3))
     assert rows["greet"]["attributes"]["input.value"] == "ann"
     assert json.loads(rows["agreet"]["attributes"]["input.value"]) == {"name": "bo", "punct": "?"}
+
+
+def test_gzip_compression_reaches_the_collector(live: LiveCollector) -> None:
+    init_for(live, compression="gzip")
+
+    @observe(name="zipped")
+    def zipped(text: str) -> str:
+        return sdk.current_trace_id() or ""
+
+    trace_id = zipped("x" * 5000)
+    (row,) = live.rows("spans", trace_id)
+    assert row["attributes"]["input.value"] == "x" * 5000
