@@ -118,13 +118,13 @@ class _Step:
         self, active: client.Active, args: tuple[Any, ...], kwargs: dict[str, Any]
     ) -> Span | None:
         try:
-            span = active.tracer.start_span(self.name, attributes=self.attributes)
-            if self.capture_input and span.is_recording() and active.config.capture_content:
-                span.set_attribute(
-                    attr.INPUT_VALUE,
-                    to_text(self._inputs(args, kwargs), active.config.max_attribute_chars),
-                )
-            return span
+            attributes = self.attributes
+            config = active.config
+            if self.capture_input and config.capture_content:
+                # Given at start, the input costs no set_attribute (and its lock) per call.
+                text = to_text(self._inputs(args, kwargs), config.max_attribute_chars)
+                attributes = {**attributes, attr.INPUT_VALUE: text}
+            return active.tracer.start_span(self.name, attributes=attributes)
         except Exception:
             return None
 
