@@ -49,6 +49,9 @@ class Transport:
         self._timeout = config.export_timeout
         self._gzip = config.compression == "gzip"
         self._session = requests.Session()
+        # Proxies from the environment are read once here, not (with .netrc) on every request.
+        self._session.proxies = requests.utils.get_environ_proxies(self._base)
+        self._session.trust_env = False
         self._session.headers.update(dict(config.headers))
         self._session.headers["User-Agent"] = "driftline-sdk-python"
         if config.api_key:

@@ -36,17 +36,19 @@ _FIXED32 = struct.Struct("<I")
 
 def encode_request(spans: Sequence[ReadableSpan], mask: Mask | None = None) -> bytes:
     """An ExportTraceServiceRequest holding `spans`, grouped by resource and scope."""
-    groups: dict[Any, dict[Any, list[ReadableSpan]]] = {}
+    # Grouped by identity: hashing a Resource serialises its attributes, for every span.
+    groups: dict[int, tuple[Any, dict[int, tuple[Any, list[ReadableSpan]]]]] = {}
     for span in spans:
-        scopes = groups.setdefault(span.resource, {})
-        scopes.setdefault(span.instrumentation_scope, []).append(span)
+        _, scopes = groups.setdefault(id(span.resource), (span.resource, {}))
+        scope = span.instrumentation_scope
+        scopes.setdefault(id(scope), (scope, []))[1].append(span)
     out = bytearray()
-    for resource, scopes in groups.items():
+    for resource, scopes in groups.values():
         resource_spans = bytearray()
         encoded_resource = bytearray()
         _attributes(encoded_resource, 1, resource.attributes, None)
         _message(resource_spans, 1, encoded_resource)
-        for scope, scope_spans in scopes.items():
+        for scope, scope_spans in scopes.values():
             encoded = bytearray()
             _message(encoded, 1, _scope(scope) if scope is not None else b"")
             for span in scope_spans:

@@ -166,23 +166,27 @@ class ExportProcessor(SpanProcessor):
         # HTTP instrumentation in the app (requests, urllib3) must not trace our own exports.
         otel_context.attach(otel_context.set_value(_SUPPRESS_INSTRUMENTATION_KEY, True))
         while not self._stopping:
-            self._wake.wait(self._config.schedule_delay)
+            timed_out = not self._wake.wait(self._config.schedule_delay)
             self._wake.clear()
             if self._stopping:
                 break
             flushes, self._flushes = self._flushes, []
             with self._io:
                 try:
-                    self._pass(deadline=None, force=bool(flushes))
+                    self._pass(deadline=None, force=bool(flushes), partial=timed_out)
                 except Exception:  # a bug here must not kill the thread that ships spans
                     logger.exception("driftline export pass failed")
             for done in flushes:
                 done.set()
 
-    def _pass(self, deadline: float | None, force: bool) -> None:
-        """Send the backlog (oldest first), then everything queued."""
+    def _pass(self, deadline: float | None, force: bool, partial: bool = True) -> None:
+        """Send the backlog (oldest first), then what is queued: full batches only, unless the
+        schedule delay is up or a flush asks for everything (fewer, larger requests)."""
         self._send_backlog(deadline, force)
+        partial = partial or force
         while self._spans and not _past(deadline):
+            if not partial and len(self._spans) < self._batch:
+                break
             batch = [self._spans.popleft() for _ in range(min(len(self._spans), self._batch))]
             if self._backlog_full and not force:  # encoding what cannot be kept is wasted CPU
                 self._drop("spans", len(batch), self._backlog_full_reason)

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import dataclasses
 import json
-from collections.abc import Mapping
+import json.encoder
+from collections.abc import Callable, Mapping
 from typing import Any
 
 _MAX_DEPTH = 8
@@ -22,8 +23,7 @@ def to_text(value: Any, limit: int) -> str:
     try:
         # Small plain values (the common case) go straight to the C encoder; anything big,
         # deep or exotic is first copied into a bounded plain form.
-        plain = value if _small(value) else _plain(value, 0)
-        text = _ENCODER.encode(plain)
+        text = _encode(value if _small(value) else _plain(value, 0))
     except Exception:  # a hostile __repr__, a cycle, a recursion we did not foresee
         try:
             text = _ENCODER.encode(_plain(value, 0))
@@ -39,19 +39,20 @@ def truncate(text: str, limit: int) -> str:
     return text[: max(limit - len(marker), 0)] + marker
 
 
-def _small(value: Any, depth: int = 0) -> bool:
-    """Plain scalars, or dicts (with str keys) and lists of them, at most 4 deep and 200 wide."""
+def _small(value: Any) -> bool:
+    """Scalars, and dicts/lists at most 200 wide whose container items are too: these go to the
+    C encoder as they are. Deeper nesting is rare enough to leave to it (a cycle fails there
+    and falls back to `_plain`)."""
     kind = type(value)
     if kind in _SCALARS:
         return True
-    if depth >= 4 or len(value) > _MAX_ITEMS if kind in _CONTAINERS else True:
+    if kind not in _CONTAINERS or len(value) > _MAX_ITEMS:
         return False
-    if kind is dict:
-        for key, item in value.items():
-            if type(key) is not str or not (type(item) in _SCALARS or _small(item, depth + 1)):
-                return False
-        return True
-    return all(type(item) in _SCALARS or _small(item, depth + 1) for item in value)
+    for child in value.values() if kind is dict else value:
+        ckind = type(child)
+        if ckind not in _SCALARS and (ckind not in _CONTAINERS or len(child) > _MAX_ITEMS):
+            return False
+    return True
 
 
 def _plain(value: Any, depth: int) -> Any:
@@ -96,3 +97,16 @@ def _repr(value: Any) -> str:
 
 
 _ENCODER = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"), default=_repr)
+
+
+def _fast_encoder() -> Callable[[Any], str]:
+    """The C encoder, built once: `JSONEncoder.encode` builds a new one on every call. Only
+    bounded, acyclic values reach it (`_small` or `_plain`), so it runs without cycle checks."""
+    make = getattr(json.encoder, "c_make_encoder", None)
+    if make is None:
+        return _ENCODER.encode
+    encode = make(None, _repr, json.encoder.encode_basestring, None, ":", ",", False, False, True)
+    return lambda value: "".join(encode(value, 0))
+
+
+_encode = _fast_encoder()
