@@ -32,7 +32,7 @@ class Config:
     max_export_batch_size: int = 512
     schedule_delay: float = 1.0
     export_timeout: float = 10.0
-    max_backlog_bytes: int = 64 * 1024 * 1024
+    max_backlog_bytes: int = 16 * 1024 * 1024
     spool_dir: Path | None = None
     spool_max_bytes: int = 512 * 1024 * 1024
     compression: str | None = None
