@@ -17,7 +17,7 @@ $(VENV)/bin/python:
 install-%: $(VENV)/bin/python
 	$(PIP) install --quiet -e ".[$*]" --config-settings editable_mode=strict
 
-run: install-server
+run: install-all
 	$(VENV)/bin/driftline serve --data $(DATA)
 
 lint: install-dev

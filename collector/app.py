@@ -6,13 +6,21 @@ import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
+from typing import Any
 
 from fastapi import FastAPI, Request, Response
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from driftline.collector import otlp, routes_admin, routes_feedback, routes_ingest, routes_read
+from driftline.collector import (
+    otlp,
+    routes_admin,
+    routes_drift,
+    routes_feedback,
+    routes_ingest,
+    routes_read,
+)
 from driftline.collector.config import Settings
 from driftline.collector.keys import KeyChecker
 from driftline.collector.mapping import SpanDecoder
@@ -46,6 +54,7 @@ def build_runtime(settings: Settings, store: Store, operator_token: str | None =
         wal, store, decoder, metrics, settings.writer_batch_bytes, settings.writer_flush_interval
     )
     return Runtime(
+        detectors=_detector_loop(settings, store, metrics),
         settings=settings,
         store=store,
         wal=wal,
@@ -66,13 +75,29 @@ def decode_engine(store: Store, data: Path) -> EmbeddedStore:
 _INGEST_PATHS = frozenset({"/v1/traces", "/api/feedback"})
 
 
+def _detector_loop(settings: Settings, store: Store, metrics: CollectorMetrics) -> Any:
+    """The detectors' background loop, or None when off or not installed (logged once)."""
+    if not settings.detectors.enabled:
+        return None
+    try:
+        from driftline.detectors.scheduler import DetectorLoop
+    except ImportError as exc:
+        log.warning("detectors are off: %s; pip install 'driftline[detectors]'", exc)
+        return None
+    return DetectorLoop(store, settings.detectors, metrics.registry)
+
+
 def create_app(rt: Runtime) -> FastAPI:
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         rt.writer.start()
+        if rt.detectors is not None:
+            rt.detectors.start()
         try:
             yield
         finally:
+            if rt.detectors is not None:
+                rt.detectors.stop()
             rt.writer.stop()
             rt.wal.close()
 
@@ -88,6 +113,7 @@ def create_app(rt: Runtime) -> FastAPI:
     app.include_router(routes_ingest.router)
     app.include_router(routes_read.router)
     app.include_router(routes_feedback.router)
+    app.include_router(routes_drift.router)
     app.include_router(routes_admin.router)
 
     @app.exception_handler(ApiError)

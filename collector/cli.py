@@ -286,3 +286,144 @@ def keys_revoke(
             except keys.KeysError as exc:
                 raise click.ClickException(str(exc)) from None
     click.echo(f"revoked {key_id}", err=True)
+
+
+@contextmanager
+def _exclusive_store(settings: Settings, what: str) -> Iterator[Store]:
+    """The store for a command that must own it: a server, or a data folder no one holds."""
+    if settings.clickhouse_url:
+        with _migrated(settings) as store:
+            yield store
+        return
+    lock = FolderLock(settings.data)
+    try:
+        lock.acquire()
+    except FolderBusy:
+        raise click.ClickException(
+            f"`driftline serve` holds {settings.data} and already {what} itself; run this "
+            "command with --clickhouse-url, or stop the server first"
+        ) from None
+    try:
+        with _migrated(settings) as store:
+            yield store
+    finally:
+        lock.release()
+
+
+def _detectors_installed() -> None:
+    try:
+        import driftline.detectors.runner  # noqa: F401
+    except ImportError as exc:
+        raise click.ClickException(
+            f"the detectors are not installed ({exc}); pip install 'driftline[detectors]'"
+        ) from None
+
+
+@main.command()
+@store_options
+@click.option("--backfill", is_flag=True, help="embed every stored call still without one")
+def embed(
+    data: Path | None, clickhouse_url: str | None, config_file: Path | None, backfill: bool
+) -> None:
+    """Embed the prompts and responses of stored calls (one batch, or all with --backfill)."""
+    _detectors_installed()
+    from driftline.detectors.embedder import Embedder
+    from driftline.detectors.embeddings import EmbeddingJob
+
+    settings = settings_from(config_file, data=data, clickhouse_url=clickhouse_url)
+    with _exclusive_store(settings, "embeds new calls") as store:
+        config = settings.detectors
+        job = EmbeddingJob(store, Embedder(config.model_path, config.device), config.embed_batch)
+        pending = job.pending()
+        with click.progressbar(length=pending, label=f"embedding {pending} calls") as bar:
+            done = job.backfill(bar.update, max_batches=None if backfill else 1)
+        click.echo(f"embedded {done} calls; {pending - done} left")
+
+
+@main.command()
+@store_options
+@click.option("--once", is_flag=True, help="one pass, then exit")
+def detect(
+    data: Path | None, clickhouse_url: str | None, config_file: Path | None, once: bool
+) -> None:
+    """Run the detectors as their own process (with a ClickHouse server; set
+    detectors.enabled = false for the `driftline serve` processes then)."""
+    _detectors_installed()
+    from driftline.detectors.scheduler import DetectorLoop, build_runner
+
+    settings = settings_from(config_file, data=data, clickhouse_url=clickhouse_url)
+    logging.basicConfig(level="INFO", format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    with _exclusive_store(settings, "runs the detectors") as store:
+        if once:
+            for outcome in build_runner(store, settings.detectors).run_once():
+                state = "DRIFTING" if outcome.drifting else "ok"
+                tests = ", ".join(f"{r.test} p={r.p_value:.3g}" for r in outcome.results)
+                click.echo(
+                    f"{outcome.window_key}: {state} ({tests}); {outcome.flagged} flagged, "
+                    f"{outcome.queued} queued"
+                )
+            return
+        loop = DetectorLoop(store, settings.detectors)
+        loop.start()
+        try:
+            loop.join()  # returns only if the model cannot be loaded (logged)
+        except KeyboardInterrupt:
+            loop.stop()
+
+
+@main.group(name="reference")
+def reference_group() -> None:
+    """Freeze and list the references drift is measured against."""
+
+
+@reference_group.command("create")
+@store_options
+@click.option("--project", default=DEFAULT_PROJECT, show_default=True)
+@click.option("--name", required=True, help="reference name; a new version each time")
+@click.option("--service", default=None, help="only calls of this service")
+@click.option("--model", default=None, help="only calls answered by this model")
+@click.option("--agent", default=None, help="only calls made inside this agent")
+@click.option("--since", type=click.DateTime(), default=None, help="from this time (UTC)")
+@click.option("--until", type=click.DateTime(), default=None, help="before this time (UTC)")
+@click.option("--limit", type=int, default=None, help="the first N calls (after --since)")
+def reference_create(
+    data: Path | None,
+    clickhouse_url: str | None,
+    config_file: Path | None,
+    project: str,
+    name: str,
+    service: str | None,
+    model: str | None,
+    agent: str | None,
+    since: Any,
+    until: Any,
+    limit: int | None,
+) -> None:
+    """Freeze calls as a new reference version (or use POST /api/references on a server)."""
+    from driftline.detectors.references import ReferenceError, create_reference
+
+    settings = settings_from(config_file, data=data, clickhouse_url=clickhouse_url)
+    scope = {k: v for k, v in {"service": service, "model": model, "agent": agent}.items() if v}
+    with _exclusive_store(settings, "serves POST /api/references; use that, or") as store:
+        try:
+            ref = create_reference(
+                store, project, name, scope, since=since, until=until, limit=limit
+            )
+        except ReferenceError as exc:
+            raise click.ClickException(str(exc)) from None
+    click.echo(f"reference {ref.name} version {ref.version}: {ref.calls} calls, scope {ref.scope}")
+
+
+@reference_group.command("list")
+@store_options
+@click.option("--project", default=None, help="only this project's references")
+def reference_list(
+    data: Path | None, clickhouse_url: str | None, config_file: Path | None, project: str | None
+) -> None:
+    """The latest version of each reference."""
+    from driftline.detectors.references import list_references
+
+    settings = settings_from(config_file, data=data, clickhouse_url=clickhouse_url)
+    with _exclusive_store(settings, "serves GET /api/references; use that, or") as store:
+        for ref in list_references(store, project):
+            click.echo(f"{ref.project}\t{ref.name}\tv{ref.version}\t{ref.calls} calls\t{ref.scope}")

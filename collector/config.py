@@ -15,6 +15,7 @@ from pydantic_settings import (
 )
 
 from driftline.collector.pricing import Price
+from driftline.detectors.config import DetectorSettings
 
 MiB = 1024 * 1024
 # Days each table keeps its rows (0 = forever). Feedback is training data: kept by default.
@@ -37,7 +38,9 @@ class PriceSetting(BaseModel):
 class Settings(BaseSettings):
     """Every setting of `driftline serve`; each is also `DRIFTLINE_<NAME>` and a TOML key."""
 
-    model_config = SettingsConfigDict(env_prefix="DRIFTLINE_", extra="forbid")
+    model_config = SettingsConfigDict(
+        env_prefix="DRIFTLINE_", env_nested_delimiter="__", extra="forbid"
+    )
 
     data: Path = Field(Path("driftline-data"), description="data folder (embedded store, log)")
     clickhouse_url: str | None = Field(None, description="ClickHouse server instead of embedded")
@@ -58,6 +61,7 @@ class Settings(BaseSettings):
     prices: dict[str, PriceSetting] = Field(default_factory=dict)
     key_cache_seconds: float = Field(5.0, ge=0, description="how long a checked key is trusted")
     max_label_series: int = Field(1000, ge=10, description="series cap per metric")
+    detectors: DetectorSettings = DetectorSettings.model_validate({})
 
     @field_validator("retention_days")
     @classmethod

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from fastapi import Request
 
@@ -13,6 +14,9 @@ from driftline.collector.ratelimit import RateLimiter
 from driftline.collector.wal import WriteAheadLog
 from driftline.collector.writer import Writer
 from driftline.store import Store
+
+if TYPE_CHECKING:  # the detectors extra (torch) may not be installed
+    from driftline.detectors.scheduler import DetectorLoop
 
 
 class ApiError(Exception):
@@ -32,6 +36,7 @@ class Runtime:
     keys: KeyChecker
     limiter: RateLimiter
     metrics: CollectorMetrics
+    detectors: DetectorLoop | None = None  # None: turned off, or the detectors extra is missing
 
 
 def runtime(request: Request) -> Runtime:

@@ -108,6 +108,101 @@ PARTITION BY toYYYYMM(created_at)
 ORDER BY (project_id, created_at, id)"""
 
 
+# Detectors. Embeddings of each call's prompt and response, computed once per call and model.
+_CALL_EMBEDDINGS = """
+CREATE TABLE IF NOT EXISTS call_embeddings (
+    project_id LowCardinality(String),
+    trace_id FixedString(32),
+    span_id FixedString(16),
+    start_time DateTime64(9, 'UTC'),
+    model LowCardinality(String),
+    prompt_vector Array(Float32),
+    response_vector Array(Float32),
+    embedded_at DateTime64(3, 'UTC') DEFAULT now64(3)
+) ENGINE = ReplacingMergeTree
+PARTITION BY toYYYYMM(start_time)
+ORDER BY (project_id, model, start_time, trace_id, span_id)"""
+
+# A reference is a frozen, versioned set of calls that later windows are compared with.
+_REFERENCES = """
+CREATE TABLE IF NOT EXISTS drift_references (
+    project_id LowCardinality(String),
+    name String,
+    version UInt32,
+    scope Map(LowCardinality(String), String),
+    selector String,
+    calls UInt32,
+    created_at DateTime64(3, 'UTC') DEFAULT now64(3)
+) ENGINE = ReplacingMergeTree
+ORDER BY (project_id, name, version)"""
+
+_REFERENCE_CALLS = """
+CREATE TABLE IF NOT EXISTS reference_calls (
+    project_id LowCardinality(String),
+    name String,
+    version UInt32,
+    trace_id FixedString(32),
+    span_id FixedString(16)
+) ENGINE = ReplacingMergeTree
+ORDER BY (project_id, name, version, trace_id, span_id)"""
+
+# One row per (scope, window): a window is tested once, so a rerun replaces nothing.
+_DETECTOR_RUNS = """
+CREATE TABLE IF NOT EXISTS detector_runs (
+    project_id LowCardinality(String),
+    window_key String,
+    scope Map(LowCardinality(String), String),
+    reference String,
+    reference_version UInt32,
+    window_start DateTime64(9, 'UTC'),
+    window_end DateTime64(9, 'UTC'),
+    n_reference UInt32,
+    n_current UInt32,
+    drifting UInt8,
+    consecutive UInt32,
+    alerting UInt8,
+    flagged UInt32,
+    queued UInt32,
+    finished_at DateTime64(3, 'UTC') DEFAULT now64(3)
+) ENGINE = ReplacingMergeTree
+PARTITION BY toYYYYMM(window_end)
+ORDER BY (project_id, window_key)"""
+
+_FINDINGS = f"""
+CREATE TABLE IF NOT EXISTS findings (
+    project_id LowCardinality(String),
+    window_key String,
+    scope Map(LowCardinality(String), String),
+    window_end DateTime64(9, 'UTC'),
+    detector LowCardinality(String),
+    statistic Float64,
+    effect_size Float64,
+    p_value Float64,
+    rejected UInt8,
+    details {_BODY}
+) ENGINE = ReplacingMergeTree
+PARTITION BY toYYYYMM(window_end)
+ORDER BY (project_id, window_key, detector)"""
+
+# Calls worth a human look, with why; one row per call however often it is flagged.
+_REVIEW_QUEUE = """
+CREATE TABLE IF NOT EXISTS review_queue (
+    project_id LowCardinality(String),
+    trace_id FixedString(32),
+    span_id FixedString(16),
+    call_time DateTime64(9, 'UTC'),
+    scope Map(LowCardinality(String), String),
+    reasons Array(LowCardinality(String)),
+    scores Map(LowCardinality(String), Float64),
+    priority Float64,
+    source LowCardinality(String),
+    window_key String,
+    enqueued_at DateTime64(3, 'UTC') DEFAULT now64(3)
+) ENGINE = ReplacingMergeTree
+PARTITION BY toYYYYMM(call_time)
+ORDER BY (project_id, trace_id, span_id)"""
+
+
 @dataclass(frozen=True)
 class Migration:
     version: int
@@ -118,6 +213,11 @@ class Migration:
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(1, "calls, spans, projects and api keys", (_LLM_CALLS, _SPANS, _PROJECTS, _API_KEYS)),
     Migration(2, "feedback", (_FEEDBACK,)),
+    Migration(
+        3,
+        "detectors: embeddings, references, runs, findings, review queue",
+        (_CALL_EMBEDDINGS, _REFERENCES, _REFERENCE_CALLS, _DETECTOR_RUNS, _FINDINGS, _REVIEW_QUEUE),
+    ),
 )
 
 # Tables whose retention is configurable, and the column their TTL counts from.

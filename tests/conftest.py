@@ -62,6 +62,8 @@ class Collector:
 
 
 def make_settings(tmp_path: Path, **overrides: object) -> Settings:
+    """Settings for an in-process collector; detectors off unless a test turns them on."""
+    overrides = {"detectors": {"enabled": False}, **overrides}
     return load_settings(None, data=tmp_path / "data", writer_flush_interval=0.01, **overrides)
 
 
@@ -128,7 +130,7 @@ def start_server(
             stdout=log_file,
             stderr=subprocess.STDOUT,
             text=True,
-            env={**os.environ, **(env or {})},
+            env={**os.environ, "DRIFTLINE_DETECTORS__ENABLED": "false", **(env or {})},
         )
     url = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + 60

@@ -8,9 +8,12 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+import pyarrow as pa
 import pytest
 
 from driftline.detectors.embedder import Embedder
+from driftline.detectors.embeddings import _vectors
+from driftline.store import Store
 
 FIXTURE = Path(__file__).parent.parent / "fixtures" / "debian_descriptions.jsonl"
 SECTIONS = ("admin", "database", "devel", "doc", "editors", "games", "fonts", "golang")
@@ -48,3 +51,66 @@ def corpus(embedder: Embedder) -> Corpus:
         embedder.encode(prompts),
         embedder.encode(responses),
     )
+
+
+BASE_NS = 1_790_000_000 * 10**9  # 2026-09-21
+MIX = ("admin", "database", "devel", "doc", "editors")
+
+
+def insert_calls(
+    store: Store,
+    corpus: Corpus,
+    embedder: Embedder,
+    rows: np.ndarray,
+    start: int,
+    responses: np.ndarray | None = None,
+) -> list[str]:
+    """Store calls (prompt of row i, response of responses[i]) with their embeddings."""
+    responses = rows if responses is None else responses
+    n = len(rows)
+    trace_ids = [f"{start + i:032x}" for i in range(n)]
+    times = pa.array([BASE_NS + (start + i) * 10**9 for i in range(n)], pa.timestamp("ns", "UTC"))
+    store.insert_arrow(
+        "llm_calls",
+        pa.table(
+            {
+                "project_id": ["alpha"] * n,
+                "trace_id": trace_ids,
+                "span_id": [f"{start + i:016x}" for i in range(n)],
+                "start_time": times,
+                "end_time": times,
+                "service": ["bot"] * n,
+                "response_model": ["m1"] * n,
+                "operation": ["chat"] * n,
+                "input_text": [corpus.prompts[i] for i in rows],
+                "output_text": [corpus.responses[i] for i in responses],
+                "duration_ms": [800.0 + (i % 7) * 10 for i in range(n)],
+                "output_tokens": pa.array([120 + i % 11 for i in range(n)], pa.uint32()),
+                "finish_reasons": [["stop"]] * n,
+            }
+        ),
+    )
+    store.insert_arrow(
+        "call_embeddings",
+        pa.table(
+            {
+                "project_id": ["alpha"] * n,
+                "trace_id": trace_ids,
+                "span_id": [f"{start + i:016x}" for i in range(n)],
+                "start_time": times,
+                "model": [embedder.name] * n,
+                "prompt_vector": _vectors(corpus.prompt_vectors[rows]),
+                "response_vector": _vectors(corpus.response_vectors[responses]),
+            }
+        ),
+    )
+    return trace_ids
+
+
+def split(corpus: Corpus, sections: tuple[str, ...], per_section: int, skip: int) -> np.ndarray:
+    """Rows `skip` to `skip + per_section` of each section, in one fixed shuffled order (the
+    fixture is sorted by package name, and name ranges differ in topic: lib*, python3-*)."""
+    return np.concatenate(
+        [np.random.default_rng(0).permutation(corpus.where(s))[skip : skip + per_section]
+         for s in sections]
+    )  # fmt: skip

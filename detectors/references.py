@@ -1,0 +1,177 @@
+"""References: frozen, versioned sets of calls that later windows are compared with.
+
+A reference has a name and a scope (service, model, agent; empty = the whole project). Each
+`create_reference` under the same name freezes a new version; detectors use the latest.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+import pyarrow as pa
+
+from driftline.store import Store
+
+SCOPE_COLUMNS = {"service": "service", "model": "response_model", "agent": "agent_name"}
+MIN_CALLS = 50
+
+
+class ReferenceError(ValueError):
+    """The reference cannot be made or found; the message says why."""
+
+
+@dataclass(frozen=True)
+class Reference:
+    project: str
+    name: str
+    version: int
+    scope: dict[str, str]
+    selector: dict[str, Any]
+    calls: int
+    created_at: str = ""
+
+
+def scope_filter(scope: dict[str, str], params: dict[str, Any]) -> str:
+    """SQL conditions on llm_calls `c` for a scope; fills `params`."""
+    unknown = sorted(set(scope) - set(SCOPE_COLUMNS))
+    if unknown:
+        raise ReferenceError(
+            f"unknown scope key(s) {', '.join(unknown)}; use {', '.join(SCOPE_COLUMNS)}"
+        )
+    conditions = ["c.project_id = {project:String}"]
+    for key, value in sorted(scope.items()):
+        conditions.append(f"c.{SCOPE_COLUMNS[key]} = {{scope_{key}:String}}")
+        params[f"scope_{key}"] = value
+    return " AND ".join(conditions)
+
+
+def create_reference(
+    store: Store,
+    project: str,
+    name: str,
+    scope: dict[str, str] | None = None,
+    *,
+    since: datetime | None = None,
+    until: datetime | None = None,
+    limit: int | None = None,
+    min_calls: int = MIN_CALLS,
+) -> Reference:
+    """Freeze the calls in scope within [since, until) — the first `limit` of them if given
+    (so "the first N after a deploy" is `since=deploy time, limit=N`) — as a new version."""
+    if not name or len(name) > 128:
+        raise ReferenceError("name must be 1 to 128 characters")
+    scope = {k: v for k, v in (scope or {}).items() if v}
+    if limit is not None and limit < min_calls:
+        raise ReferenceError(f"limit must be at least {min_calls} calls, got {limit}")
+    if since and until and since >= until:
+        raise ReferenceError("since must be before until")
+    params: dict[str, Any] = {"project": project}
+    where = scope_filter(scope, params) + " AND c.output_text != ''"
+    if since is not None:
+        where += " AND c.start_time >= fromUnixTimestamp64Nano({since:Int64}, 'UTC')"
+        params["since"] = _ns(since)
+    if until is not None:
+        where += " AND c.start_time < fromUnixTimestamp64Nano({until:Int64}, 'UTC')"
+        params["until"] = _ns(until)
+    limit_sql = f" LIMIT {int(limit)}" if limit else ""
+    members = store.query_arrow(
+        f"SELECT c.trace_id AS trace_id, c.span_id AS span_id FROM llm_calls AS c FINAL "
+        f"WHERE {where} ORDER BY c.start_time, c.trace_id, c.span_id{limit_sql}",
+        params,
+    )
+    if members.num_rows < min_calls:
+        raise ReferenceError(
+            f"only {members.num_rows} calls match; a reference needs at least {min_calls}"
+        )
+    version = _next_version(store, project, name)
+    selector = {
+        "since": since.isoformat() if since else None,
+        "until": until.isoformat() if until else None,
+        "limit": limit,
+    }
+    n = members.num_rows
+    store.insert_arrow(
+        "reference_calls",
+        pa.table(
+            {
+                "project_id": [project] * n,
+                "name": [name] * n,
+                "version": pa.array([version] * n, pa.uint32()),
+                "trace_id": members.column("trace_id"),
+                "span_id": members.column("span_id"),
+            }
+        ),
+    )
+    store.command(
+        "INSERT INTO drift_references (project_id, name, version, scope, selector, calls) "
+        "VALUES ({p:String}, {n:String}, {v:UInt32}, {scope:Map(String, String)}, "
+        "{selector:String}, {calls:UInt32})",
+        {
+            "p": project,
+            "n": name,
+            "v": version,
+            "scope": scope,
+            "selector": json.dumps(selector),
+            "calls": n,
+        },
+    )
+    return get_reference(store, project, name, version)
+
+
+def get_reference(store: Store, project: str, name: str, version: int | None = None) -> Reference:
+    """The named reference at `version`, or its latest."""
+    rows = store.query(
+        "SELECT name, version, scope, selector, calls, toString(created_at) AS created_at "
+        "FROM drift_references FINAL WHERE project_id = {p:String} AND name = {n:String} "
+        + ("AND version = {v:UInt32} " if version is not None else "")
+        + "ORDER BY version DESC LIMIT 1",
+        {"p": project, "n": name, "v": version or 0},
+    )
+    if not rows:
+        raise ReferenceError(f"no reference {name!r}" + (f" version {version}" if version else ""))
+    return _reference(project, rows[0])
+
+
+def list_references(store: Store, project: str | None = None) -> list[Reference]:
+    """The latest version of every reference (of one project, or of all)."""
+    rows = store.query(
+        "SELECT project_id, name, max(r.version) AS latest, argMax(r.scope, r.version) AS scope, "
+        "argMax(r.selector, r.version) AS selector, argMax(r.calls, r.version) AS calls, "
+        "toString(argMax(r.created_at, r.version)) AS created_at "
+        "FROM drift_references AS r FINAL "
+        + ("WHERE project_id = {p:String} " if project else "")
+        + "GROUP BY project_id, name ORDER BY project_id, name",
+        {"p": project or ""},
+    )
+    for row in rows:
+        row["version"] = row.pop("latest")
+    return [_reference(row.pop("project_id"), row) for row in rows]
+
+
+def _reference(project: str, row: dict[str, Any]) -> Reference:
+    return Reference(
+        project=project,
+        name=row["name"],
+        version=int(row["version"]),
+        scope=dict(row["scope"]),
+        selector=json.loads(row["selector"]),
+        calls=int(row["calls"]),
+        created_at=row["created_at"],
+    )
+
+
+def _ns(moment: datetime) -> int:
+    moment = moment if moment.tzinfo else moment.replace(tzinfo=UTC)
+    return int(moment.timestamp()) * 1_000_000_000 + moment.microsecond * 1000
+
+
+def _next_version(store: Store, project: str, name: str) -> int:
+    rows = store.query(
+        "SELECT max(version) AS v FROM drift_references WHERE project_id = {p:String} "
+        "AND name = {n:String}",
+        {"p": project, "n": name},
+    )
+    return int(rows[0]["v"] or 0) + 1

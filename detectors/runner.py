@@ -1,0 +1,406 @@
+"""One detector pass: embed new calls, then test every complete window of every reference.
+
+Windows of a reference follow each other without overlap: a window is the next `window_calls`
+calls in the reference's scope after the last window tested (or a fixed time slot). Each is
+tested once; its run, findings and queued calls are keyed by the window, so a pass repeated
+after a crash stores nothing twice. A window drifts when Holm's procedure rejects at least one
+test at `alpha`; the drift alerts after `consecutive_windows` drifting windows in a row.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+
+from driftline.detectors import flags as flagging
+from driftline.detectors.centroid import centroid_test
+from driftline.detectors.classifier import classifier_test
+from driftline.detectors.config import DetectorSettings
+from driftline.detectors.embedder import Embedder
+from driftline.detectors.embeddings import Calls, EmbeddingJob, load_calls
+from driftline.detectors.metrics import DetectorMetrics
+from driftline.detectors.mmd import mmd_test
+from driftline.detectors.multiple import holm
+from driftline.detectors.references import Reference, list_references, scope_filter
+from driftline.detectors.result import TwoSampleResult
+from driftline.detectors.topics import topic_test
+from driftline.store import Store
+
+log = logging.getLogger("driftline.detectors")
+
+# How much each reason adds to a queued call's priority (before its own severity).
+_WEIGHTS = {
+    "error": 3.0,
+    "empty": 3.0,
+    "refusal": 2.5,
+    "low_relevance": 2.0,
+    "novel": 2.0,
+    "truncated": 1.5,
+    "latency": 1.0,
+    "tokens": 1.0,
+    "cost": 1.0,
+}
+
+
+@dataclass
+class WindowOutcome:
+    """What testing one window found."""
+
+    reference: str
+    window_key: str
+    results: list[TwoSampleResult]
+    rejected: list[bool]
+    drifting: bool
+    consecutive: int
+    alerting: bool
+    flagged: int
+    queued: int
+    n_current: int
+
+
+@dataclass
+class _ReferenceData:
+    calls: Calls
+    relevance: np.ndarray
+    novelty: flagging.NoveltyScorer
+    last_ns: int
+
+
+@dataclass
+class Runner:
+    store: Store
+    settings: DetectorSettings
+    embedder: Embedder
+    metrics: DetectorMetrics | None = None
+    clock: Callable[[], float] = time.time
+    _cache: dict[tuple[str, str, int], _ReferenceData] = field(default_factory=dict)
+
+    def run_once(self) -> list[WindowOutcome]:
+        """Embed pending calls, then test every complete window not yet tested."""
+        job = EmbeddingJob(self.store, self.embedder, self.settings.embed_batch)
+        embedded = job.backfill(max_batches=self.settings.embed_batches_per_pass)
+        if self.metrics and embedded:
+            self.metrics.embedded.inc(embedded)
+        outcomes = []
+        for reference in list_references(self.store):
+            try:
+                outcomes += self.run_reference(reference)
+            except Exception:
+                log.exception("detectors failed on reference %s", reference.name)
+        return outcomes
+
+    def run_reference(self, reference: Reference) -> list[WindowOutcome]:
+        data = self._reference_data(reference)
+        outcomes = []
+        while (window := self._next_window(reference, data)) is not None:
+            outcomes.append(self._test_window(reference, data, window))
+        return outcomes
+
+    # -- windows ---------------------------------------------------------------------------------
+
+    def _next_window(self, reference: Reference, data: _ReferenceData) -> Calls | None:
+        params: dict[str, Any] = {"project": reference.project}
+        where = scope_filter(reference.scope, params) + " AND c.output_text != ''"
+        after = max(data.last_ns, self._last_window_end(reference))
+        where += " AND c.start_time > fromUnixTimestamp64Nano({after:Int64}, 'UTC')"
+        params["after"] = after
+        if self.settings.window_calls:
+            size = self.settings.window_calls
+            calls = load_calls(self.store, self.embedder.name, where, params, limit=size)
+            return calls if len(calls) == size else None
+        width = self.settings.window_seconds * 1_000_000_000
+        start = after - after % width + (width if after % width else 0)
+        while start + width <= self.clock() * 1e9:
+            params["start"], params["end"] = start, start + width
+            slot = (
+                where + " AND c.start_time >= fromUnixTimestamp64Nano({start:Int64}, 'UTC') "
+                "AND c.start_time < fromUnixTimestamp64Nano({end:Int64}, 'UTC')"
+            )
+            calls = load_calls(self.store, self.embedder.name, slot, params)
+            if len(calls) >= self.settings.min_window_calls:
+                return calls
+            start += width  # too few calls to test: the slot is skipped
+        return None
+
+    def _last_window_end(self, reference: Reference) -> int:
+        rows = self.store.query(
+            "SELECT toUnixTimestamp64Nano(max(window_end)) AS ns FROM detector_runs "
+            "WHERE project_id = {p:String} AND reference = {r:String} "
+            "AND reference_version = {v:UInt32}",
+            {"p": reference.project, "r": reference.name, "v": reference.version},
+        )
+        return int(rows[0]["ns"] or 0) if rows else 0
+
+    def _previous_consecutive(self, reference: Reference) -> int:
+        rows = self.store.query(
+            "SELECT argMax(consecutive, window_end) AS c FROM detector_runs FINAL "
+            "WHERE project_id = {p:String} AND reference = {r:String} "
+            "AND reference_version = {v:UInt32}",
+            {"p": reference.project, "r": reference.name, "v": reference.version},
+        )
+        return int(rows[0]["c"] or 0) if rows else 0
+
+    # -- the reference -------------------------------------------------------------------------
+
+    def _reference_data(self, reference: Reference) -> _ReferenceData:
+        key = (reference.project, reference.name, reference.version)
+        cached = self._cache.get(key)
+        if cached is not None:
+            return cached
+        params: dict[str, Any] = {
+            "project": reference.project,
+            "name": reference.name,
+            "version": reference.version,
+        }
+        calls = load_calls(
+            self.store,
+            self.embedder.name,
+            "c.project_id = {project:String} AND (c.trace_id, c.span_id) IN ("
+            "SELECT trace_id, span_id FROM reference_calls WHERE project_id = {project:String} "
+            "AND name = {name:String} AND version = {version:UInt32})",
+            params,
+        )
+        if len(calls) < 2 * self.settings.novelty_neighbours:
+            raise ValueError(
+                f"reference {reference.name!r} has {len(calls)} embedded calls; "
+                "too few to test against (are its calls embedded yet?)"
+            )
+        data = _ReferenceData(
+            calls=calls,
+            relevance=flagging.relevance(calls.prompts, calls.responses),
+            novelty=flagging.NoveltyScorer(
+                _pairs(calls), k=self.settings.novelty_neighbours, seed=self.settings.seed
+            ),
+            last_ns=int(max(calls.column("start_ns"))),
+        )
+        self._cache = {key: data}  # one reference's vectors at a time bounds memory
+        return data
+
+    # -- one window ----------------------------------------------------------------------------
+
+    def _test_window(
+        self, reference: Reference, data: _ReferenceData, window: Calls
+    ) -> WindowOutcome:
+        started = time.monotonic()
+        starts = window.column("start_ns")
+        key = f"{reference.name}@{reference.version}/{starts[0]}-{starts[-1]}"
+        results = self._two_sample_tests(data.calls, window)
+        rejected = holm([r.p_value for r in results], self.settings.alpha)
+        drifting = any(rejected)
+        consecutive = self._previous_consecutive(reference) + 1 if drifting else 0
+        alerting = consecutive >= self.settings.consecutive_windows
+        per_call = self._flags(data, window)
+        queued = self._enqueue(reference, key, window, per_call)
+        flagged = sum(1 for f in per_call if f)
+        self._store_window(
+            reference, key, window, results, rejected, drifting, consecutive, alerting, flagged,
+            queued, len(data.calls),
+        )  # fmt: skip
+        if self.metrics:
+            self.metrics.observe_window(
+                reference, results, drifting, consecutive, per_call, time.monotonic() - started
+            )
+        return WindowOutcome(
+            reference.name, key, results, rejected, drifting, consecutive, alerting, flagged,
+            queued, len(window),
+        )  # fmt: skip
+
+    def _two_sample_tests(self, reference: Calls, window: Calls) -> list[TwoSampleResult]:
+        s = self.settings
+        x, y = reference.responses, window.responses
+        runs: dict[str, Callable[[], TwoSampleResult]] = {
+            "mmd": lambda: mmd_test(
+                x, y, permutations=s.permutations, max_samples=s.max_samples, seed=s.seed,
+                device=s.device,
+            ),
+            "classifier": lambda: classifier_test(
+                x, y, permutations=s.permutations, seed=s.seed, device=s.device
+            ),
+            "centroid": lambda: centroid_test(
+                x, y, permutations=s.permutations, seed=s.seed, device=s.device
+            ),
+            "topics": lambda: topic_test(
+                x, y, clusters=s.topic_clusters, seed=s.seed,
+                reference_texts=reference.column("output_text"),
+                current_texts=window.column("output_text"),
+            ),
+        }  # fmt: skip
+        return [runs[name]() for name in s.tests]
+
+    def _flags(self, data: _ReferenceData, window: Calls) -> list[list[flagging.Flag]]:
+        s = self.settings
+        threshold = s.relevance_threshold
+        if s.relevance == "calibrated" and len(data.relevance) >= 1 / s.relevance_quantile:
+            threshold = flagging.relevance_threshold(data.relevance, s.relevance_quantile)
+        ref = data.calls
+        return flagging.call_flags(
+            relevance=flagging.relevance(window.prompts, window.responses),
+            relevance_threshold=threshold,
+            novelty_p_values=data.novelty.p_values(_pairs(window)),
+            novelty_q=s.novelty_q,
+            latency_z=_z(ref, window, "duration_ms"),
+            tokens_z=_z(ref, window, "output_tokens"),
+            cost_z=_z(ref, window, "cost_usd"),
+            z_threshold=s.z_threshold,
+            errors=[e or None for e in window.column("error_type")],
+            finish_reasons=window.column("finish_reasons"),
+            outputs=window.column("output_text"),
+        )
+
+    def _enqueue(
+        self,
+        reference: Reference,
+        key: str,
+        window: Calls,
+        per_call: list[list[flagging.Flag]],
+    ) -> int:
+        """Flagged calls by priority up to today's budget, plus a seeded audit sample."""
+        budget = max(self.settings.review_daily_budget - self._queued_today(reference), 0)
+        flagged = sorted(
+            (i for i, f in enumerate(per_call) if f), key=lambda i: -_priority(per_call[i])
+        )[:budget]
+        audit = [
+            i
+            for i, f in enumerate(per_call)
+            if not f and _audit_pick(window, i, self.settings.audit_rate)
+        ]
+        rows = [(i, "flag") for i in flagged] + [(i, "audit") for i in audit]
+        if not rows:
+            return 0
+        trace_ids, span_ids, starts = (
+            window.column(c) for c in ("trace_id", "span_id", "start_ns")
+        )
+        self.store.insert_arrow(
+            "review_queue",
+            pa.table(
+                {
+                    "project_id": [reference.project] * len(rows),
+                    "trace_id": [trace_ids[i] for i, _ in rows],
+                    "span_id": [span_ids[i] for i, _ in rows],
+                    "call_time": pa.array([starts[i] for i, _ in rows], pa.timestamp("ns", "UTC")),
+                    "scope": pa.array(
+                        [list(reference.scope.items())] * len(rows),
+                        pa.map_(pa.string(), pa.string()),
+                    ),
+                    "reasons": [[f.reason for f in per_call[i]] for i, _ in rows],
+                    "scores": pa.array(
+                        [[(f.reason, f.score) for f in per_call[i]] for i, _ in rows],
+                        pa.map_(pa.string(), pa.float64()),
+                    ),
+                    "priority": [_priority(per_call[i]) for i, _ in rows],
+                    "source": [source for _, source in rows],
+                    "window_key": [key] * len(rows),
+                }
+            ),
+        )
+        return len(rows)
+
+    def _queued_today(self, reference: Reference) -> int:
+        today = datetime.fromtimestamp(self.clock(), UTC).date().isoformat()
+        rows = self.store.query(
+            "SELECT count() AS n FROM review_queue FINAL WHERE project_id = {p:String} "
+            "AND source = 'flag' AND toDate(enqueued_at) = toDate({d:String})",
+            {"p": reference.project, "d": today},
+        )
+        return int(rows[0]["n"])
+
+    def _store_window(
+        self,
+        reference: Reference,
+        key: str,
+        window: Calls,
+        results: list[TwoSampleResult],
+        rejected: list[bool],
+        drifting: bool,
+        consecutive: int,
+        alerting: bool,
+        flagged: int,
+        queued: int,
+        n_reference: int,
+    ) -> None:
+        starts = window.column("start_ns")
+        scope = pa.array([list(reference.scope.items())], pa.map_(pa.string(), pa.string()))
+        end = pa.array([starts[-1]], pa.timestamp("ns", "UTC"))
+        n = len(results)
+        self.store.insert_arrow(
+            "findings",
+            pa.table(
+                {
+                    "project_id": [reference.project] * n,
+                    "window_key": [key] * n,
+                    "scope": pa.concat_arrays([scope] * n),
+                    "window_end": pa.concat_arrays([end] * n),
+                    "detector": [r.test for r in results],
+                    "statistic": [float(r.statistic) for r in results],
+                    "effect_size": [float(r.effect_size) for r in results],
+                    "p_value": [float(r.p_value) for r in results],
+                    "rejected": pa.array([int(x) for x in rejected], pa.uint8()),
+                    "details": [json.dumps(r.details, default=_json_default) for r in results],
+                }
+            ),
+        )
+        self.store.insert_arrow(
+            "detector_runs",
+            pa.table(
+                {
+                    "project_id": [reference.project],
+                    "window_key": [key],
+                    "scope": scope,
+                    "reference": [reference.name],
+                    "reference_version": pa.array([reference.version], pa.uint32()),
+                    "window_start": pa.array([starts[0]], pa.timestamp("ns", "UTC")),
+                    "window_end": end,
+                    "n_reference": pa.array([n_reference], pa.uint32()),
+                    "n_current": pa.array([len(window)], pa.uint32()),
+                    "drifting": pa.array([int(drifting)], pa.uint8()),
+                    "consecutive": pa.array([consecutive], pa.uint32()),
+                    "alerting": pa.array([int(alerting)], pa.uint8()),
+                    "flagged": pa.array([flagged], pa.uint32()),
+                    "queued": pa.array([queued], pa.uint32()),
+                }
+            ),
+        )
+
+
+def _pairs(calls: Calls) -> np.ndarray:
+    """Prompt and response side by side: an answer is novel for the question it answers
+    (measured: far stronger than the response alone when topics merely resemble each other)."""
+    return np.hstack([calls.prompts, calls.responses])
+
+
+def _z(reference: Calls, window: Calls, column: str) -> np.ndarray:
+    """Robust z on log1p values: latency, tokens and cost are skewed; on the raw scale a
+    lognormal latency flags a few percent of normal calls at z > 4."""
+    ref = np.log1p(np.maximum(np.asarray(reference.column(column), dtype=np.float64), 0))
+    cur = np.log1p(np.maximum(np.asarray(window.column(column), dtype=np.float64), 0))
+    return flagging.robust_z(ref, cur)
+
+
+def _priority(call_flags: list[flagging.Flag]) -> float:
+    return sum(_WEIGHTS.get(f.reason, 1.0) for f in call_flags)
+
+
+def _audit_pick(window: Calls, i: int, rate: float) -> bool:
+    """A stable pseudo-random pick: the same call is picked (or not) on every rerun."""
+    if rate <= 0:
+        return False
+    key = f"{window.columns.column('trace_id')[i]}{window.columns.column('span_id')[i]}"
+    digest = int.from_bytes(hashlib.blake2b(key.encode(), digest_size=8).digest(), "big")
+    return digest / 2**64 < rate
+
+
+def _json_default(value: Any) -> Any:
+    if isinstance(value, np.generic):
+        return value.item()
+    if isinstance(value, np.ndarray):
+        return value.tolist()
+    return str(value)

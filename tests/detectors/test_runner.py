@@ -1,0 +1,102 @@
+"""A detector pass on real text: a reference, a window like it, a window whose topics shift
+and whose answers partly go off-topic; results, findings and the review queue in ClickHouse."""
+
+from __future__ import annotations
+
+import numpy as np
+import pyarrow as pa
+import pytest
+
+from driftline.detectors.config import DetectorSettings
+from driftline.detectors.embedder import Embedder
+from driftline.detectors.embeddings import EmbeddingJob
+from driftline.detectors.references import ReferenceError, create_reference
+from driftline.detectors.runner import Runner
+from driftline.store import Store
+from tests.detectors.conftest import MIX, Corpus, insert_calls, split
+
+
+@pytest.fixture
+def settings() -> DetectorSettings:
+    return DetectorSettings(
+        window_calls=150, permutations=200, consecutive_windows=1, relevance="calibrated"
+    )
+
+
+def test_a_pass_finds_the_shift_and_queues_the_off_topic_answers(
+    store: Store, corpus: Corpus, embedder: Embedder, settings: DetectorSettings
+) -> None:
+    rng = np.random.default_rng(7)
+    insert_calls(store, corpus, embedder, split(corpus, MIX, 60, 0), start=0)
+    reference = create_reference(store, "alpha", "baseline", {"service": "bot"})
+    assert (reference.version, reference.calls) == (1, 300)
+
+    insert_calls(store, corpus, embedder, rng.permutation(split(corpus, MIX, 30, 60)), 1000)
+    shifted = split(corpus, ("games", "fonts", "golang"), 50, 0)
+    answers = shifted.copy()
+    off_topic = np.arange(10, 150, 15)  # ten answers about something else entirely
+    answers[off_topic] = split(corpus, ("doc",), 10, 100)
+    planted = insert_calls(store, corpus, embedder, shifted, 2000, responses=answers)
+
+    runner = Runner(store, settings, embedder)
+    first, second = runner.run_once()
+    assert not first.drifting
+    assert second.drifting and second.alerting
+    assert {r.test for r in second.results} == set(settings.tests)
+    assert all(r.p_value < 0.01 for r in second.results)
+    topics = next(r for r in second.results if r.test == "topics")
+    grown = topics.details["clusters"][0]
+    assert grown["change"] > 0
+
+    queue = store.query(
+        "SELECT trace_id, reasons, source FROM review_queue FINAL WHERE source = 'flag'"
+    )
+    flagged = {row["trace_id"]: row["reasons"] for row in queue}
+    hits = [planted[i] for i in off_topic if planted[i] in flagged]
+    assert len(hits) >= 8  # the planted off-topic answers are queued ...
+    assert all("low_relevance" in flagged[t] or "novel" in flagged[t] for t in hits)
+    assert len(flagged) <= 60  # ... without flooding the queue
+
+    assert runner.run_once() == []  # every complete window is tested once
+    runs = store.query("SELECT count() AS n, sum(drifting) AS d FROM detector_runs FINAL")
+    assert runs == [{"n": 2, "d": 1}]
+    findings = store.query("SELECT count() AS n FROM findings FINAL")
+    assert findings == [{"n": 2 * len(settings.tests)}]
+
+
+def test_reference_needs_enough_calls(store: Store, corpus: Corpus, embedder: Embedder) -> None:
+    insert_calls(store, corpus, embedder, split(corpus, MIX, 5, 0), start=0)
+    with pytest.raises(ReferenceError, match="needs at least 50"):
+        create_reference(store, "alpha", "tiny")
+    with pytest.raises(ReferenceError, match="unknown scope key"):
+        create_reference(store, "alpha", "x", {"region": "eu"})
+
+
+def test_embedding_job_embeds_each_call_once(
+    store: Store, corpus: Corpus, embedder: Embedder
+) -> None:
+    rows = split(corpus, ("doc",), 6, 0)
+    n = len(rows)
+    store.insert_arrow(
+        "llm_calls",
+        pa.table(
+            {
+                "project_id": ["alpha"] * n,
+                "trace_id": [f"{i:032x}" for i in range(n)],
+                "span_id": [f"{i:016x}" for i in range(n)],
+                "operation": ["chat"] * (n - 1) + ["embeddings"],
+                "input_text": [corpus.prompts[i] for i in rows],
+                "output_text": [corpus.responses[i] for i in rows],
+            }
+        ),
+    )
+    job = EmbeddingJob(store, embedder, batch=2)
+    assert job.pending() == n - 1  # an embeddings call has no answer to embed
+    assert job.backfill() == n - 1
+    assert job.pending() == 0 and job.run_once() == 0
+    stored = store.query_arrow(
+        "SELECT response_vector FROM call_embeddings WHERE trace_id = {t:String}",
+        {"t": f"{0:032x}"},
+    )
+    vector = np.array(stored.column("response_vector")[0].as_py(), dtype=np.float32)
+    assert np.allclose(vector, corpus.response_vectors[rows[0]], atol=1e-3)
