@@ -24,7 +24,8 @@ lint: install-dev
 	$(VENV)/bin/ruff check sdk store collector detectors tests bench examples
 	$(VENV)/bin/ruff format --check sdk store collector detectors tests bench examples
 	$(VENV)/bin/mypy -p driftline.sdk -p driftline.store -p driftline.collector \
-		-p driftline.detectors examples
+		-p driftline.detectors
+	$(VENV)/bin/mypy examples
 
 test: lint
 	$(VENV)/bin/pytest -q
