@@ -232,7 +232,7 @@ def timing(args: argparse.Namespace, alibi: Path | None) -> list[dict[str, Any]]
         row: dict[str, Any] = {"n": n, "ours_s": ours}
         print(f"n={n}: driftline {statistics.median(ours):.3f} s ({len(ours)} runs)", flush=True)
         if alibi is None:
-            row["alibi_note"] = "Alibi venv missing"
+            row["alibi_note"] = "not run (--no-alibi)" if args.no_alibi else "Alibi venv missing"
         elif alibi_peak_bytes(n) > 0.8 * available_bytes():
             row["alibi_note"] = (
                 f"not run: needs ~{alibi_peak_bytes(n) / 2**30:.0f} GiB, "

@@ -9,11 +9,17 @@ from __future__ import annotations
 
 from typing import Any
 
-import numpy as np
 import torch
 
-from .mmd import ArrayLike, _as_matrix, _pick_device, _randperm
 from .result import TwoSampleResult
+from .tensors import (
+    ArrayLike,
+    check_windows,
+    cosine_distance,
+    permutation_p_value,
+    pick_device,
+    randperm,
+)
 
 __all__ = ["centroid_test"]
 
@@ -40,7 +46,7 @@ def centroid_test(
     """
     if permutations < 1:
         raise ValueError("permutations must be at least 1")
-    dev = _pick_device(device)
+    dev = pick_device(device)
     x, y = check_windows(reference, current, min_rows=2, device=dev, test="centroid")
     n, m = x.shape[0], y.shape[0]
     z = torch.cat([x, y])
@@ -56,7 +62,7 @@ def centroid_test(
     for start in range(0, permutations + 1, chunk):
         picks = torch.stack(
             [
-                torch.arange(n, device=dev) if i == 0 else _randperm(big_n, perm_gen, dev)[:n]
+                torch.arange(n, device=dev) if i == 0 else randperm(big_n, perm_gen, dev)[:n]
                 for i in range(start, min(start + chunk, permutations + 1))
             ]
         )
@@ -83,41 +89,3 @@ def centroid_test(
         n_current=m,
         details=details,
     )
-
-
-def check_windows(
-    reference: ArrayLike,
-    current: ArrayLike,
-    *,
-    min_rows: int,
-    device: torch.device,
-    test: str,
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """Both windows as float32 matrices on `device`, or a ValueError that names the problem."""
-    x = _as_matrix(reference, device, "reference")
-    y = _as_matrix(current, device, "current")
-    if x.shape[1] != y.shape[1]:
-        raise ValueError(f"dimension mismatch: reference has {x.shape[1]}, current {y.shape[1]}")
-    for name, t in (("reference", x), ("current", y)):
-        if t.shape[0] < min_rows:
-            raise ValueError(
-                f"{name} has {t.shape[0]} rows; "
-                f"the {test} test needs at least {min_rows} per window"
-            )
-        if not bool(torch.isfinite(t).all()):
-            raise ValueError(f"{name} contains NaN or infinite values")
-    return x, y
-
-
-def permutation_p_value(observed: float, null: torch.Tensor | np.ndarray) -> tuple[float, int]:
-    """(1 + #{null ≥ observed}) / (len(null) + 1), and the count of exceedances."""
-    exceed = int((torch.as_tensor(null) >= observed).sum())
-    return (1 + exceed) / (len(null) + 1), exceed
-
-
-def cosine_distance(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-    """1 - cos between matching rows of `a` and `b`; a zero vector counts as cos 0."""
-    dots = (a * b).sum(-1)
-    norms = a.norm(dim=-1) * b.norm(dim=-1)
-    cos = torch.where(norms > 0, dots / norms.clamp(min=1e-300), torch.zeros_like(dots))
-    return 1.0 - cos.clamp(-1.0, 1.0)

@@ -25,9 +25,8 @@ from typing import Any
 
 import torch
 
-from .centroid import check_windows, permutation_p_value
-from .mmd import ArrayLike, _pick_device
 from .result import TwoSampleResult
+from .tensors import ArrayLike, check_windows, permutation_p_value, pick_device
 
 __all__ = ["classifier_test"]
 
@@ -73,7 +72,7 @@ def classifier_test(
         raise ValueError("ridge must be positive")
     if examples < 0:
         raise ValueError("examples must not be negative")
-    dev = _pick_device(device)
+    dev = pick_device(device)
     x, y = check_windows(reference, current, min_rows=folds, device=dev, test="classifier")
     n, m = x.shape[0], y.shape[0]
     big_n = n + m

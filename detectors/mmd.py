@@ -24,10 +24,10 @@ import numpy as np
 import torch
 
 from .result import TwoSampleResult
+from .tensors import ArrayLike, as_matrix, permutation_p_value, pick_device, randperm
 
 __all__ = ["median_distance", "mmd_test", "split_mmd2"]
 
-ArrayLike = np.ndarray | torch.Tensor
 
 _BANDWIDTH_SAMPLE = 1000  # rows of the pooled sample used to estimate the median distance
 _CPU_CHUNK_BYTES = 256 * 2**20
@@ -61,9 +61,9 @@ def mmd_test(
         raise ValueError("permutations must be at least 1")
     if not bandwidth_scales or any(s <= 0 for s in bandwidth_scales):
         raise ValueError("bandwidth_scales must be positive")
-    dev = _pick_device(device)
-    x = _as_matrix(reference, dev, "reference")
-    y = _as_matrix(current, dev, "current")
+    dev = pick_device(device)
+    x = as_matrix(reference, dev, "reference")
+    y = as_matrix(current, dev, "current")
     if x.shape[1] != y.shape[1]:
         raise ValueError(f"dimension mismatch: {x.shape[1]} vs {y.shape[1]}")
     n_total, m_total = x.shape[0], y.shape[0]
@@ -78,10 +78,10 @@ def mmd_test(
         if max_samples < 2:
             raise ValueError("max_samples must be at least 2")
         if n_total > max_samples:
-            x = x[_randperm(n_total, gen, dev)[:max_samples]]
+            x = x[randperm(n_total, gen, dev)[:max_samples]]
             subsampled = True
         if m_total > max_samples:
-            y = y[_randperm(m_total, gen, dev)[:max_samples]]
+            y = y[randperm(m_total, gen, dev)[:max_samples]]
             subsampled = True
     z = torch.cat([x, y])
     n, m = x.shape[0], y.shape[0]
@@ -94,13 +94,12 @@ def mmd_test(
     big_n = n + m
     splits = torch.stack(
         [torch.arange(n, device=dev)]
-        + [_randperm(big_n, perm_gen, dev)[:n] for _ in range(permutations)]
+        + [randperm(big_n, perm_gen, dev)[:n] for _ in range(permutations)]
     )
     stats, within_x, within_y = split_mmd2(z, splits, bandwidths, chunk_bytes=chunk_bytes)
     within = (float(within_x[0]), float(within_y[0]))
     observed = float(stats[0])
-    exceed = int((stats[1:] >= observed).sum())
-    p_value = (1 + exceed) / (permutations + 1)
+    p_value, exceed = permutation_p_value(observed, stats[1:])
     scale = within[0] + within[1]
     effect = max(observed, 0.0) / scale if scale > 0 else 0.0
     details: dict[str, Any] = {
@@ -137,7 +136,7 @@ def median_distance(
     Estimated on a seeded subsample of `sample` rows when `z` has more.
     """
     if z.shape[0] > sample:
-        z = z[_randperm(z.shape[0], generator, z.device)[:sample]]
+        z = z[randperm(z.shape[0], generator, z.device)[:sample]]
     d2 = _squared_distances(z, z)
     iu = torch.triu_indices(z.shape[0], z.shape[0], offset=1, device=z.device)
     dist = d2[iu[0], iu[1]].double().sqrt()
@@ -226,23 +225,3 @@ def _mean_offdiag_kernel(z: torch.Tensor, gammas: Sequence[float]) -> float:
     k = _kernel(z, z, gammas).double()
     size = z.shape[0]
     return float((k.sum() - k.diagonal().sum()) / (size * (size - 1)))
-
-
-def _randperm(size: int, generator: torch.Generator | None, device: torch.device) -> torch.Tensor:
-    where = generator.device if generator is not None else device
-    return torch.randperm(size, generator=generator, device=where).to(device)
-
-
-def _pick_device(device: str | torch.device | None) -> torch.device:
-    if device is not None:
-        return torch.device(device)
-    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-
-
-def _as_matrix(data: ArrayLike, device: torch.device, name: str) -> torch.Tensor:
-    t = data if isinstance(data, torch.Tensor) else torch.from_numpy(np.asarray(data))
-    if t.ndim != 2:
-        raise ValueError(
-            f"{name} must be a 2-d array (rows are samples), got shape {tuple(t.shape)}"
-        )
-    return t.detach().to(device=device, dtype=torch.float32)

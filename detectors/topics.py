@@ -24,9 +24,8 @@ import torch
 from scipy.stats import chi2_contingency
 from sklearn.cluster import KMeans
 
-from .centroid import check_windows
-from .mmd import ArrayLike
 from .result import TwoSampleResult
+from .tensors import ArrayLike, check_windows
 
 __all__ = ["topic_test"]
 
