@@ -23,7 +23,7 @@ def _engine_full(store: Store, table: str) -> str:
 def test_migrations_are_versioned_and_run_once(store: Store) -> None:
     assert schema_version(store) == MIGRATIONS[-1].version
     assert migrate(store) == []
-    rows = store.query("SELECT version FROM schema_migrations")
+    rows = store.query("SELECT version FROM schema_migrations ORDER BY version")
     assert [r["version"] for r in rows] == [m.version for m in MIGRATIONS]
 
 
@@ -54,7 +54,7 @@ def test_retention_follows_config(store: Store) -> None:
     apply_retention(store, {"llm_calls": 0})
     assert "TTL" not in _engine_full(store, "llm_calls")
     with pytest.raises(StoreError, match="unknown table"):
-        apply_retention(store, {"feedback": 3})
+        apply_retention(store, {"clicks": 3})
 
 
 def test_insert_query_and_parameters(store: Store) -> None:
