@@ -3,15 +3,19 @@ and whose answers partly go off-topic; results, findings and the review queue in
 
 from __future__ import annotations
 
+import time
+
 import numpy as np
 import pyarrow as pa
 import pytest
+from prometheus_client import CollectorRegistry
 
 from driftline.detectors.config import DetectorSettings
 from driftline.detectors.embedder import Embedder
 from driftline.detectors.embeddings import EmbeddingJob
 from driftline.detectors.references import ReferenceError, create_reference
-from driftline.detectors.runner import Runner
+from driftline.detectors.runner import Runner, WindowOutcome
+from driftline.detectors.scheduler import DetectorLoop
 from driftline.store import Store
 from tests.detectors.conftest import MIX, Corpus, insert_calls, split
 
@@ -100,3 +104,30 @@ def test_embedding_job_embeds_each_call_once(
     )
     vector = np.array(stored.column("response_vector")[0].as_py(), dtype=np.float32)
     assert np.allclose(vector, corpus.response_vectors[rows[0]], atol=1e-3)
+
+
+def test_the_background_loop_tests_windows_and_exports_metrics(
+    store: Store, corpus: Corpus, embedder: Embedder
+) -> None:
+    insert_calls(store, corpus, embedder, split(corpus, MIX, 20, 0), start=0)
+    create_reference(store, "alpha", "loop")
+    insert_calls(store, corpus, embedder, split(corpus, ("games", "fonts"), 50, 0), start=500)
+    registry = CollectorRegistry()
+    passes: list[list[WindowOutcome]] = []
+    settings = DetectorSettings(
+        window_calls=100, permutations=50, interval_seconds=0.2, tests=("centroid", "topics")
+    )
+    loop = DetectorLoop(store, settings, registry, on_pass=passes.append)
+    loop.start()
+    try:
+        deadline = time.monotonic() + 120
+        while not any(passes) and time.monotonic() < deadline:
+            time.sleep(0.1)
+    finally:
+        loop.stop()
+    (outcome,) = next(p for p in passes if p)
+    assert outcome.drifting
+    labels = {"project": "alpha", "reference": "loop"}
+    assert registry.get_sample_value("driftline_drift_drifting", labels) == 1
+    p_value = registry.get_sample_value("driftline_drift_p_value", {**labels, "test": "centroid"})
+    assert p_value is not None and p_value < 0.05
