@@ -1,0 +1,116 @@
+"""The issue's scenario as a new user runs it: `driftline serve` with detectors on, calls sent
+with the SDK, a reference frozen over the API, then a topic shift with off-topic answers."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import httpx
+import numpy as np
+
+from driftline import sdk
+from driftline.sdk import observe
+from tests.conftest import ServerProcess, start_server, stop_server
+from tests.detectors.conftest import FIXTURE, MIX
+
+
+def texts(sections: tuple[str, ...], per_section: int, skip: int) -> list[tuple[str, str]]:
+    """(prompt, answer) pairs of the fixture's sections, in a fixed shuffled order."""
+    rows = [json.loads(line) for line in FIXTURE.read_text().splitlines()]
+    pairs = []
+    for section in sections:
+        chosen = [r for r in rows if r["section"] == section]
+        order = np.random.default_rng(0).permutation(len(chosen))[skip : skip + per_section]
+        for i in order:
+            row = chosen[i]
+            pairs.append((f"What is {row['package']}? {row['synopsis']}", row["description"]))
+    return pairs
+
+
+REPLIES: dict[str, str] = {}
+
+
+@observe(as_type="llm", name="answer")
+def answer(prompt: str) -> str:
+    """A stand-in model: its input is the prompt alone, its output the scripted answer."""
+    return REPLIES[prompt]
+
+
+def send(pairs: list[tuple[str, str]]) -> None:
+    for prompt, reply in pairs:
+        REPLIES[prompt] = reply
+        answer(prompt)
+    assert sdk.flush(timeout=30)
+
+
+def admin_key(server: ServerProcess) -> str:
+    made = subprocess.run(
+        [sys.executable, "-m", "driftline.collector", "keys", "create", "--project", "default",
+         "--role", "admin", "--data", str(server.data)],
+        capture_output=True, text=True, check=True, env={**os.environ, "PYTHONPATH": os.getcwd()},
+    )  # fmt: skip
+    return made.stdout.split()[-1]
+
+
+def get(server: ServerProcess, path: str, **params: Any) -> Any:
+    response = httpx.get(
+        server.url + path,
+        params=params,
+        headers={"Authorization": f"Bearer {server.read_key}"},
+        timeout=30,
+    )
+    response.raise_for_status()
+    return response.json()["items"]
+
+
+def test_serve_detects_the_shift_and_queues_off_topic_answers(tmp_path: Path) -> None:
+    server = start_server(
+        tmp_path / "data",
+        env={
+            "DRIFTLINE_DETECTORS__ENABLED": "true",
+            "DRIFTLINE_DETECTORS__INTERVAL_SECONDS": "1",
+            "DRIFTLINE_DETECTORS__WINDOW_CALLS": "150",
+            "DRIFTLINE_DETECTORS__PERMUTATIONS": "200",
+            "DRIFTLINE_DETECTORS__CONSECUTIVE_WINDOWS": "1",
+        },
+    )
+    try:
+        sdk.init(endpoint=server.url, api_key=server.ingest_key, service_name="bot")
+        send(texts(MIX, 60, 0))
+        deadline = time.monotonic() + 60
+        while len(get(server, "/api/calls", limit=1000)) < 300:
+            assert time.monotonic() < deadline, "the calls were not stored"
+            time.sleep(0.2)
+        made = httpx.post(
+            server.url + "/api/references",
+            json={"name": "bot-v1", "service": "bot"},
+            headers={"Authorization": f"Bearer {admin_key(server)}"},
+            timeout=30,
+        )
+        assert made.status_code == 201, made.text
+
+        send(texts(MIX, 30, 60))
+        shifted = texts(("games", "fonts", "golang"), 50, 0)
+        off_topic = texts(("doc",), 10, 100)
+        for k, i in enumerate(range(10, 150, 15)):
+            shifted[i] = (shifted[i][0], off_topic[k][1])
+        send(shifted)
+
+        deadline = time.monotonic() + 300
+        while len(windows := get(server, "/api/drift", reference="bot-v1")) < 2:
+            assert time.monotonic() < deadline, "no drift windows: " + server.log.read_text()
+            time.sleep(1)
+        assert [w["drifting"] for w in windows] == [False, True]
+        assert all(t["p_value"] < 0.01 for t in windows[1]["tests"])
+        queue = get(server, "/api/review-queue", reason="low_relevance")
+        answers = {q["output_text"] for q in queue}
+        assert sum(text in answers for _, text in off_topic) >= 8
+    finally:
+        sdk.shutdown()
+        stop_server(server)
