@@ -11,8 +11,8 @@ Three parts, one run:
   (Debian package descriptions from tests/fixtures, all-MiniLM-L6-v2): no shift = two disjoint
   samples of the same section mix; shifts = the current window's section mix tilted towards a
   group of sections;
-* **embedding throughput** of a plain `SentenceTransformer.encode` (texts/s); driftline's embedder
-  does not exist yet, `embedder_throughput` is where it goes.
+* **embedding throughput** (texts/s) of driftline's `Embedder` beside a plain
+  `SentenceTransformer.encode` on the same texts (`--embedding-only` for just this).
 
     python bench/drift.py --setup-alibi            # once: bench/results/venv-alibi
     python bench/drift.py [--sizes 1000 5000 20000] [--power-n 500 --trials 50] [--append-docs]
@@ -306,30 +306,45 @@ def embed_fixture() -> tuple[np.ndarray, list[str], dict[str, Any]]:
     return emb.astype(np.float32), sections, meta
 
 
-def encode_throughput(count: int = 256) -> dict[str, Any]:
-    """Texts/s of a plain `SentenceTransformer.encode` on the first `count` descriptions."""
+def encode_throughput(count: int = 256, rounds: int = 3) -> dict[str, Any]:
+    """Texts/s of a plain `SentenceTransformer.encode` and of driftline's `Embedder.encode` on
+    the first `count` descriptions, in alternating rounds (median of each)."""
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     from sentence_transformers import SentenceTransformer
 
+    from driftline.detectors.embedder import Embedder
+
     model = SentenceTransformer(model_folder())
+    ours = Embedder(model_folder(), max_seq_length=model.max_seq_length)
     texts = [r["description"] for r in fixture_rows()[:count]]
     model.encode(texts[:16], batch_size=64)  # warm-up, untimed
-    start = time.perf_counter()
-    model.encode(texts, batch_size=64, normalize_embeddings=True)
-    seconds = time.perf_counter() - start
+    ours.encode(texts[:16])
+    plain_s, ours_s = [], []
+    for _ in range(rounds):
+        start = time.perf_counter()
+        model.encode(texts, batch_size=64, normalize_embeddings=True)
+        plain_s.append(time.perf_counter() - start)
+        start = time.perf_counter()
+        ours.encode(texts)
+        ours_s.append(time.perf_counter() - start)
     return {
         "texts": count,
-        "texts_per_s": count / seconds,
+        "texts_per_s": count / statistics.median(plain_s),
         "device": str(model.device),
         "max_seq_length": model.max_seq_length,
         "mean_chars": statistics.mean(len(t) for t in texts),
-        "driftline_embedder": embedder_throughput(),
+        "driftline_embedder": {"texts_per_s": count / statistics.median(ours_s)},
     }
 
 
-def embedder_throughput() -> dict[str, Any] | None:
-    """driftline's embedder (texts/s) beside the plain encode: to be added with the embedder."""
-    return None
+def embedding_line(enc: dict[str, Any]) -> str:
+    return (
+        f"Embedding (all-MiniLM-L6-v2, {enc['device']}, batch 64, max {enc['max_seq_length']} "
+        f"tokens, {enc['texts']} descriptions of {enc['mean_chars']:.0f} characters on average, "
+        f"median of alternating rounds): plain `SentenceTransformer.encode` "
+        f"{enc['texts_per_s']:.1f} texts/s, driftline's `Embedder.encode` "
+        f"{enc['driftline_embedder']['texts_per_s']:.1f} texts/s."
+    )
 
 
 def make_trials(
@@ -494,12 +509,16 @@ def main() -> None:
     parser.add_argument("--trials", type=int, default=50, help="trials per condition; 0: skip")
     parser.add_argument("--same-kernel-trials", type=int, default=5)
     parser.add_argument("--no-alibi", action="store_true")
+    parser.add_argument("--embedding-only", action="store_true", help="just the texts/s line")
     parser.add_argument("--setup-alibi", action="store_true")
     parser.add_argument("--append-docs", action="store_true")
     parser.add_argument("--alibi-worker", nargs=2, type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.alibi_worker:
         alibi_worker(*args.alibi_worker)
+        return
+    if args.embedding_only:
+        print(f"machine: {machine()}\n{embedding_line(encode_throughput())}")
         return
     RESULTS.mkdir(parents=True, exist_ok=True)
     if args.setup_alibi:
@@ -514,14 +533,7 @@ def main() -> None:
     text = report(args, rows, pw)
     enc = encode_throughput() if args.trials else None
     if enc is not None:
-        ours = enc["driftline_embedder"]
-        text += (
-            f"\n\nEmbedding: plain `SentenceTransformer.encode` (all-MiniLM-L6-v2, {enc['device']},"
-            f" batch 64, max {enc['max_seq_length']} tokens) embeds {enc['texts_per_s']:.1f} "
-            f"texts/s ({enc['texts']} descriptions of {enc['mean_chars']:.0f} characters on "
-            "average); driftline's embedder: "
-            + (f"{ours['texts_per_s']:.1f} texts/s." if ours else "not written yet.")
-        )
+        text += "\n\n" + embedding_line(enc)
     print(text)
     stamp = dt.datetime.now().strftime("%Y%m%d-%H%M%S")
     (RESULTS / f"drift-{stamp}.json").write_text(
