@@ -11,8 +11,10 @@ import numpy as np
 import pyarrow as pa
 import pytest
 
+from driftline import sdk
 from driftline.detectors.embedder import Embedder
 from driftline.detectors.embeddings import _vectors
+from driftline.sdk import observe
 from driftline.store import Store
 
 FIXTURE = Path(__file__).parent.parent / "fixtures" / "debian_descriptions.jsonl"
@@ -114,3 +116,32 @@ def split(corpus: Corpus, sections: tuple[str, ...], per_section: int, skip: int
         [np.random.default_rng(0).permutation(corpus.where(s))[skip : skip + per_section]
          for s in sections]
     )  # fmt: skip
+
+
+def texts(sections: tuple[str, ...], per_section: int, skip: int) -> list[tuple[str, str]]:
+    """(prompt, answer) pairs of the fixture's sections, in a fixed shuffled order."""
+    rows = [json.loads(line) for line in FIXTURE.read_text().splitlines()]
+    pairs = []
+    for section in sections:
+        chosen = [r for r in rows if r["section"] == section]
+        order = np.random.default_rng(0).permutation(len(chosen))[skip : skip + per_section]
+        for i in order:
+            row = chosen[i]
+            pairs.append((f"What is {row['package']}? {row['synopsis']}", row["description"]))
+    return pairs
+
+
+REPLIES: dict[str, str] = {}
+
+
+@observe(as_type="llm", name="answer")
+def answer(prompt: str) -> str:
+    """A stand-in model: its input is the prompt alone, its output the scripted answer."""
+    return REPLIES[prompt]
+
+
+def send(pairs: list[tuple[str, str]]) -> None:
+    for prompt, reply in pairs:
+        REPLIES[prompt] = reply
+        answer(prompt)
+    assert sdk.flush(timeout=30)

@@ -3,7 +3,6 @@ with the SDK, a reference frozen over the API, then a topic shift with off-topic
 
 from __future__ import annotations
 
-import json
 import os
 import subprocess
 import sys
@@ -12,41 +11,10 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-import numpy as np
 
 from driftline import sdk
-from driftline.sdk import observe
 from tests.conftest import ServerProcess, start_server, stop_server
-from tests.detectors.conftest import FIXTURE, MIX
-
-
-def texts(sections: tuple[str, ...], per_section: int, skip: int) -> list[tuple[str, str]]:
-    """(prompt, answer) pairs of the fixture's sections, in a fixed shuffled order."""
-    rows = [json.loads(line) for line in FIXTURE.read_text().splitlines()]
-    pairs = []
-    for section in sections:
-        chosen = [r for r in rows if r["section"] == section]
-        order = np.random.default_rng(0).permutation(len(chosen))[skip : skip + per_section]
-        for i in order:
-            row = chosen[i]
-            pairs.append((f"What is {row['package']}? {row['synopsis']}", row["description"]))
-    return pairs
-
-
-REPLIES: dict[str, str] = {}
-
-
-@observe(as_type="llm", name="answer")
-def answer(prompt: str) -> str:
-    """A stand-in model: its input is the prompt alone, its output the scripted answer."""
-    return REPLIES[prompt]
-
-
-def send(pairs: list[tuple[str, str]]) -> None:
-    for prompt, reply in pairs:
-        REPLIES[prompt] = reply
-        answer(prompt)
-    assert sdk.flush(timeout=30)
+from tests.detectors.conftest import MIX, send, texts
 
 
 def admin_key(server: ServerProcess) -> str:
