@@ -17,7 +17,7 @@ from driftline.detectors.references import ReferenceError, create_reference
 from driftline.detectors.runner import Runner, WindowOutcome
 from driftline.detectors.scheduler import DetectorLoop
 from driftline.store import Store
-from tests.detectors.conftest import MIX, Corpus, insert_calls, split
+from tests.detectors.conftest import BASE_NS, MIX, Corpus, insert_calls, split
 
 
 @pytest.fixture
@@ -131,3 +131,22 @@ def test_the_background_loop_tests_windows_and_exports_metrics(
     assert registry.get_sample_value("driftline_drift_drifting", labels) == 1
     p_value = registry.get_sample_value("driftline_drift_p_value", {**labels, "test": "centroid"})
     assert p_value is not None and p_value < 0.05
+
+
+def test_time_windows_wait_for_their_slot_to_close(
+    store: Store, corpus: Corpus, embedder: Embedder
+) -> None:
+    insert_calls(store, corpus, embedder, split(corpus, MIX, 20, 0), start=0)
+    create_reference(store, "alpha", "hourly")
+    insert_calls(store, corpus, embedder, split(corpus, MIX, 20, 20), start=1000)
+    settings = DetectorSettings(
+        window_calls=0, window_seconds=600, min_window_calls=50, permutations=50,
+        tests=("centroid",),
+    )  # fmt: skip
+    base = BASE_NS / 1e9  # 200 s into a 600 s slot; the window calls open the slot at +1000 s
+    early = Runner(store, settings, embedder, clock=lambda: base + 1500)
+    assert early.run_once() == []  # the slot holding the calls is still open
+    runner = Runner(store, settings, embedder, clock=lambda: base + 5000)
+    (outcome,) = runner.run_once()
+    assert outcome.n_current == 100 and not outcome.drifting
+    assert runner.run_once() == []
