@@ -122,7 +122,12 @@ _MODEL_MARKERS = ", ".join(
 )
 # GenAI operations that wrap LLM calls rather than being one: stored as spans.
 _NOT_CALLS = "'invoke_agent', 'create_agent', 'execute_tool'"
-_CANONICAL = "(startsWith({m}, '[') AND (JSONLength({m}) = 0 OR JSONHas({m}, 1, 'parts')))"
+# Canonical: a JSON list whose every item is an object with a `parts` list (else genai.py
+# normalises it in Python).
+_CANONICAL = (
+    "(startsWith({m}, '[') AND isValidJSON({m}) AND "
+    "arrayAll(x -> JSONType(x, 'parts') = 'Array', JSONExtractArrayRaw({m})))"
+)
 _IN = "_a['gen_ai.input.messages']"
 _OUT = "_a['gen_ai.output.messages']"
 _SYS = "_a['gen_ai.system_instructions']"
