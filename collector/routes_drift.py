@@ -83,7 +83,8 @@ def get_drift(
         f"{_ISO.format(c='r.window_start', a='window_start')}, "
         f"{_ISO.format(c='r.window_end', a='window_end')}, r.n_reference AS n_reference, "
         "r.n_current AS n_current, r.drifting AS drifting, r.consecutive AS consecutive, "
-        "r.alerting AS alerting, r.flagged AS flagged, r.queued AS queued "
+        "r.alerting AS alerting, r.flagged AS flagged, r.flag_counts AS flag_counts, "
+        "r.queued AS queued "
         f"FROM detector_runs AS r FINAL WHERE {where} ORDER BY r.window_end DESC "
         "LIMIT {limit:UInt32}",
         {**params, "limit": limit},
@@ -101,6 +102,7 @@ def get_drift(
             tests.setdefault(key, []).append(row)
     for run in runs:
         run["scope"] = dict(run["scope"])
+        run["flag_counts"] = dict(run["flag_counts"])
         for flag in ("drifting", "alerting"):
             run[flag] = bool(run[flag])
         run["tests"] = sorted(tests.get(run["window_key"], []), key=lambda t: t["detector"])
@@ -150,6 +152,8 @@ def get_review_queue(
     principal: ReadKey,
     reason: str | None = None,
     source: Annotated[str | None, Query(pattern="^(flag|audit)$")] = None,
+    reference: Annotated[str | None, Query(description="calls of this reference's windows")] = None,
+    window_key: Annotated[str | None, Query(description="calls of one tested window")] = None,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
 ) -> dict[str, Any]:
     where = "q.project_id = {p:String}"
@@ -160,6 +164,12 @@ def get_review_queue(
     if source:
         where += " AND q.source = {source:String}"
         params["source"] = source
+    if reference:
+        where += " AND startsWith(q.window_key, {ref:String})"
+        params["ref"] = reference + "@"
+    if window_key:
+        where += " AND q.window_key = {window:String}"
+        params["window"] = window_key
     rows = runtime(request).store.query(
         "SELECT q.trace_id AS trace_id, q.span_id AS span_id, "
         f"{_ISO.format(c='q.call_time', a='call_time')}, q.reasons AS reasons, "

@@ -13,6 +13,7 @@ import hashlib
 import json
 import logging
 import time
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -200,11 +201,11 @@ class Runner:
         alerting = consecutive >= self.settings.consecutive_windows
         per_call = self._flags(data, window)
         queued = self._enqueue(reference, key, window, per_call)
-        flagged = sum(1 for f in per_call if f)
         self._store_window(
-            reference, key, window, results, rejected, drifting, consecutive, alerting, flagged,
+            reference, key, window, results, rejected, drifting, consecutive, alerting, per_call,
             queued, len(data.calls),
         )  # fmt: skip
+        flagged = sum(1 for f in per_call if f)
         if self.metrics:
             self.metrics.observe_window(
                 reference, results, drifting, consecutive, per_call, time.monotonic() - started
@@ -323,10 +324,11 @@ class Runner:
         drifting: bool,
         consecutive: int,
         alerting: bool,
-        flagged: int,
+        per_call: list[list[flagging.Flag]],
         queued: int,
         n_reference: int,
     ) -> None:
+        counts = Counter(reason for call in per_call for reason in {f.reason for f in call})
         starts = window.column("start_ns")
         scope = pa.array([list(reference.scope.items())], pa.map_(pa.string(), pa.string()))
         end = pa.array([starts[-1]], pa.timestamp("ns", "UTC"))
@@ -364,7 +366,10 @@ class Runner:
                     "drifting": pa.array([int(drifting)], pa.uint8()),
                     "consecutive": pa.array([consecutive], pa.uint32()),
                     "alerting": pa.array([int(alerting)], pa.uint8()),
-                    "flagged": pa.array([flagged], pa.uint32()),
+                    "flagged": pa.array([sum(1 for f in per_call if f)], pa.uint32()),
+                    "flag_counts": pa.array(
+                        [sorted(counts.items())], pa.map_(pa.string(), pa.uint32())
+                    ),
                     "queued": pa.array([queued], pa.uint32()),
                 }
             ),
