@@ -21,10 +21,10 @@ run: install-all
 	$(VENV)/bin/driftline serve --data $(DATA)
 
 lint: install-dev
-	$(VENV)/bin/ruff check sdk store collector detectors tests bench examples
-	$(VENV)/bin/ruff format --check sdk store collector detectors tests bench examples
+	$(VENV)/bin/ruff check sdk store collector detectors alerts tests bench examples
+	$(VENV)/bin/ruff format --check sdk store collector detectors alerts tests bench examples
 	$(VENV)/bin/mypy -p driftline.sdk -p driftline.store -p driftline.collector \
-		-p driftline.detectors
+		-p driftline.detectors -p driftline.alerts
 	$(VENV)/bin/mypy examples
 
 test: lint

@@ -1,0 +1,2 @@
+"""Alert rules over detector results and call metrics, notification policy, the outbox and the
+retraining trigger."""

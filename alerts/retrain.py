@@ -1,0 +1,220 @@
+"""The retraining trigger: a firing alert of a rule with `retrain:` records a `retrain_jobs` row
+(why, the evidence, the data it will train on) and starts the configured pipeline, a local
+command or a signed webhook to the team's training system, at most once per cooldown."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import secrets
+import subprocess
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import orjson
+import pyarrow as pa
+
+from driftline.alerts.metrics import AlertMetrics
+from driftline.alerts.notifiers import Message
+from driftline.alerts.rules import RetrainingLauncher, Rule
+from driftline.alerts.state import Alert
+from driftline.alerts.timestamps import ms_column, parse_rfc3339, rfc3339
+from driftline.store import Store
+
+log = logging.getLogger("driftline.alerts")
+RETRAIN_RECEIVER = "retraining"
+_OUTPUT_TAIL = 8192
+
+
+class RetrainTrigger:
+    def __init__(
+        self,
+        store: Store,
+        launcher: RetrainingLauncher,
+        enqueue: Callable[[list[Message]], int],
+        folder: Path,
+        metrics: AlertMetrics | None = None,
+    ) -> None:
+        self.store = store
+        self.launcher = launcher
+        self.enqueue = enqueue
+        self.folder = folder
+        self.metrics = metrics
+        self._threads: list[threading.Thread] = []
+        self._last: dict[tuple[str, str], float | None] = {}  # (project, rule) -> last job
+        self._interrupt_running()
+
+    def fire(self, rule: Rule, alert: Alert, now: float, fresh: bool = True) -> str | None:
+        """Record and launch a job for the firing `alert`, unless the rule's cooldown still
+        runs (a `fresh` alert, one that has just fired, is counted as skipped then)."""
+        assert rule.retrain is not None
+        key = (alert.project, rule.alert)
+        if key not in self._last:
+            self._last[key] = self._last_job(*key)
+        last = self._last[key]
+        if last is not None and now - last < rule.retrain.cooldown:
+            if fresh:
+                log.info("retraining for %s/%s skipped: in cooldown", *key)
+                self._count(rule.alert, "skipped_cooldown")
+            return None
+        self._last[key] = now
+        job = {
+            "id": "job_" + secrets.token_hex(8),
+            "project": alert.project,
+            "rule": rule.alert,
+            "fingerprint": alert.fingerprint,
+            "reason": alert.annotations.get("summary") or f"{rule.alert} fired",
+            "labels": alert.labels,
+            "evidence": alert.evidence,
+            "snapshot": self._snapshot(alert.project, now),
+            "created_at": rfc3339(now),
+        }
+        if self.launcher.command is not None:
+            self._save(job, "command", "running", now)
+            self._start_command(job, now)
+        else:
+            self._save(job, "webhook", "sent", now)
+            self.enqueue([self._webhook(job, now)])
+        self._count(rule.alert, "started")
+        return str(job["id"])
+
+    def wait(self, timeout: float | None = None) -> None:
+        """Wait for launched commands to finish (tests, shutdown)."""
+        for thread in self._threads:
+            thread.join(timeout)
+
+    # -- launching -----------------------------------------------------------------------------
+
+    def _start_command(self, job: dict[str, Any], now: float) -> None:
+        self.folder.mkdir(parents=True, exist_ok=True)
+        job_file = self.folder / f"{job['id']}.json"
+        job_file.write_text(json.dumps(job, indent=2, sort_keys=True))
+        fields = {"job_id": job["id"], "project": job["project"], "rule": job["rule"],
+                  "job_file": str(job_file)}  # fmt: skip
+        assert self.launcher.command is not None
+        argv = [part.format_map(fields) for part in self.launcher.command]
+        env = {
+            **os.environ,
+            "DRIFTLINE_RETRAIN_JOB_ID": job["id"],
+            "DRIFTLINE_RETRAIN_JOB_FILE": str(job_file),
+            "DRIFTLINE_PROJECT": job["project"],
+        }
+        thread = threading.Thread(
+            target=self._run, args=(job, argv, env), name=f"retrain-{job['id']}", daemon=True
+        )
+        self._threads = [t for t in self._threads if t.is_alive()] + [thread]
+        thread.start()
+
+    def _run(self, job: dict[str, Any], argv: list[str], env: dict[str, str]) -> None:
+        try:
+            done = subprocess.run(
+                argv, env=env, capture_output=True, text=True, timeout=self.launcher.timeout,
+                stdin=subprocess.DEVNULL,
+            )  # fmt: skip
+            status = "succeeded" if done.returncode == 0 else "failed"
+            output, code = (done.stdout + done.stderr)[-_OUTPUT_TAIL:], done.returncode
+        except subprocess.TimeoutExpired as exc:
+            status, code = "failed", None
+            output = f"timed out after {exc.timeout}s"
+        except OSError as exc:
+            status, code, output = "failed", None, f"cannot start {argv[0]!r}: {exc.strerror}"
+        log.info("retraining job %s %s (exit %s)", job["id"], status, code)
+        try:
+            self._save(job, "command", status, time.time(), code, output)
+        except Exception:
+            log.exception("could not record the end of retraining job %s", job["id"])
+        self._count(job["rule"], status)
+
+    def _webhook(self, job: dict[str, Any], now: float) -> Message:
+        body = {"type": "driftline.retrain", "timestamp": rfc3339(now), "data": job}
+        return Message(
+            id="msg_" + job["id"],
+            project=job["project"],
+            receiver=RETRAIN_RECEIVER,
+            kind="retrain",
+            group_key=job["rule"],
+            body=orjson.dumps(body),
+            created_at=now,
+        )
+
+    # -- records -------------------------------------------------------------------------------
+
+    def _snapshot(self, project: str, now: float) -> dict[str, Any]:
+        """What a training run started now would read: feedback up to this moment."""
+        rows = self.store.query(
+            "SELECT count() AS feedback_rows, countIf(source = 'api') AS reviewer_rows, "
+            "toUnixTimestamp64Milli(max(ingested_at)) AS until_ms FROM feedback FINAL "
+            "WHERE project_id = {p:String} "
+            "AND ingested_at <= fromUnixTimestamp64Milli({now:Int64}, 'UTC')",
+            {"p": project, "now": round(now * 1000)},
+        )
+        queued = self.store.query(
+            "SELECT count() AS n FROM review_queue FINAL WHERE project_id = {p:String}",
+            {"p": project},
+        )
+        row = rows[0]
+        return {
+            "feedback_rows": row["feedback_rows"],
+            "feedback_until": rfc3339(row["until_ms"] / 1000) if row["feedback_rows"] else None,
+            "review_queue_rows": queued[0]["n"],
+        }
+
+    def _last_job(self, project: str, rule: str) -> float | None:
+        rows = self.store.query(
+            "SELECT toUnixTimestamp64Milli(max(created_at)) AS ms, count() AS n "
+            "FROM retrain_jobs FINAL WHERE project_id = {p:String} AND rule = {r:String}",
+            {"p": project, "r": rule},
+        )
+        return rows[0]["ms"] / 1000 if rows and rows[0]["n"] else None
+
+    def _save(
+        self,
+        job: dict[str, Any],
+        launcher: str,
+        status: str,
+        now: float,
+        exit_code: int | None = None,
+        output: str = "",
+    ) -> None:
+        created = self._created(job)
+        self.store.insert_arrow(
+            "retrain_jobs",
+            pa.table(
+                {
+                    "project_id": [job["project"]],
+                    "id": [job["id"]],
+                    "rule": [job["rule"]],
+                    "fingerprint": [job["fingerprint"]],
+                    "reason": [job["reason"]],
+                    "evidence": [json.dumps({"labels": job["labels"], **job["evidence"]})],
+                    "snapshot": [json.dumps(job["snapshot"])],
+                    "launcher": [launcher],
+                    "status": [status],
+                    "exit_code": pa.array([exit_code], pa.int32()),
+                    "output": [output],
+                    "created_at": ms_column([created]),
+                    "updated_at": ms_column([max(now, created + 0.001 * (status != "running"))]),
+                }
+            ),
+        )
+
+    @staticmethod
+    def _created(job: dict[str, Any]) -> float:
+        return parse_rfc3339(job["created_at"])
+
+    def _interrupt_running(self) -> None:
+        """Jobs a previous process was running when it stopped end as `interrupted`."""
+        # The filter sits in a subquery: in the outer WHERE, `status` would be the replaced one.
+        self.store.command(
+            "INSERT INTO retrain_jobs SELECT * REPLACE ('interrupted' AS status, "
+            "greatest(now64(3), updated_at + toIntervalMillisecond(1)) AS updated_at) "
+            "FROM (SELECT * FROM retrain_jobs FINAL WHERE status = 'running')"
+        )
+
+    def _count(self, rule: str, status: str) -> None:
+        if self.metrics:
+            self.metrics.retrain_jobs.labels(rule, status).inc()
