@@ -11,17 +11,20 @@ from typing import Any
 from fastapi import FastAPI, Request, Response
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
-from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 
+from driftline.alerts.engine import AlertEngine, AlertLoop
+from driftline.alerts.rules import RulesError, load_rules
 from driftline.collector import (
     otlp,
     routes_admin,
+    routes_alerts,
     routes_drift,
     routes_feedback,
     routes_ingest,
     routes_read,
 )
-from driftline.collector.config import Settings
+from driftline.collector.config import ConfigError, Settings
 from driftline.collector.keys import KeyChecker
 from driftline.collector.mapping import SpanDecoder
 from driftline.collector.metrics import CollectorMetrics
@@ -53,8 +56,10 @@ def build_runtime(settings: Settings, store: Store, operator_token: str | None =
     writer = Writer(
         wal, store, decoder, metrics, settings.writer_batch_bytes, settings.writer_flush_interval
     )
+    alerts = alert_loop(settings, store, metrics.registry)
     return Runtime(
-        detectors=_detector_loop(settings, store, metrics),
+        detectors=_detector_loop(settings, store, metrics, alerts),
+        alerts=alerts,
         settings=settings,
         store=store,
         wal=wal,
@@ -75,8 +80,27 @@ def decode_engine(store: Store, data: Path) -> EmbeddedStore:
 _INGEST_PATHS = frozenset({"/v1/traces", "/api/feedback"})
 
 
-def _detector_loop(settings: Settings, store: Store, metrics: CollectorMetrics) -> Any:
-    """The detectors' background loop, or None when off or not installed (logged once)."""
+def alert_loop(
+    settings: Settings, store: Store, registry: CollectorRegistry | None
+) -> AlertLoop | None:
+    """The alert engine's loop, or None when off or without a rules file."""
+    config = settings.alerts
+    if not config.enabled or config.rules_file is None:
+        return None
+    try:
+        rules = load_rules(config.rules_file)
+    except RulesError as exc:
+        raise ConfigError(f"alerts.rules_file: {exc}") from None
+    external = config.external_url or f"http://{settings.host}:{settings.port}"
+    engine = AlertEngine(store, rules, config, external, settings.data, registry)
+    return AlertLoop(engine)
+
+
+def _detector_loop(
+    settings: Settings, store: Store, metrics: CollectorMetrics, alerts: AlertLoop | None
+) -> Any:
+    """The detectors' background loop, or None when off or not installed (logged once).
+    After each pass the alert engine evaluates at once, so drift alerts without delay."""
     if not settings.detectors.enabled:
         return None
     try:
@@ -84,20 +108,23 @@ def _detector_loop(settings: Settings, store: Store, metrics: CollectorMetrics) 
     except ImportError as exc:
         log.warning("detectors are off: %s; pip install 'driftline[detectors]'", exc)
         return None
-    return DetectorLoop(store, settings.detectors, metrics.registry)
+    on_pass = (lambda _outcomes: alerts.poke()) if alerts is not None else None
+    return DetectorLoop(store, settings.detectors, metrics.registry, on_pass)
 
 
 def create_app(rt: Runtime) -> FastAPI:
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         rt.writer.start()
-        if rt.detectors is not None:
-            rt.detectors.start()
+        for loop in (rt.alerts, rt.detectors):
+            if loop is not None:
+                loop.start()
         try:
             yield
         finally:
-            if rt.detectors is not None:
-                rt.detectors.stop()
+            for loop in (rt.detectors, rt.alerts):
+                if loop is not None:
+                    loop.stop()
             rt.writer.stop()
             rt.wal.close()
 
@@ -114,6 +141,7 @@ def create_app(rt: Runtime) -> FastAPI:
     app.include_router(routes_read.router)
     app.include_router(routes_feedback.router)
     app.include_router(routes_drift.router)
+    app.include_router(routes_alerts.router)
     app.include_router(routes_admin.router)
 
     @app.exception_handler(ApiError)

@@ -101,7 +101,11 @@ def serve(
     token = "dlo_" + secrets.token_hex(24)
     try:
         store = _open(settings)
-        runtime = build_runtime(settings, store, operator_token=token)
+        try:
+            runtime = build_runtime(settings, store, operator_token=token)
+        except ConfigError as exc:
+            store.close()
+            raise click.ClickException(str(exc)) from None
         _bootstrap(store)
         app = create_app(runtime)
         local_host = "127.0.0.1" if settings.host in ("0.0.0.0", "::") else settings.host
@@ -427,3 +431,7 @@ def reference_list(
     with _exclusive_store(settings, "serves GET /api/references; use that, or") as store:
         for ref in list_references(store, project):
             click.echo(f"{ref.project}\t{ref.name}\tv{ref.version}\t{ref.calls} calls\t{ref.scope}")
+
+
+# Commands of other rooms register themselves on `main`.
+from driftline.collector import cli_alerts  # noqa: E402, F401

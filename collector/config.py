@@ -14,6 +14,7 @@ from pydantic_settings import (
     TomlConfigSettingsSource,
 )
 
+from driftline.alerts.config import AlertSettings
 from driftline.collector.pricing import Price
 from driftline.detectors.config import DetectorSettings
 
@@ -62,6 +63,7 @@ class Settings(BaseSettings):
     key_cache_seconds: float = Field(5.0, ge=0, description="how long a checked key is trusted")
     max_label_series: int = Field(1000, ge=10, description="series cap per metric")
     detectors: DetectorSettings = DetectorSettings.model_validate({})
+    alerts: AlertSettings = AlertSettings.model_validate({})
 
     @field_validator("retention_days")
     @classmethod

@@ -7,6 +7,7 @@ from typing import TYPE_CHECKING
 
 from fastapi import Request
 
+from driftline.alerts.engine import AlertLoop
 from driftline.collector.config import Settings
 from driftline.collector.keys import KeyChecker
 from driftline.collector.metrics import CollectorMetrics
@@ -37,6 +38,7 @@ class Runtime:
     limiter: RateLimiter
     metrics: CollectorMetrics
     detectors: DetectorLoop | None = None  # None: turned off, or the detectors extra is missing
+    alerts: AlertLoop | None = None  # None: turned off, or no rules file
 
 
 def runtime(request: Request) -> Runtime:
