@@ -488,14 +488,17 @@ def machine() -> str:
     )
 
 
-def append_docs(text: str, command: str) -> None:
+def append_docs(
+    text: str, command: str, section: str = SECTION, script: str = "bench/drift.py"
+) -> None:
+    """Add a dated run with the machine and command under `section` of docs/benchmarks.md."""
     doc = DOCS.read_text()
     block = (
         f"\n### Run of {dt.date.today().isoformat()}\n\n**Machine**: {machine()}.\n\n"
         f"**Command**: `{command}`\n\n{text}\n"
     )
-    if SECTION not in doc:
-        block = f"\n{SECTION} (`bench/drift.py`)\n" + block
+    if section not in doc:
+        block = f"\n{section} (`{script}`)\n" + block
     DOCS.write_text(doc.rstrip("\n") + "\n" + block)
 
 

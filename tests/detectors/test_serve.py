@@ -1,5 +1,7 @@
-"""The issue's scenario as a new user runs it: `driftline serve` with detectors on, calls sent
-with the SDK, a reference frozen over the API, then a topic shift with off-topic answers."""
+"""The loop as a new user runs it: `driftline serve` with detectors and a rules file, calls sent
+with the SDK, a reference frozen over the API, then a topic shift with off-topic answers: drift
+is found, the off-topic answers are queued, a signed webhook and a real Alertmanager get the
+alert, a retraining job runs, and the alert resolves once the traffic is back to normal."""
 
 from __future__ import annotations
 
@@ -11,10 +13,32 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import orjson
 
 from driftline import sdk
-from tests.conftest import ServerProcess, start_server, stop_server
+from tests.alerts.alertmanager import BINARY, Alertmanager
+from tests.alerts.conftest import SECRET
+from tests.alerts.receiver import Receiver
+from tests.conftest import ServerProcess, start_server, stop_server, wait_for
 from tests.detectors.conftest import MIX, send, texts
+
+RULES = """
+rules:
+  - alert: EmbeddingDrift
+    when: {{drift: {{consecutive: 1}}}}
+    labels: {{severity: warning}}
+    annotations: {{summary: "{{{{ $labels.service }}}} drifts from {{{{ $labels.reference }}}}"}}
+    retrain: {{cooldown: 1h}}
+retraining:
+  command: ["{python}", "-c", "import shutil, sys; shutil.copy(sys.argv[1], sys.argv[2])",
+            "{{job_file}}", "{ran}"]
+route: {{receiver: hook, group_wait: 0s, group_interval: 1s}}
+receivers:
+  - name: hook
+    webhook: {{url: "{hook}", secret: "${{HOOK_SECRET}}"}}
+alertmanagers:
+  - url: {alertmanager}
+"""
 
 
 def admin_key(server: ServerProcess) -> str:
@@ -37,7 +61,17 @@ def get(server: ServerProcess, path: str, **params: Any) -> Any:
     return response.json()["items"]
 
 
-def test_serve_detects_the_shift_and_queues_off_topic_answers(tmp_path: Path) -> None:
+def test_serve_detects_the_shift_alerts_and_resolves(tmp_path: Path) -> None:
+    assert BINARY is not None, "apt-get install prometheus-alertmanager"
+    receiver = Receiver(secret=SECRET).start()
+    manager = Alertmanager(tmp_path / "am", receiver.url + "/alertmanager")
+    ran = tmp_path / "retrain-ran.json"
+    rules = tmp_path / "rules.yaml"
+    rules.write_text(
+        RULES.format(
+            python=sys.executable, ran=ran, hook=receiver.url + "/hook", alertmanager=manager.url
+        )
+    )
     server = start_server(
         tmp_path / "data",
         env={
@@ -46,6 +80,9 @@ def test_serve_detects_the_shift_and_queues_off_topic_answers(tmp_path: Path) ->
             "DRIFTLINE_DETECTORS__WINDOW_CALLS": "150",
             "DRIFTLINE_DETECTORS__PERMUTATIONS": "200",
             "DRIFTLINE_DETECTORS__CONSECUTIVE_WINDOWS": "1",
+            "DRIFTLINE_ALERTS__RULES_FILE": str(rules),
+            "DRIFTLINE_ALERTS__OUTBOX__TICK_SECONDS": "0.2",
+            "HOOK_SECRET": SECRET,
         },
     )
     try:
@@ -81,6 +118,39 @@ def test_serve_detects_the_shift_and_queues_off_topic_answers(tmp_path: Path) ->
         queued = [reasons[text] for _, text in off_topic if text in reasons]
         assert len(queued) >= 8  # the off-topic answers are queued, with why
         assert all({"low_relevance", "novel"} & set(r) for r in queued)
+
+        # The drift alert arrives signed at the webhook and in Alertmanager, and retrains.
+        [alert] = get(server, "/api/alerts", state="firing")
+        assert alert["rule"] == "EmbeddingDrift" and alert["labels"]["reference"] == "bot-v1"
+        fired = wait_for(lambda: [r for r in receiver.delivered if r.path == "/hook"], "no webhook")
+        assert fired[0].verified is True
+        assert fired[0].json()["alerts"][0]["fingerprint"] == alert["fingerprint"]
+        assert fired[0].json()["alerts"][0]["annotations"]["summary"] == "bot drifts from bot-v1"
+        shown = wait_for(manager.alerts, "nothing in Alertmanager")
+        assert [a["fingerprint"] for a in shown] == [alert["fingerprint"]]
+        [job] = wait_for(
+            lambda: [j for j in get(server, "/api/retrain-jobs") if j["status"] != "running"],
+            "the retraining command did not finish",
+        )
+        assert (job["rule"], job["status"], job["exitCode"]) == ("EmbeddingDrift", "succeeded", 0)
+        assert orjson.loads(ran.read_bytes())["id"] == job["id"]
+
+        # Traffic back to normal: the next window does not drift and the alert resolves.
+        send(texts(MIX, 30, 90))
+        resolved = wait_for(
+            lambda: [
+                r for r in receiver.delivered
+                if r.path == "/hook" and r.json()["status"] == "resolved"
+            ],
+            "no resolved notification: " + server.log.read_text(),
+            timeout=300,
+        )  # fmt: skip
+        assert resolved[0].json()["alerts"][0]["fingerprint"] == alert["fingerprint"]
+        assert get(server, "/api/alerts", state="firing") == []
+        wait_for(lambda: manager.alerts() == [], "still active in Alertmanager")
+        assert len(get(server, "/api/retrain-jobs")) == 1
     finally:
         sdk.shutdown()
         stop_server(server)
+        manager.stop()
+        receiver.stop()

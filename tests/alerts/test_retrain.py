@@ -1,0 +1,154 @@
+"""The retraining trigger: a rule with `retrain:` records a job with its evidence and data
+snapshot, runs the local command or sends a signed webhook, and respects its cooldown."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+from prometheus_client import CollectorRegistry
+
+from driftline.store import Store
+from tests.alerts.conftest import SECRET, Clock, EngineFactory
+from tests.alerts.receiver import Receiver
+
+
+def insert_feedback(store: Store, at: float, n: int, project: str = "alpha") -> None:
+    ms = pa.array([round(at * 1000)] * n, pa.timestamp("ms", "UTC"))
+    store.insert_arrow(
+        "feedback",
+        pa.table(
+            {
+                "project_id": [project] * n,
+                "id": [f"fb-{at}-{i}" for i in range(n)],
+                "trace_id": [f"{i:032x}" for i in range(n)],
+                "name": ["thumbs"] * n,
+                "kind": ["boolean"] * n,
+                "value_number": [1.0] * n,
+                "source": ["sdk"] * n,
+                "created_at": ms,
+                "ingested_at": ms,
+            }
+        ),
+    )
+
+
+def rules(launcher: str) -> str:
+    return f"""
+rules:
+  - alert: RetrainOnFeedback
+    when: {{feedback: {{at_least: 10}}}}
+    annotations: {{summary: "{{{{ $value }}}} new judgements"}}
+    retrain: {{cooldown: 1h}}
+retraining:
+{launcher}
+"""
+
+
+def jobs(store: Store) -> list[dict[str, Any]]:
+    return store.query(
+        "SELECT id, rule, reason, evidence, snapshot, launcher, status, exit_code, output "
+        "FROM retrain_jobs FINAL ORDER BY created_at"
+    )
+
+
+SCRIPT = "import json, os, sys; job = json.load(open(sys.argv[1])); print('training', job['id'], os.environ['DRIFTLINE_PROJECT']); sys.exit(int(sys.argv[2]))"  # noqa: E501
+
+
+def command(exit_code: int) -> str:
+    argv = [sys.executable, "-c", SCRIPT, "{job_file}", str(exit_code)]
+    return f"  command: {json.dumps(argv)}"
+
+
+def test_feedback_starts_a_job_that_runs_the_command_once_per_cooldown(
+    store: Store, clock: Clock, make_engine: EngineFactory, tmp_path: Path
+) -> None:
+    registry = CollectorRegistry()
+    engine = make_engine(rules(command(0)), registry)
+    insert_feedback(store, clock.now - 5, 9)
+    assert engine.evaluate() == []
+    insert_feedback(store, clock.now - 1, 3)
+    [alert] = engine.evaluate()
+    assert (alert.state, alert.value) == ("firing", 12)
+    assert engine.retrain is not None
+    engine.retrain.wait(30)
+
+    [job] = jobs(store)
+    assert (job["rule"], job["launcher"], job["status"], job["exit_code"]) == (
+        "RetrainOnFeedback", "command", "succeeded", 0,
+    )  # fmt: skip
+    assert job["reason"] == "12 new judgements"
+    assert job["output"].strip() == f"training {job['id']} alpha"
+    assert json.loads(job["snapshot"])["feedback_rows"] == 12
+    assert json.loads(job["evidence"])["new_feedback"] == 12
+    job_file = json.loads((tmp_path / "retrain" / f"{job['id']}.json").read_text())
+    assert job_file["snapshot"]["feedback_rows"] == 12
+
+    # The job consumed the feedback: the alert resolves; new feedback inside the cooldown
+    # fires it again but starts nothing.
+    clock.advance(60)
+    [resolved] = engine.evaluate()
+    assert resolved.state == "resolved"
+    insert_feedback(store, clock.now, 10)
+    [again] = engine.evaluate()
+    assert again.state == "firing"
+    assert len(jobs(store)) == 1
+    skipped = {"rule": "RetrainOnFeedback", "status": "skipped_cooldown"}
+    assert registry.get_sample_value("driftline_retrain_jobs_total", skipped) == 1
+
+    clock.advance(3600)  # after the cooldown, the still-firing alert starts the next job
+    engine.evaluate()
+    engine.retrain.wait(30)
+    assert [j["status"] for j in jobs(store)] == ["succeeded", "succeeded"]
+    assert json.loads(jobs(store)[1]["snapshot"])["feedback_rows"] == 22
+    clock.advance(60)
+    [resolved] = engine.evaluate()  # and its feedback is consumed in turn
+    assert resolved.state == "resolved"
+
+
+def test_a_failing_command_marks_the_job_failed(
+    store: Store, clock: Clock, make_engine: EngineFactory
+) -> None:
+    engine = make_engine(rules(command(3)))
+    insert_feedback(store, clock.now - 1, 10)
+    engine.evaluate()
+    assert engine.retrain is not None
+    engine.retrain.wait(30)
+    [job] = jobs(store)
+    assert (job["status"], job["exit_code"]) == ("failed", 3)
+
+
+def test_webhook_launcher_sends_a_signed_job(
+    store: Store, clock: Clock, make_engine: EngineFactory
+) -> None:
+    with Receiver(secret=SECRET) as receiver:
+        launcher = f"  webhook: {{url: '{receiver.url}/train', secret: '{SECRET}'}}"
+        engine = make_engine(rules(launcher))
+        insert_feedback(store, clock.now - 1, 10)
+        engine.evaluate()
+        engine.deliver()
+        [request] = receiver.requests
+    [job] = jobs(store)
+    assert (job["launcher"], job["status"]) == ("webhook", "sent")
+    assert request.path == "/train" and request.verified is True
+    body = request.json()
+    assert body["type"] == "driftline.retrain"
+    assert body["data"]["id"] == job["id"]
+    assert body["data"]["snapshot"]["feedback_rows"] == 10
+
+
+def test_jobs_running_when_the_process_stopped_end_as_interrupted(
+    store: Store, clock: Clock, make_engine: EngineFactory
+) -> None:
+    sleeper = f"  command: {json.dumps([sys.executable, '-c', 'import time; time.sleep(2)'])}"
+    engine = make_engine(rules(sleeper))
+    insert_feedback(store, clock.now - 1, 10)
+    engine.evaluate()
+    assert [j["status"] for j in jobs(store)] == ["running"]
+    assert engine.retrain is not None
+    make_engine(rules(sleeper))  # a restart while the command runs
+    assert [j["status"] for j in jobs(store)] == ["interrupted"]
+    engine.retrain.wait(30)  # (here the first process lives on and records the real end)
