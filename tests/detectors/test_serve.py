@@ -16,7 +16,7 @@ import httpx
 import orjson
 
 from driftline import sdk
-from tests.alerts.alertmanager import BINARY, Alertmanager
+from tests.alerts.alertmanager import Alertmanager, needs_alertmanager
 from tests.alerts.conftest import SECRET
 from tests.alerts.receiver import Receiver
 from tests.conftest import ServerProcess, start_server, stop_server, wait_for
@@ -61,8 +61,8 @@ def get(server: ServerProcess, path: str, **params: Any) -> Any:
     return response.json()["items"]
 
 
+@needs_alertmanager
 def test_serve_detects_the_shift_alerts_and_resolves(tmp_path: Path) -> None:
-    assert BINARY is not None, "apt-get install prometheus-alertmanager"
     receiver = Receiver(secret=SECRET).start()
     manager = Alertmanager(tmp_path / "am", receiver.url + "/alertmanager")
     ran = tmp_path / "retrain-ran.json"
