@@ -11,6 +11,7 @@ from typing import Any
 from fastapi import FastAPI, Request, Response
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from fastapi.staticfiles import StaticFiles
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 
 from driftline.alerts.engine import AlertEngine, AlertLoop
@@ -19,6 +20,7 @@ from driftline.collector import (
     otlp,
     routes_admin,
     routes_alerts,
+    routes_datasets,
     routes_drift,
     routes_feedback,
     routes_ingest,
@@ -30,6 +32,7 @@ from driftline.collector.mapping import SpanDecoder
 from driftline.collector.metrics import CollectorMetrics
 from driftline.collector.pricing import PriceTable
 from driftline.collector.ratelimit import RateLimiter
+from driftline.collector.review import routes as review_routes
 from driftline.collector.runtime import ApiError, Runtime
 from driftline.collector.wal import WriteAheadLog
 from driftline.collector.writer import Writer
@@ -142,6 +145,15 @@ def create_app(rt: Runtime) -> FastAPI:
     app.include_router(routes_feedback.router)
     app.include_router(routes_drift.router)
     app.include_router(routes_alerts.router)
+    app.include_router(routes_datasets.router)
+    app.include_router(review_routes.router)
+    # follow_symlink: an editable (strict) install serves these files through links.
+    app.mount(
+        "/review/static",
+        StaticFiles(directory=review_routes.HERE / "static", follow_symlink=True),
+        "review-static",
+    )
+    app.add_exception_handler(review_routes.SignIn, review_routes.sign_in_handler)  # type: ignore[arg-type]
     app.include_router(routes_admin.router)
 
     @app.exception_handler(ApiError)

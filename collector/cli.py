@@ -216,7 +216,7 @@ def keys_group() -> None:
 @keys_group.command("create")
 @store_options
 @click.option("--project", required=True, help="project name (created if missing)")
-@click.option("--role", required=True, type=click.Choice(["ingest", "read", "admin"]))
+@click.option("--role", required=True, type=click.Choice(["ingest", "read", "review", "admin"]))
 @click.option("--name", default="", help="a note to recognise the key by")
 def keys_create(
     data: Path | None,
@@ -434,4 +434,4 @@ def reference_list(
 
 
 # Commands of other rooms register themselves on `main`.
-from driftline.collector import cli_alerts  # noqa: E402, F401
+from driftline.collector import cli_alerts, cli_datasets  # noqa: E402, F401

@@ -61,7 +61,10 @@ def _api_options(func: Any) -> Any:
     )(func)
 
 
-def _call(url: str | None, key: str, method: str, path: str, **kwargs: Any) -> Any:
+def call_api(
+    url: str | None, key: str, method: str, path: str, raw: bool = False, **kwargs: Any
+) -> Any:
+    """One API call to a collector (the local `serve` by default); JSON back, or bytes."""
     base = url or (read_control(Path("driftline-data")) or {}).get("url", "http://127.0.0.1:4318")
     try:
         response = httpx.request(
@@ -76,7 +79,7 @@ def _call(url: str | None, key: str, method: str, path: str, **kwargs: Any) -> A
         except ValueError:
             message = response.text
         raise click.ClickException(f"{response.status_code}: {message}")
-    return response.json()
+    return response.content if raw else response.json()
 
 
 @main.group(name="silence")
@@ -110,7 +113,7 @@ def silence_add(
         body["endsAt"] = ends_at
     else:
         body["duration"] = duration or "1h"
-    made = _call(url, key, "POST", "/api/silences", json=body)
+    made = call_api(url, key, "POST", "/api/silences", json=body)
     click.echo(made["id"])
 
 
@@ -120,7 +123,7 @@ def silence_add(
 @_api_options
 def silence_list(show_all: bool, as_json: bool, url: str | None, key: str) -> None:
     """Active and pending silences."""
-    for s in _call(url, key, "GET", "/api/silences")["items"]:
+    for s in call_api(url, key, "GET", "/api/silences")["items"]:
         if not show_all and s["status"]["state"] == "expired":
             continue
         if as_json:
@@ -138,7 +141,7 @@ def silence_list(show_all: bool, as_json: bool, url: str | None, key: str) -> No
 def silence_expire(silence_ids: tuple[str, ...], url: str | None, key: str) -> None:
     """End silences now."""
     for silence_id in silence_ids:
-        _call(url, key, "DELETE", f"/api/silences/{silence_id}")
+        call_api(url, key, "DELETE", f"/api/silences/{silence_id}")
         click.echo(f"expired {silence_id}", err=True)
 
 

@@ -16,6 +16,7 @@ from pydantic_settings import (
 
 from driftline.alerts.config import AlertSettings
 from driftline.collector.pricing import Price
+from driftline.collector.review.config import ReviewSettings
 from driftline.detectors.config import DetectorSettings
 
 MiB = 1024 * 1024
@@ -64,6 +65,7 @@ class Settings(BaseSettings):
     max_label_series: int = Field(1000, ge=10, description="series cap per metric")
     detectors: DetectorSettings = DetectorSettings.model_validate({})
     alerts: AlertSettings = AlertSettings.model_validate({})
+    review: ReviewSettings = ReviewSettings.model_validate({})
 
     @field_validator("retention_days")
     @classmethod

@@ -21,6 +21,7 @@ _KEY = re.compile(r"^dl_([0-9a-f]{12})_([0-9a-f]{40})$")
 class Role(StrEnum):
     INGEST = "ingest"
     READ = "read"
+    REVIEW = "review"  # the review UI: the project's queue and judgements
     ADMIN = "admin"
 
     def allows(self, needed: Role) -> bool:
@@ -34,6 +35,7 @@ class Principal:
     key_id: str
     project: str | None
     role: Role
+    name: str = ""  # the key's note: a reviewer's name for review keys
 
 
 class KeysError(ValueError):
@@ -53,7 +55,7 @@ def check_role(role: str) -> Role:
     try:
         return Role(role)
     except ValueError:
-        raise KeysError(f"role {role!r} is not one of ingest, read, admin") from None
+        raise KeysError(f"role {role!r} is not one of ingest, read, review, admin") from None
 
 
 def _sha256(secret: str) -> str:
@@ -147,7 +149,7 @@ class KeyChecker:
             return None
         if not hmac.compare_digest(row["secret_sha256"], _sha256(secret)):
             return None
-        return Principal(key_id, row["project_id"], Role(row["role"]))
+        return Principal(key_id, row["project_id"], Role(row["role"]), row["name"])
 
     def _lookup(self, key_id: str) -> dict[str, Any] | None:
         now = time.monotonic()
@@ -156,7 +158,7 @@ class KeyChecker:
         if cached and now - cached[0] < self.ttl:
             return cached[1]
         rows = self.store.query(
-            "SELECT project_id, role, secret_sha256, revoked FROM api_keys FINAL "
+            "SELECT project_id, role, secret_sha256, revoked, name FROM api_keys FINAL "
             "WHERE key_id = {k:String}",
             {"k": key_id},
         )

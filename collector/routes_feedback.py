@@ -7,7 +7,7 @@ import re
 import threading
 import uuid
 from datetime import UTC, datetime
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 import orjson
 import pyarrow as pa
@@ -29,6 +29,7 @@ from driftline.collector.auth import require
 from driftline.collector.keys import Principal, Role
 from driftline.collector.routes_read import parse_time
 from driftline.collector.runtime import ApiError, runtime
+from driftline.store import Store
 
 router = APIRouter(prefix="/api", tags=["feedback"])
 IngestKey = Annotated[Principal, Depends(require(Role.INGEST))]
@@ -41,8 +42,45 @@ _NAME = re.compile(r"^[\w.:/ -]{1,128}$")
 _dedupe = threading.Lock()  # the check-then-insert below must not interleave
 
 
+class CallRef(BaseModel):
+    """An LLM call, by its span (and trace)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    trace_id: str
+    span_id: str
+
+    @field_validator("trace_id", "span_id")
+    @classmethod
+    def _hex_id(cls, value: str, info: Any) -> str:
+        return _check_id(value, info.field_name)
+
+
+class SpanMark(BaseModel):
+    """Characters `[start, end)` of the response, marked `label` (e.g. good, bad)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    label: str = Field(min_length=1, max_length=64)
+    start: int = Field(ge=0)
+    end: int = Field(ge=1)
+    note: str | None = Field(None, max_length=2000)
+
+    @model_validator(mode="after")
+    def _ordered(self) -> SpanMark:
+        if self.end <= self.start:
+            raise ValueError(f"end ({self.end}) must be after start ({self.start})")
+        return self
+
+
+_SHAPES = ("value", "correction", "choice", "spans")
+Value = StrictBool | StrictInt | StrictFloat | Annotated[str, Field(max_length=10_000)]
+
+
 class FeedbackIn(BaseModel):
-    """One judgement. `value`: a number (score or rating), a bool (thumbs) or a string (label)."""
+    """One judgement, in one of four shapes: `value` (a number for a score or rating, a bool
+    for thumbs, a string for a label), `correction` (the response as it should have been),
+    `choice` between responses `a` and `b` to the same input, or `spans` of the response."""
 
     model_config = ConfigDict(extra="forbid")
 
@@ -50,21 +88,23 @@ class FeedbackIn(BaseModel):
     trace_id: str | None = Field(None, description="32 lowercase hex characters")
     span_id: str | None = Field(None, description="16 lowercase hex characters")
     name: str = Field(description="what is judged, e.g. thumbs, accuracy, label")
-    value: StrictBool | StrictInt | StrictFloat | Annotated[str, Field(max_length=10_000)]
+    value: (
+        StrictBool | StrictInt | StrictFloat | Annotated[str, Field(max_length=10_000)] | None
+    ) = None
+    correction: str | None = Field(None, min_length=1, max_length=100_000)
+    choice: Literal["a", "b", "tie"] | None = None
+    a: CallRef | None = Field(None, description="with choice: the first response")
+    b: CallRef | None = Field(None, description="with choice: the second response")
+    spans: list[SpanMark] | None = Field(None, min_length=1, max_length=200)
     comment: str | None = Field(None, max_length=10_000)
     user: str | None = Field(None, max_length=256)
+    review_id: str | None = Field(None, max_length=128, description="groups one submission")
     created_at: datetime | None = None
 
     @field_validator("trace_id", "span_id")
     @classmethod
     def _hex_id(cls, value: str | None, info: Any) -> str | None:
-        if value is None:
-            return None
-        value = value.lower()
-        pattern, size = (_TRACE, 32) if info.field_name == "trace_id" else (_SPAN, 16)
-        if not pattern.match(value) or value == "0" * size:
-            raise ValueError(f"must be {size} hex characters, not all zero")
-        return value
+        return None if value is None else _check_id(value, info.field_name)
 
     @field_validator("name")
     @classmethod
@@ -81,10 +121,40 @@ class FeedbackIn(BaseModel):
         return value
 
     @model_validator(mode="after")
-    def _has_target(self) -> FeedbackIn:
+    def _one_shape(self) -> FeedbackIn:
         if self.trace_id is None and self.span_id is None:
             raise ValueError("give trace_id or span_id (or both)")
+        given = [name for name in _SHAPES if getattr(self, name) is not None]
+        if len(given) != 1:
+            raise ValueError("give exactly one of value, correction, choice or spans")
+        pair = (self.a is not None, self.b is not None)
+        if self.choice is not None and pair != (True, True):
+            raise ValueError("a choice needs both responses, a and b")
+        if self.choice is None and any(pair):
+            raise ValueError("a and b go with a choice")
+        if self.spans is not None and self.span_id is None:
+            raise ValueError("spans need the span_id of the LLM call whose response they mark")
         return self
+
+    @property
+    def kind(self) -> str:
+        if self.correction is not None:
+            return "correction"
+        if self.choice is not None:
+            return "pairwise"
+        if self.spans is not None:
+            return "spans"
+        if isinstance(self.value, bool):
+            return "boolean"
+        return "numeric" if isinstance(self.value, int | float) else "categorical"
+
+
+def _check_id(value: str, field: str) -> str:
+    value = value.lower()
+    pattern, size = (_TRACE, 32) if field == "trace_id" else (_SPAN, 16)
+    if not pattern.match(value) or value == "0" * size:
+        raise ValueError(f"must be {size} hex characters, not all zero")
+    return value
 
 
 _RECORDS = TypeAdapter(list[FeedbackIn])
@@ -92,9 +162,11 @@ _RECORDS = TypeAdapter(list[FeedbackIn])
 
 @router.post("/feedback", summary="Store feedback on traces or spans (one object or a list)")
 async def post_feedback(request: Request, principal: IngestKey) -> dict[str, Any]:
-    records = _parse(await request.body())
+    body = await request.body()
+    records = _parse(body)
     source = "sdk" if request.headers.get("user-agent", "").startswith("driftline-sdk") else "api"
     assert principal.project is not None
+    check_targets(runtime(request).store, principal.project, records, body.lstrip()[:1] == b"[")
     ids, duplicates = store_feedback(request, principal.project, records, source)
     return {"accepted": len(records), "duplicates": duplicates, "ids": ids}
 
@@ -124,7 +196,8 @@ def list_feedback(
             params[key] = ns
     rows = runtime(request).store.query(
         "SELECT id, trace_id, span_id, name, kind, value_number, value_string, comment, "
-        "user_id AS user, source, concat(replaceOne(toString(created_at), ' ', 'T'), 'Z') "
+        "user_id AS user, source, review_id, details, "
+        "concat(replaceOne(toString(created_at), ' ', 'T'), 'Z') "
         f"AS created_at FROM feedback FINAL WHERE {' AND '.join(where)} "
         "ORDER BY created_at DESC, id LIMIT {limit:UInt32}",
         params,
@@ -185,12 +258,7 @@ def store_feedback(
 def _table(
     project: str, records: list[tuple[str, FeedbackIn]], source: str, now: datetime
 ) -> pa.Table:
-    kinds, numbers, strings = [], [], []
-    for _, r in records:
-        kind, number, text = _value_columns(r.value)
-        kinds.append(kind)
-        numbers.append(number)
-        strings.append(text)
+    columns = [_value_columns(r) for _, r in records]
     return pa.table(
         {
             "project_id": [project] * len(records),
@@ -198,12 +266,14 @@ def _table(
             "trace_id": [r.trace_id or "" for _, r in records],
             "span_id": [r.span_id or "" for _, r in records],
             "name": [r.name for _, r in records],
-            "kind": kinds,
-            "value_number": pa.array(numbers, pa.float64()),
-            "value_string": strings,
+            "kind": [r.kind for _, r in records],
+            "value_number": pa.array([c[0] for c in columns], pa.float64()),
+            "value_string": [c[1] for c in columns],
             "comment": [r.comment or "" for _, r in records],
             "user_id": [r.user or "" for _, r in records],
             "source": [source] * len(records),
+            "review_id": [r.review_id or "" for _, r in records],
+            "details": [c[2] for c in columns],
             "created_at": pa.array(
                 [_utc(r.created_at) or now for _, r in records], pa.timestamp("ms", "UTC")
             ),
@@ -211,12 +281,59 @@ def _table(
     )
 
 
-def _value_columns(value: bool | int | float | str) -> tuple[str, float | None, str]:
-    if isinstance(value, bool):
-        return "boolean", float(value), ""
-    if isinstance(value, int | float):
-        return "numeric", float(value), ""
-    return "categorical", None, value
+def _value_columns(record: FeedbackIn) -> tuple[float | None, str, str]:
+    """`value_number`, `value_string` and `details` (JSON) of a record."""
+    if record.correction is not None:
+        return None, record.correction, ""
+    if record.choice is not None:
+        assert record.a is not None and record.b is not None
+        pair = {"a": record.a.model_dump(), "b": record.b.model_dump()}
+        return None, record.choice, orjson.dumps(pair).decode()
+    if record.spans is not None:
+        marks = [m.model_dump(exclude_none=True) for m in record.spans]
+        return None, "", orjson.dumps({"spans": marks}).decode()
+    value = record.value
+    if isinstance(value, bool | int | float):
+        return float(value), "", ""
+    return None, value or "", ""
+
+
+def check_targets(store: Store, project: str, records: list[FeedbackIn], batched: bool) -> None:
+    """Spans must lie inside the response they mark, and a choice's responses must exist."""
+    spans = {r.span_id for r in records if r.spans and r.span_id}
+    spans |= {c.span_id for r in records if r.choice for c in (r.a, r.b) if c is not None}
+    if not spans:
+        return
+    lengths = {
+        (row["trace_id"], row["span_id"]): row["length"]
+        for row in store.query(
+            "SELECT trace_id, span_id, lengthUTF8(output_text) AS length FROM llm_calls "
+            "WHERE project_id = {p:String} AND span_id IN {spans:Array(String)}",
+            {"p": project, "spans": sorted(spans)},
+        )
+    }
+
+    def length(trace_id: str | None, span_id: str | None) -> int | None:
+        hits = [n for (t, sp), n in lengths.items() if sp == span_id and trace_id in (None, t)]
+        return hits[0] if hits else None
+
+    for i, record in enumerate(records):
+        where = f"[{i}]." if batched else ""
+        for side, call in (("a", record.a), ("b", record.b)):
+            if call is not None and length(call.trace_id, call.span_id) is None:
+                raise ApiError(400, f"{where}{side}: no LLM call {call.trace_id}/{call.span_id}")
+        if record.spans is None:
+            continue
+        size = length(record.trace_id, record.span_id)
+        if size is None:
+            raise ApiError(400, f"{where}spans: no LLM call with span_id {record.span_id}")
+        for k, mark in enumerate(record.spans):
+            if mark.end > size:
+                raise ApiError(
+                    400,
+                    f"{where}spans.{k}: end {mark.end} is past the end of the response "
+                    f"({size} characters)",
+                )
 
 
 def _utc(moment: datetime | None) -> datetime | None:
@@ -227,19 +344,27 @@ def _utc(moment: datetime | None) -> datetime | None:
 
 def _out(row: dict[str, Any]) -> dict[str, Any]:
     kind = row["kind"]
+    shape: dict[str, Any] = {}
     if kind == "boolean":
-        value: Any = bool(row["value_number"])
+        shape["value"] = bool(row["value_number"])
     elif kind == "numeric":
-        value = row["value_number"]
+        shape["value"] = row["value_number"]
+    elif kind == "correction":
+        shape["correction"] = row["value_string"]
+    elif kind == "pairwise":
+        shape = {"choice": row["value_string"], **orjson.loads(row["details"])}
+    elif kind == "spans":
+        shape = orjson.loads(row["details"])
     else:
-        value = row["value_string"]
+        shape["value"] = row["value_string"]
     return {
         "id": row["id"],
         "trace_id": row["trace_id"] or None,
         "span_id": row["span_id"] or None,
         "name": row["name"],
         "kind": kind,
-        "value": value,
+        **shape,
+        "review_id": row["review_id"] or None,
         "comment": row["comment"] or None,
         "user": row["user"] or None,
         "source": row["source"],

@@ -304,6 +304,42 @@ CREATE TABLE IF NOT EXISTS retrain_jobs (
 ORDER BY (project_id, id)"""
 
 
+# Review: reviewer judgements beyond a value (a correction, a pairwise choice, highlighted
+# spans) keep their structure in `details`; one reviewer's submission shares a `review_id`.
+_FEEDBACK_SHAPES = (
+    "ALTER TABLE feedback ADD COLUMN IF NOT EXISTS review_id String AFTER source, "
+    "ADD COLUMN IF NOT EXISTS details String CODEC(ZSTD(3)) AFTER review_id"
+)
+
+# What a fine-tune trained on: one row per export, with its filters, counts and content hash.
+_DATASET_SNAPSHOTS = """
+CREATE TABLE IF NOT EXISTS dataset_snapshots (
+    project_id LowCardinality(String),
+    id String,
+    format LowCardinality(String),
+    filters String,
+    counts String,
+    sha256 FixedString(64),
+    rows UInt32,
+    created_at DateTime64(3, 'UTC') DEFAULT now64(3)
+) ENGINE = ReplacingMergeTree
+ORDER BY (project_id, id)"""
+
+
+# A reviewer's own marks on a queued call: a saved draft, a skip, a submission.
+_REVIEW_MARKS = """
+CREATE TABLE IF NOT EXISTS review_marks (
+    project_id LowCardinality(String),
+    trace_id String,
+    span_id String,
+    reviewer String,
+    status LowCardinality(String),
+    body String CODEC(ZSTD(3)),
+    updated_at DateTime64(3, 'UTC')
+) ENGINE = ReplacingMergeTree(updated_at)
+ORDER BY (project_id, reviewer, trace_id, span_id)"""
+
+
 @dataclass(frozen=True)
 class Migration:
     version: int
@@ -331,6 +367,11 @@ MIGRATIONS: tuple[Migration, ...] = (
             _NOTIFICATION_ATTEMPTS,
             _RETRAIN_JOBS,
         ),
+    ),
+    Migration(
+        5,
+        "review: feedback shapes, reviewers' marks, dataset snapshots",
+        (_FEEDBACK_SHAPES, _REVIEW_MARKS, _DATASET_SNAPSHOTS),
     ),
 )
 

@@ -10,6 +10,7 @@ import pytest
 from tests.conftest import Collector
 
 TRACE = "0af7651916cd43dd8448eb211c80319c"
+SPAN = "b7ad6b7169203331"
 
 
 def post(collector: Collector, body: Any, key: str | None = None) -> Any:
@@ -60,7 +61,21 @@ def test_a_retried_record_is_stored_once(collector: Collector) -> None:
 @pytest.mark.parametrize(
     ("body", "problem"),
     [
-        ({"trace_id": TRACE, "name": "thumbs"}, "value: Field required"),
+        ({"trace_id": TRACE, "name": "thumbs"}, "give exactly one of value, correction, choice"),
+        (
+            {"trace_id": TRACE, "name": "x", "value": 1, "correction": "better"},
+            "give exactly one of value, correction, choice or spans",
+        ),
+        ({"trace_id": TRACE, "name": "pref", "choice": "a"}, "a choice needs both responses"),
+        ({"trace_id": TRACE, "name": "pref", "choice": "c"}, "choice: Input should be 'a'"),
+        (
+            {"trace_id": TRACE, "name": "hl", "spans": [{"label": "bad", "start": 0, "end": 4}]},
+            "spans need the span_id",
+        ),
+        (
+            {"span_id": SPAN, "name": "hl", "spans": [{"label": "bad", "start": 5, "end": 4}]},
+            "spans.0: Value error, end (4) must be after start (5)",
+        ),
         ({"trace_id": TRACE, "name": "thumbs", "value": [1]}, "value"),
         ({"trace_id": TRACE, "name": "thumbs", "value": {"a": 1}}, "value"),
         ({"name": "thumbs", "value": 1}, "give trace_id or span_id"),

@@ -41,10 +41,10 @@ alertmanagers:
 """
 
 
-def admin_key(server: ServerProcess) -> str:
+def key(server: ServerProcess, role: str = "admin", name: str = "") -> str:
     made = subprocess.run(
         [sys.executable, "-m", "driftline.collector", "keys", "create", "--project", "default",
-         "--role", "admin", "--data", str(server.data)],
+         "--role", role, "--name", name, "--data", str(server.data)],
         capture_output=True, text=True, check=True, env={**os.environ, "PYTHONPATH": os.getcwd()},
     )  # fmt: skip
     return made.stdout.split()[-1]
@@ -95,7 +95,7 @@ def test_serve_detects_the_shift_alerts_and_resolves(tmp_path: Path) -> None:
         made = httpx.post(
             server.url + "/api/references",
             json={"name": "bot-v1", "service": "bot"},
-            headers={"Authorization": f"Bearer {admin_key(server)}"},
+            headers={"Authorization": f"Bearer {key(server)}"},
             timeout=30,
         )
         assert made.status_code == 201, made.text
@@ -118,6 +118,10 @@ def test_serve_detects_the_shift_alerts_and_resolves(tmp_path: Path) -> None:
         queued = [reasons[text] for _, text in off_topic if text in reasons]
         assert len(queued) >= 8  # the off-topic answers are queued, with why
         assert all({"low_relevance", "novel"} & set(r) for r in queued)
+        # ... and wait in the review UI for a reviewer of the project.
+        reviewer = key(server, "review", "alice")
+        page = httpx.get(server.url + "/review", cookies={"driftline_review": reviewer}, timeout=30)
+        assert page.status_code == 200 and page.text.count('data-href="/review/items/') >= 8
 
         # The drift alert arrives signed at the webhook and in Alertmanager, and retrains.
         [alert] = get(server, "/api/alerts", state="firing")

@@ -1,0 +1,1 @@
+"""Human review: the rubric, the queue people work through, their judgements, agreement."""
