@@ -173,7 +173,8 @@ def get_review_queue(
     rows = runtime(request).store.query(
         "SELECT q.trace_id AS trace_id, q.span_id AS span_id, "
         f"{_ISO.format(c='q.call_time', a='call_time')}, q.reasons AS reasons, "
-        "q.scores AS scores, q.priority AS priority, q.source AS source, "
+        "q.scores AS scores, q.thresholds AS thresholds, q.notes AS notes, "
+        "q.priority AS priority, q.source AS source, "
         "q.window_key AS window_key, c.input_text AS input_text, c.output_text AS output_text, "
         "c.response_model AS model, c.service AS service "
         "FROM review_queue AS q FINAL LEFT JOIN (SELECT project_id, trace_id, span_id, "
@@ -184,7 +185,8 @@ def get_review_queue(
         params,
     )
     for row in rows:
-        row["scores"] = dict(row["scores"])
+        for name in ("scores", "thresholds", "notes"):
+            row[name] = dict(row[name])
     return {"items": rows}
 
 

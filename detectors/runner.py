@@ -297,6 +297,14 @@ class Runner:
                         [[(f.reason, f.score) for f in per_call[i]] for i, _ in rows],
                         pa.map_(pa.string(), pa.float64()),
                     ),
+                    "thresholds": pa.array(
+                        [[(f.reason, f.threshold) for f in per_call[i]] for i, _ in rows],
+                        pa.map_(pa.string(), pa.float64()),
+                    ),
+                    "notes": pa.array(
+                        [[(f.reason, f.detail) for f in per_call[i]] for i, _ in rows],
+                        pa.map_(pa.string(), pa.string()),
+                    ),
                     "priority": [_priority(per_call[i]) for i, _ in rows],
                     "source": [source for _, source in rows],
                     "window_key": [key] * len(rows),

@@ -326,6 +326,13 @@ CREATE TABLE IF NOT EXISTS dataset_snapshots (
 ORDER BY (project_id, id)"""
 
 
+# Why a queued call was flagged, in full: each reason's threshold and a note.
+_QUEUE_DETAILS = (
+    "ALTER TABLE review_queue ADD COLUMN IF NOT EXISTS thresholds "
+    "Map(LowCardinality(String), Float64) AFTER scores, "
+    "ADD COLUMN IF NOT EXISTS notes Map(LowCardinality(String), String) AFTER thresholds"
+)
+
 # A reviewer's own marks on a queued call: a saved draft, a skip, a submission.
 _REVIEW_MARKS = """
 CREATE TABLE IF NOT EXISTS review_marks (
@@ -371,7 +378,7 @@ MIGRATIONS: tuple[Migration, ...] = (
     Migration(
         5,
         "review: feedback shapes, reviewers' marks, dataset snapshots",
-        (_FEEDBACK_SHAPES, _REVIEW_MARKS, _DATASET_SNAPSHOTS),
+        (_FEEDBACK_SHAPES, _QUEUE_DETAILS, _REVIEW_MARKS, _DATASET_SNAPSHOTS),
     ),
 )
 

@@ -38,6 +38,7 @@ LEFT JOIN {_MARKS} AS m ON m.trace_id = toString(q.trace_id) AND m.span_id = toS
 """
 _COLUMNS = """toString(q.trace_id) AS trace_id, toString(q.span_id) AS span_id,
     toUnixTimestamp64Milli(q.call_time) AS call_ms, q.reasons AS reasons, q.scores AS scores,
+    q.thresholds AS thresholds, q.notes AS notes,
     q.priority AS priority, q.source AS source, q.window_key AS window_key, q.scope AS scope,
     c.input_text AS input_text, c.output_text AS output_text, c.model AS model,
     c.service AS service, c.input_messages AS input_messages,
@@ -82,7 +83,8 @@ def queue(
 
 def _maps(row: dict[str, Any]) -> dict[str, Any]:
     """Map columns arrive as lists of pairs."""
-    return {**row, "scores": dict(row["scores"]), "scope": dict(row["scope"])}
+    maps = ("scores", "thresholds", "notes", "scope")
+    return {**row, **{name: dict(row[name]) for name in maps}}
 
 
 def item(

@@ -105,6 +105,14 @@ def seed(store: Store) -> None:
                     [[("low_relevance", 0.31), ("novel", 0.002)], []],
                     pa.map_(pa.string(), pa.float64()),
                 ),
+                "thresholds": pa.array(
+                    [[("low_relevance", 0.42), ("novel", 0.01)], []],
+                    pa.map_(pa.string(), pa.float64()),
+                ),
+                "notes": pa.array(
+                    [[("low_relevance", "cosine 0.31 to its prompt"), ("novel", "")], []],
+                    pa.map_(pa.string(), pa.string()),
+                ),
                 "priority": [4.0, 0.0],
                 "source": ["flag", "audit"],
                 "window_key": ["bot@1/1-2"] * 2,
@@ -197,6 +205,8 @@ def test_two_reviewers_judge_with_the_keyboard(
     page.wait_for_selector("#response")
     assert page.inner_text("#response") == WRONG
     assert OTHER in page.inner_text(".ab")  # the other answer to the same question
+    why = page.inner_text(".why")
+    assert "low_relevance score 0.31, threshold 0.42 · cosine 0.31 to its prompt" in why
     nearest = page.locator("#nearest li")  # the reference calls closest to this answer
     assert nearest.count() == 2 and OTHER in nearest.first.inner_text()
     DOCS.mkdir(exist_ok=True)

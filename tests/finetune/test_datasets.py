@@ -659,16 +659,7 @@ def test_trl_dpo_trainer_takes_the_dpo_rows(
     trainer = DPOTrainer(
         model=model,
         ref_model=copy.deepcopy(model),  # the reference is loaded from the model's path otherwise
-        args=DPOConfig(
-            output_dir=str(tmp_path / "run"),
-            use_cpu=True,
-            max_steps=1,
-            per_device_train_batch_size=2,
-            report_to=[],
-            save_strategy="no",
-            max_length=128,
-            dataloader_num_workers=0,
-        ),
+        args=DPOConfig(**one_step(tmp_path)),
         train_dataset=dataset,
         processing_class=tokenizer,
     )
@@ -695,17 +686,17 @@ def test_trl_kto_trainer_takes_the_kto_rows(store: Store, tmp_path: Path, offlin
     trainer = KTOTrainer(
         model=model,
         ref_model=copy.deepcopy(model),  # the reference is loaded from the model's path otherwise
-        args=KTOConfig(
-            output_dir=str(tmp_path / "run"),
-            use_cpu=True,
-            max_steps=1,
-            per_device_train_batch_size=2,
-            report_to=[],
-            save_strategy="no",
-            max_length=128,
-            dataloader_num_workers=0,
-        ),
+        args=KTOConfig(**one_step(tmp_path)),
         train_dataset=dataset,
         processing_class=tokenizer,
     )
     assert trainer.train().global_step == 1
+
+
+def one_step(tmp_path: Path) -> dict[str, Any]:
+    """Trainer arguments for one CPU step, saving nothing."""
+    return {
+        "output_dir": str(tmp_path / "run"), "use_cpu": True, "max_steps": 1,
+        "per_device_train_batch_size": 2, "report_to": [], "save_strategy": "no",
+        "max_length": 128, "dataloader_num_workers": 0,
+    }  # fmt: skip
