@@ -73,8 +73,8 @@ def to_feedback(
 
     records = [make(name=c, value=s) for c, s in sorted(judgement.scores.items())]
     records += [make(name="label", value=label) for label in judgement.labels]
-    correction = (judgement.correction or "").strip()
-    if correction and correction != original.strip():
+    correction = _text(judgement.correction or "")
+    if correction and correction != _text(original):
         records.append(make(name="correction", correction=correction))
     if judgement.choice is not None:
         this = CallRef(trace_id=trace_id, span_id=span_id)
@@ -89,3 +89,8 @@ def to_feedback(
         else:
             records.append(make(name="comment", value="", comment=judgement.comment))
     return records
+
+
+def _text(value: str) -> str:
+    """For comparing answers: browsers turn line endings into \\n in text boxes."""
+    return value.replace("\r\n", "\n").strip()

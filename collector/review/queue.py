@@ -29,7 +29,8 @@ _MARKS = """(SELECT trace_id, span_id, status AS mark FROM review_marks FINAL
     WHERE project_id = {p:String} AND reviewer = {me:String})"""
 _CALLS = """(SELECT trace_id, span_id, input_text, output_text, input_messages,
     if(response_model != '', response_model, request_model) AS model, service, conversation_id
-    FROM llm_calls WHERE project_id = {p:String})"""
+    FROM llm_calls FINAL WHERE project_id = {p:String} AND (trace_id, span_id) IN
+    (SELECT trace_id, span_id FROM review_queue WHERE project_id = {p:String}))"""
 _JOINS = f"""
 FROM review_queue AS q FINAL
 LEFT JOIN {_CALLS} AS c ON c.trace_id = q.trace_id AND c.span_id = q.span_id

@@ -127,7 +127,8 @@ def item_page(request: Request, principal: Reviewer, trace_id: str, span_id: str
         other=queue.alternative(rt.store, principal.project, found),
         nearest=queue.nearest_reference(rt.store, principal.project, found),
         rubric=rt.settings.review.rubric_for(principal.project),
-        draft_json=json.dumps(found["draft"]).replace("</", "<\\/"),
+        draft_json=_script_json(found["draft"]),
+        response_json=_script_json(found["output_text"] or ""),
     )  # fmt: skip
 
 
@@ -162,6 +163,8 @@ async def submit(
     found = queue.item(rt.store, project, name_of(principal), trace_id, span_id)
     if found is None:
         raise ApiError(404, f"no queued call {trace_id}/{span_id} in project {project!r}")
+    if found["mine"]:
+        raise ApiError(409, "you have already judged this call")
     try:
         judgement = Judgement.model_validate_json(await request.body())
         check(judgement, rt.settings.review.rubric_for(project))
@@ -243,6 +246,11 @@ def review_ratings(store: Any, project: str) -> list[Rating]:
     for (item, user), applied in submitted.items():
         ratings += [Rating(item, user, f"label:{label}", label in applied) for label in labels]
     return ratings
+
+
+def _script_json(value: Any) -> str:
+    """JSON safe inside a <script> element."""
+    return json.dumps(value).replace("</", "<\\/")
 
 
 def sign_in_handler(request: Request, exc: SignIn) -> Response:

@@ -31,10 +31,11 @@ QUESTION = "What is the capital of France?"
 WRONG = "The capital of France is Lyon, a city on the Rhône."
 RIGHT = "The capital of France is Paris."
 OTHER = "Paris is the capital of France; Lyon is its third-largest city."
+RESET = "\nClick 'Forgot' 👍\r\nthen check your mail."  # a leading newline, an emoji, CRLF
 CALLS = {  # span id -> (trace id, model, input, output)
     "a000000000000001": ("a" * 32, "bot-v2", QUESTION, WRONG),
     "a000000000000002": ("b" * 32, "bot-v1", QUESTION, OTHER),
-    "a000000000000003": ("c" * 32, "bot-v2", "How do I reset my password?", "Click 'Forgot'."),
+    "a000000000000003": ("c" * 32, "bot-v2", "How do I reset my password?", RESET),
 }
 
 
@@ -343,3 +344,28 @@ def test_drafts_come_back_and_skips_leave_the_queue(
     assert page.locator("#queue tbody tr[data-href]").count() == 1
     page.goto(live.url + "/review?status=skipped")
     assert page.locator("#queue tbody tr[data-href]").count() == 1
+
+
+def test_offsets_count_characters_as_stored(
+    live: LiveCollector, store: Store, browser: Any
+) -> None:
+    """A leading newline, an emoji (two UTF-16 units) and CRLF must not shift the marks."""
+    key = keys.create_key(store, "alpha", "review", "alice")[1]
+    page = sign_in(browser, live, key)
+    page.goto(f"{live.url}/review/items/{'c' * 32}/a000000000000003")
+    page.wait_for_selector("#response")
+    select_text(page, "check")
+    page.keyboard.press("g")
+    page.keyboard.press("3")
+    page.keyboard.press("Control+Enter")
+    page.wait_for_url(live.url + "/review")
+    mine = stored(store, "alice")
+    start = RESET.index("check")
+    marks = json.loads(mine["highlights"]["details"])["spans"]
+    assert marks == [{"label": "good", "start": start, "end": start + 5}]
+    assert "correction" not in mine  # the untouched correction box is not a correction
+    again = httpx.post(
+        f"{live.url}/review/api/items/{'c' * 32}/a000000000000003",
+        headers={"Authorization": f"Bearer {key}"}, json={"scores": {"accuracy": 1}}, timeout=10,
+    )  # fmt: skip
+    assert again.status_code == 409 and "already judged" in again.json()["error"]

@@ -21,7 +21,11 @@ if (queueRows.length) {
 const item = document.getElementById("item");
 if (item) {
   const response = document.getElementById("response");
-  const original = response.textContent;
+  // The stored text itself (the HTML parser would drop a leading newline and turn \r\n into
+  // \n), in code points: offsets count characters as the server and Python do, not UTF-16.
+  const original = JSON.parse(document.getElementById("response-data").textContent);
+  const chars = Array.from(original);
+  const slice = (a, b) => chars.slice(a, b).join("");
   const criteria = [...document.querySelectorAll(".criterion")];
   const status = document.getElementById("status");
   const state = { scores: {}, spans: [] };
@@ -42,7 +46,7 @@ if (item) {
     const range = document.createRange();
     range.selectNodeContents(response);
     range.setEnd(node, offset);
-    return range.toString().length;
+    return Array.from(range.toString()).length;
   };
   const renderMarks = () => {
     const spans = [...state.spans].sort((a, b) => a.start - b.start);
@@ -50,19 +54,19 @@ if (item) {
     let at = 0;
     for (const s of spans) {
       if (s.start < at) continue;
-      response.append(original.slice(at, s.start));
+      response.append(slice(at, s.start));
       const m = document.createElement("mark");
       m.className = s.label;
-      m.textContent = original.slice(s.start, s.end);
+      m.textContent = slice(s.start, s.end);
       response.append(m);
       at = s.end;
     }
-    response.append(original.slice(at));
+    response.append(slice(at));
     const list = document.getElementById("marks");
     list.innerHTML = "";
     state.spans.forEach((s, i) => {
       const li = document.createElement("li");
-      li.textContent = `${s.label}: “${original.slice(s.start, s.end)}” [${s.start}, ${s.end}) `;
+      li.textContent = `${s.label}: “${slice(s.start, s.end)}” [${s.start}, ${s.end}) `;
       const drop = document.createElement("button");
       drop.type = "button";
       drop.textContent = "remove";
@@ -85,12 +89,13 @@ if (item) {
     return true;
   };
 
+  const correction = document.getElementById("correction");
   const body = () => {
     const judgement = {
       scores: state.scores,
       labels: [...document.querySelectorAll("#labels input:checked")].map((i) => i.value),
       spans: state.spans,
-      correction: document.getElementById("correction").value,
+      correction: correction.value !== correction.defaultValue ? correction.value : null,
       comment: document.getElementById("comment").value || null,
     };
     const choice = document.querySelector("#choice input:checked");
@@ -108,7 +113,10 @@ if (item) {
     if (!answer.ok) throw new Error(data.error || `HTTP ${answer.status}`);
     return data;
   };
+  let busy = false;  // one request at a time: a double Ctrl+Enter must not submit twice
   const act = async (what) => {
+    if (busy) return;
+    busy = true;
     try {
       if (what === "submit") { await post(base, body()); status.textContent = "Submitted."; location.href = "/review"; }
       else if (what === "draft") { await post(`${base}/draft`, body()); status.textContent = "Draft saved."; }
@@ -116,16 +124,19 @@ if (item) {
     } catch (err) {
       status.textContent = err.message;
       status.className = "error";
+    } finally {
+      busy = false;
     }
   };
   ["submit", "draft", "skip"].forEach((id) => document.getElementById(id).addEventListener("click", () => act(id)));
 
   // A saved draft comes back as it was left.
   const draft = JSON.parse(document.getElementById("draft-data").textContent || "{}");
-  if (draft.scores) criteria.forEach((row) => { const v = draft.scores[row.dataset.criterion]; if (v) setScore(row, v); });
+  if (draft.scores) criteria.forEach((row) => { const v = draft.scores[row.dataset.criterion]; if (v !== undefined) setScore(row, v); });
   (draft.labels || []).forEach((l) => { const box = document.querySelector(`#labels input[value="${l}"]`); if (box) box.checked = true; });
-  if (draft.spans) { state.spans = draft.spans; renderMarks(); }
-  if (draft.correction) document.getElementById("correction").value = draft.correction;
+  state.spans = draft.spans || [];
+  renderMarks();  // the response shown is exactly the stored text, so selections map onto it
+  if (draft.correction) correction.value = draft.correction;
   if (draft.comment) document.getElementById("comment").value = draft.comment;
 
   document.addEventListener("keydown", (e) => {
