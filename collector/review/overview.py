@@ -14,6 +14,7 @@ def charts(store: Store, project: str, days: int, per_item: int) -> list[str]:
     params = {"p": project, "days": days, "k": per_item}
     return [
         line_chart("Drift: smallest p-value per window (log scale)", _drift(store, params), True),
+        line_chart("Drift: each test's effect size per window", _effects(store, params)),
         line_chart("Flagged share of each window", _flag_rate(store, params)),
         line_chart(
             "Review backlog: queued calls still short of reviews, per day", _backlog(store, params)
@@ -40,6 +41,19 @@ def _drift(store: Store, params: dict[str, Any]) -> dict[str, list[Point]]:
         params,
     )
     return _series(rows, "reference", "p")
+
+
+def _effects(store: Store, params: dict[str, Any]) -> dict[str, list[Point]]:
+    rows = store.query(
+        "SELECT concat(r.reference, ' ', f.detector) AS series, "
+        "toUnixTimestamp(r.window_end) AS t, f.effect_size AS effect FROM detector_runs AS r FINAL "
+        "JOIN (SELECT window_key, detector, effect_size FROM findings FINAL "
+        "WHERE project_id = {p:String}) AS f ON f.window_key = r.window_key "
+        "WHERE r.project_id = {p:String} AND r.window_end > now() - toIntervalDay({days:UInt32}) "
+        "ORDER BY t",
+        params,
+    )
+    return _series(rows, "series", "effect")
 
 
 def _flag_rate(store: Store, params: dict[str, Any]) -> dict[str, list[Point]]:

@@ -236,7 +236,7 @@ def test_two_reviewers_judge_with_the_keyboard(
     assert accuracy.locator("td").nth(2).inner_text() == "1"  # one call judged by both
     assert page_b.locator("#bias").inner_text().count("accuracy") == 2
     page_b.goto(live.url + "/review/overview")
-    assert page_b.locator("figure.chart").count() == 7
+    assert page_b.locator("figure.chart").count() == 8
 
     # The judgements as DPO rows, through `driftline export` against the running collector.
     admin = keys.create_key(store, "alpha", "admin")[1]

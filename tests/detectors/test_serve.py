@@ -122,6 +122,10 @@ def test_serve_detects_the_shift_alerts_and_resolves(tmp_path: Path) -> None:
         reviewer = key(server, "review", "alice")
         page = httpx.get(server.url + "/review", cookies={"driftline_review": reviewer}, timeout=30)
         assert page.status_code == 200 and page.text.count('data-href="/review/items/') >= 8
+        overview = httpx.get(
+            server.url + "/review/overview", cookies={"driftline_review": reviewer}, timeout=30
+        ).text
+        assert overview.count("<polyline") >= 6  # the windows' p-values and effects, the calls
 
         # The drift alert arrives signed at the webhook and in Alertmanager, and retrains.
         [alert] = get(server, "/api/alerts", state="firing")
