@@ -80,6 +80,8 @@ def test_serve_detects_the_shift_alerts_and_resolves(tmp_path: Path) -> None:
             "DRIFTLINE_DETECTORS__WINDOW_CALLS": "150",
             "DRIFTLINE_DETECTORS__PERMUTATIONS": "200",
             "DRIFTLINE_DETECTORS__CONSECUTIVE_WINDOWS": "1",
+            # On a busy machine latency flags can fill the default daily budget early.
+            "DRIFTLINE_DETECTORS__REVIEW_DAILY_BUDGET": "5000",
             "DRIFTLINE_ALERTS__RULES_FILE": str(rules),
             "DRIFTLINE_ALERTS__OUTBOX__TICK_SECONDS": "0.2",
             "HOOK_SECRET": SECRET,
