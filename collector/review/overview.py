@@ -12,9 +12,10 @@ from driftline.store import Store
 
 def charts(store: Store, project: str, days: int, per_item: int) -> list[str]:
     params = {"p": project, "days": days, "k": per_item}
+    smallest_p, effects = _window_tests(store, params)
     return [
-        line_chart("Drift: smallest p-value per window (log scale)", _drift(store, params), True),
-        line_chart("Drift: each test's effect size per window", _effects(store, params)),
+        line_chart("Drift: smallest p-value per window (log scale)", smallest_p, True),
+        line_chart("Drift: each test's effect size per window", effects),
         line_chart("Flagged share of each window", _flag_rate(store, params)),
         line_chart(
             "Review backlog: queued calls still short of reviews, per day", _backlog(store, params)
@@ -30,30 +31,27 @@ def _series(rows: list[dict[str, Any]], name: str, value: str) -> dict[str, list
     return dict(out)
 
 
-def _drift(store: Store, params: dict[str, Any]) -> dict[str, list[Point]]:
+def _window_tests(
+    store: Store, params: dict[str, Any]
+) -> tuple[dict[str, list[Point]], dict[str, list[Point]]]:
+    """Per reference, each window's smallest p-value; per reference and test, its effect size."""
     rows = store.query(
-        "SELECT r.reference AS reference, toUnixTimestamp(r.window_end) AS t, "
-        "min(f.p_value) AS p FROM detector_runs AS r FINAL "
-        "JOIN (SELECT window_key, p_value FROM findings FINAL WHERE project_id = {p:String}) "
-        "AS f ON f.window_key = r.window_key WHERE r.project_id = {p:String} "
-        "AND r.window_end > now() - toIntervalDay({days:UInt32}) "
-        "GROUP BY reference, t ORDER BY t",
-        params,
-    )
-    return _series(rows, "reference", "p")
-
-
-def _effects(store: Store, params: dict[str, Any]) -> dict[str, list[Point]]:
-    rows = store.query(
-        "SELECT concat(r.reference, ' ', f.detector) AS series, "
-        "toUnixTimestamp(r.window_end) AS t, f.effect_size AS effect FROM detector_runs AS r FINAL "
-        "JOIN (SELECT window_key, detector, effect_size FROM findings FINAL "
-        "WHERE project_id = {p:String}) AS f ON f.window_key = r.window_key "
+        "SELECT r.reference AS reference, concat(r.reference, ' ', f.detector) AS test, "
+        "toUnixTimestamp(r.window_end) AS t, f.p_value AS p, f.effect_size AS effect "
+        "FROM detector_runs AS r FINAL JOIN (SELECT window_key, detector, p_value, effect_size "
+        "FROM findings FINAL WHERE project_id = {p:String}) AS f ON f.window_key = r.window_key "
         "WHERE r.project_id = {p:String} AND r.window_end > now() - toIntervalDay({days:UInt32}) "
         "ORDER BY t",
         params,
     )
-    return _series(rows, "series", "effect")
+    smallest: dict[tuple[str, float], float] = {}
+    for row in rows:
+        key = (row["reference"], row["t"])
+        smallest[key] = min(smallest.get(key, 1.0), row["p"])
+    p_values: dict[str, list[Point]] = defaultdict(list)
+    for (reference, t), p in smallest.items():
+        p_values[reference].append((t, p))
+    return dict(p_values), _series(rows, "test", "effect")
 
 
 def _flag_rate(store: Store, params: dict[str, Any]) -> dict[str, list[Point]]:
