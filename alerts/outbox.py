@@ -338,17 +338,18 @@ class Outbox:
         states, attempts = self._unsaved
         if not states and not attempts:
             return
+        # Attempts first: a reader that sees a message delivered must also see how it went.
         try:
-            if states:
-                self._store.insert_arrow(
-                    "notifications", pa.Table.from_pylist(states, _NOTIFICATIONS)
-                )
-                states.clear()
             if attempts:
                 self._store.insert_arrow(
                     "notification_attempts", pa.Table.from_pylist(attempts, _ATTEMPTS)
                 )
                 attempts.clear()
+            if states:
+                self._store.insert_arrow(
+                    "notifications", pa.Table.from_pylist(states, _NOTIFICATIONS)
+                )
+                states.clear()
         except Exception as exc:
             log.warning("outbox: cannot save delivery state, will retry: %s", exc)
 
