@@ -21,15 +21,15 @@ run: install-all
 	$(VENV)/bin/driftline serve --data $(DATA)
 
 lint: install-dev
-	$(VENV)/bin/ruff check sdk store collector detectors alerts finetune tests bench examples
-	$(VENV)/bin/ruff format --check sdk store collector detectors alerts finetune tests bench examples
+	$(VENV)/bin/ruff check sdk store collector detectors alerts finetune tests bench examples deploy
+	$(VENV)/bin/ruff format --check sdk store collector detectors alerts finetune tests bench examples deploy
 	$(VENV)/bin/mypy -p driftline.sdk -p driftline.store -p driftline.collector \
 		-p driftline.detectors -p driftline.alerts -p driftline.finetune
 	$(VENV)/bin/mypy examples
 
 # Real peers the tests talk to (Debian packages): installed when missing and we may (root or
 # password-less sudo); otherwise the tests that need them are skipped, saying so.
-PEERS := prometheus-alertmanager chromium
+PEERS := prometheus-alertmanager prometheus chromium
 peers:
 	@missing=""; for p in $(PEERS); do command -v $$p >/dev/null || missing="$$missing $$p"; done; \
 	if [ -n "$$missing" ]; then \
