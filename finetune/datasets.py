@@ -850,3 +850,30 @@ def load_snapshot(
             "feedback or calls up to its cutoff changed since the export"
         )
     return snapshot, train, test
+
+
+def held_out_scores(
+    store: Store, filters: ExportFilters
+) -> list[tuple[str, str, dict[str, float]]]:
+    """(prompt, response, mean score per criterion) of every held-out call that people scored,
+    read with a snapshot's filters: what an LLM judge must agree with to be trusted."""
+    filters = _resolved(filters)
+    feedback = [fb for fb in _read_feedback(store, filters) if fb.kind == "numeric"]
+    calls = _read_calls(store, filters.project, feedback)
+    scores: dict[tuple[str, str], dict[str, list[float]]] = defaultdict(lambda: defaultdict(list))
+    found: dict[tuple[str, str], _Call] = {}
+    for fb in feedback:
+        call = calls.find(fb.trace_id, fb.span_id)
+        if call is None or fb.number is None:
+            continue
+        if in_test(filters.project, call.split_key, filters.test_fraction):
+            scores[call.key][fb.name].append(fb.number)
+            found[call.key] = call
+    return [
+        (
+            found[key].plain,
+            found[key].output,
+            {name: sum(values) / len(values) for name, values in sorted(by_name.items())},
+        )
+        for key, by_name in scores.items()
+    ]

@@ -1,0 +1,171 @@
+"""The fine-tune pipeline on a tiny Llama and a learnable preference in chDB: DPO lifts held-out
+preference accuracy, the gate promotes it and blocks a candidate tuned on flipped pairs, and bad
+input fails the run with its reason."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from driftline.finetune import registry
+from driftline.finetune.config import FinetuneSettings
+from driftline.finetune.evaluate import run_gate
+from driftline.finetune.records import StoreLedger, VersionError, read_curves
+from driftline.finetune.train import FinetuneError, Request, finetune
+from driftline.store import Store
+from tests.finetune import world
+
+FAST = {"learning_rate": 5e-3, "epochs": 3, "batch_size": 8, "max_length": 64, "save_steps": 4}
+
+
+@pytest.fixture(autouse=True)
+def offline(monkeypatch: pytest.MonkeyPatch) -> None:
+    for name in ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE", "TRANSFORMERS_OFFLINE"):
+        monkeypatch.setenv(name, "1")
+    monkeypatch.setenv("TOKENIZERS_PARALLELISM", "false")
+
+
+def settings(tmp_path: Path, **train: object) -> FinetuneSettings:
+    return FinetuneSettings.model_validate(
+        {"runs_dir": str(tmp_path / "runs"), "train": {**FAST, **train}}
+    )
+
+
+def test_dpo_learns_the_preference_and_the_gate_promotes_it_but_not_a_regression(
+    store: Store, tmp_path: Path
+) -> None:
+    world.insert_world(store, "alpha")
+    world.insert_world(store, "flipped", flipped=True)
+    snap = world.snapshot(store, "alpha")
+    flipped = world.snapshot(store, "flipped")
+    assert snap.counts["rows"]["test"] >= 8  # enough held-out pairs to mean something
+    base = world.base_model(tmp_path / "base")
+    alpha = StoreLedger(store, "alpha")
+    config = settings(tmp_path)
+
+    # An untrained candidate (the baseline itself) ranks every pair as a tie: chance.
+    _, same, evidence = run_gate(alpha, base, base, snap.id, config)
+    assert evidence.preference_accuracy == 0.5
+    assert not same.promote and "win rate 50.0%" in same.reasons[0]
+
+    good = finetune(alpha, Request(snap.id, "dpo", base, tmp_path / "good"), config)
+    assert good.run.status == "succeeded" and good.version.status == "candidate"
+    assert good.version.version == "v2" and good.version.base_version == "v1"
+    curves = read_curves(store, "alpha", good.run.id)
+    assert len(curves["loss"]) == good.run.step > 1
+    assert curves["reward_margin"][-1][1] > 0 and curves["reward_accuracy"][-1][1] > 0.5
+
+    version, verdict, evidence = run_gate(alpha, tmp_path / "good", base, snap.id, config)
+    assert evidence.preference_accuracy >= 0.9
+    assert verdict.promote and version.status == "candidate"
+    assert evidence.win_rate["source"] == "held-out pairs (implicit reward)"
+    assert evidence.win_rate["low"] > 0.6  # the interval, not just the point, clears the bar
+
+    # The regression: tuned on the flipped project's pairs, judged on alpha's held-out rows.
+    beta = StoreLedger(store, "flipped")
+    finetune(beta, Request(flipped.id, "dpo", base, tmp_path / "bad"), config)
+    bad, verdict, evidence = run_gate(alpha, tmp_path / "bad", base, snap.id, config)
+    assert evidence.preference_accuracy <= 0.1
+    assert not verdict.promote and bad.status == "rejected"
+    with pytest.raises(VersionError, match="rejected by the gate"):
+        registry.promote(alpha, bad.version)
+
+    promoted = registry.promote(alpha, version.version)
+    current = registry.current(alpha)
+    assert current is not None and current.version == promoted.version == "v2"
+    stored = {v.version: v for v in alpha.versions()}
+    assert stored["v2"].verdict["win_rate"]["rate"] >= 0.9
+    assert stored["v3"].verdict["reasons"]
+    back, now = registry.rollback(alpha)
+    assert (back.version, back.status, now.version) == ("v2", "rolled_back", "v1")
+
+
+def test_a_refused_snapshot_or_model_fails_the_run_with_the_reason(
+    store: Store, tmp_path: Path
+) -> None:
+    world.insert_world(store, "alpha", topics=world.TOPICS[:6])
+    snap = world.snapshot(store, "alpha", fraction=0.0)
+    base = world.base_model(tmp_path / "base")
+    ledger = StoreLedger(store, "alpha")
+    config = settings(tmp_path)
+
+    cases = [
+        (Request("nope", "dpo", base, tmp_path / "a"), "no dataset snapshot 'nope'"),
+        (Request(snap.id, "dpo", base, tmp_path / "b"), "6 training rows, fewer than the 8"),
+        (Request(snap.id, "kto", base, tmp_path / "c"), "kto needs kto"),
+        (Request(snap.id, "dpo", base, base), "already exists"),
+    ]
+    for request, message in cases:
+        with pytest.raises(FinetuneError, match=message):
+            finetune(ledger, request, config)
+    not_lm = tmp_path / "encoder"
+    not_lm.mkdir()
+    (not_lm / "config.json").write_text(
+        json.dumps({"model_type": "bert", "architectures": ["BertModel"]})
+    )
+    loose = settings(tmp_path).model_copy(
+        update={"data": config.data.model_copy(update={"min_rows": 1})}
+    )
+    with pytest.raises(FinetuneError, match="not a causal language model"):
+        finetune(ledger, Request(snap.id, "dpo", not_lm, tmp_path / "d"), loose)
+    runs = ledger.runs()
+    assert len(runs) == 5 and {r.status for r in runs} == {"failed"}
+    assert all(r.error for r in runs)
+    assert not any((tmp_path / x).exists() for x in "abcd")
+    assert ledger.versions() == []
+
+
+def test_a_label_skewed_kto_snapshot_is_refused(store: Store, tmp_path: Path) -> None:
+    world.insert_thumbs(store, "alpha", up=19, down=1)
+    snap = world.snapshot(store, "alpha", fmt="kto", fraction=0.0)
+    assert snap.counts["rows"]["train"] == 20
+    ledger = StoreLedger(store, "alpha")
+    model = world.base_model(tmp_path / "m")
+    with pytest.raises(FinetuneError, match=r"label-skewed: 19 of 20 rows are desirable \(95%"):
+        finetune(ledger, Request(snap.id, "kto", model, tmp_path / "o"), settings(tmp_path))
+
+
+def test_an_interrupted_run_resumes_from_its_last_checkpoint(
+    store: Store, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    world.insert_world(store, "alpha")
+    snap = world.snapshot(store, "alpha")
+    base = world.base_model(tmp_path / "base")
+    ledger = StoreLedger(store, "alpha")
+    config = settings(tmp_path, max_steps=8, save_steps=4, epochs=1)
+
+    class Stop(KeyboardInterrupt):
+        pass
+
+    from transformers import TrainerCallback
+
+    class StopAtSix(TrainerCallback):  # type: ignore[misc]
+        def on_step_end(self, args: object, state: object, control: object, **kw: object) -> None:
+            if getattr(state, "global_step", 0) == 6:
+                raise Stop
+
+    import driftline.finetune.train as train_module
+
+    original = train_module._trainer
+
+    def with_stop(*args: object, **kwargs: object) -> object:
+        trainer = original(*args, **kwargs)  # type: ignore[arg-type]
+        trainer.add_callback(StopAtSix())
+        return trainer
+
+    with monkeypatch.context() as patch:
+        patch.setattr(train_module, "_trainer", with_stop)
+        with pytest.raises(Stop):
+            finetune(ledger, Request(snap.id, "dpo", base, tmp_path / "out"), config)
+    [run] = ledger.runs()
+    assert run.status == "interrupted" and "--resume " + run.id in run.error
+    assert not (tmp_path / "out").exists()
+    assert (config.runs_dir / run.id / "checkpoints" / "checkpoint-4").is_dir()
+
+    done = finetune(ledger, Request(snap.id, "dpo", base, tmp_path / "out", resume=run.id), config)
+    assert done.run.id == run.id and done.run.status == "succeeded"
+    steps = [step for step, _ in read_curves(store, "alpha", run.id)["loss"]]
+    assert steps[:6] == [1, 2, 3, 4, 5, 6] and steps[-1] == 8  # 5..6 again after checkpoint 4
+    assert (tmp_path / "out" / "config.json").is_file()

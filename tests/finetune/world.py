@@ -1,0 +1,133 @@
+"""A learnable synthetic preference in a real store: calls whose answers reviewers corrected in
+one consistent wording, a tiny causal LM saved to a folder, and the snapshot they make."""
+
+from __future__ import annotations
+
+import json
+import time
+import uuid
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pyarrow as pa
+
+from driftline.finetune.datasets import ExportFilters, Snapshot, record
+from driftline.store import Store
+from tests.finetune.tiny_model import tiny_model, tokenizer_for
+
+TOPICS = [
+    "apples", "rivers", "engines", "violins", "glaciers", "tigers", "lamps", "bridges",
+    "comets", "tulips", "robots", "castles", "kettles", "oceans", "pianos", "deserts",
+    "rockets", "forests", "mirrors", "islands", "ladders", "planets", "candles", "wolves",
+    "harbors", "meadows", "tunnels", "lanterns", "volcanoes", "orchards", "canyons", "gardens",
+    "compasses", "beacons", "rafts", "quarries", "saddles", "anchors", "mills", "vineyards",
+]  # fmt: skip
+# Reviewers always replace the model's hedge with a plain, sourced answer.
+GOOD = "{topic} are well documented and the facts are clear"
+BAD = "maybe {topic} are strange and nobody really knows"
+
+
+def conversation(i: int) -> str:
+    return f"conv-{i:03d}"
+
+
+def insert_world(
+    store: Store, project: str, flipped: bool = False, topics: list[str] = TOPICS
+) -> None:
+    """One call per topic answered badly and corrected well (or, flipped, the other way)."""
+    corrected = [(BAD if flipped else GOOD).format(topic=t) for t in topics]
+    insert_feedback(store, project, *insert_calls(store, project, flipped, topics), corrected)
+
+
+def insert_thumbs(store: Store, project: str, up: int, down: int) -> None:
+    """Calls rated only by thumbs: `up` good answers liked, `down` bad ones disliked."""
+    topics = TOPICS[: up + down]
+    trace_ids, span_ids = insert_calls(store, project, False, topics)
+    values = [1.0] * up + [0.0] * down
+    insert_feedback(store, project, trace_ids, span_ids, [""] * len(topics), values)
+
+
+def insert_calls(
+    store: Store, project: str, flipped: bool, topics: list[str]
+) -> tuple[list[str], list[str]]:
+    """One call per topic; its (trace ids, span ids)."""
+    now = time.time_ns()
+    n = len(topics)
+    trace_ids = [uuid.uuid4().hex for _ in topics]
+    span_ids = [uuid.uuid4().hex[:16] for _ in topics]
+    times = pa.array([now + i for i in range(n)], pa.timestamp("ns", "UTC"))
+    asked = [f"tell me about {t}" for t in topics]
+    said = [(GOOD if flipped else BAD).format(topic=t) for t in topics]
+    store.insert_arrow(
+        "llm_calls",
+        pa.table(
+            {
+                "project_id": [project] * n,
+                "trace_id": trace_ids,
+                "span_id": span_ids,
+                "start_time": times,
+                "end_time": times,
+                "conversation_id": [conversation(i) for i in range(n)],
+                "input_messages": [
+                    json.dumps([{"role": "user", "parts": [{"type": "text", "content": q}]}])
+                    for q in asked
+                ],
+                "input_text": asked,
+                "output_text": said,
+                "response_model": ["tiny-1"] * n,
+                "service": ["support"] * n,
+            }
+        ),
+    )
+    return trace_ids, span_ids
+
+
+def insert_feedback(
+    store: Store,
+    project: str,
+    trace_ids: list[str],
+    span_ids: list[str],
+    corrections: list[str],
+    thumbs: list[float] | None = None,
+) -> None:
+    """A correction per call, or a thumbs up (1) or down (0) where `thumbs` is given."""
+    n = len(trace_ids)
+    kind = "boolean" if thumbs else "correction"
+    created = datetime.now(UTC) - timedelta(minutes=5)
+    store.insert_arrow(
+        "feedback",
+        pa.table(
+            {
+                "project_id": [project] * n,
+                "id": [uuid.uuid4().hex for _ in range(n)],
+                "trace_id": trace_ids,
+                "span_id": span_ids,
+                "name": [kind] * n,
+                "kind": [kind] * n,
+                "value_string": corrections,
+                "value_number": pa.array(thumbs or [None] * n, pa.float64()),
+                "user_id": ["ann"] * n,
+                "source": ["review"] * n,
+                "review_id": [f"r{i}" for i in range(n)],
+                "details": [""] * n,
+                "created_at": pa.array([created] * n, pa.timestamp("ms", "UTC")),
+                "ingested_at": pa.array([created] * n, pa.timestamp("ms", "UTC")),
+            }
+        ),
+    )
+
+
+def snapshot(store: Store, project: str, fmt: str = "dpo", fraction: float = 0.25) -> Snapshot:
+    """Record a snapshot of the project's feedback, as `driftline export` does."""
+    made, _, _ = record(store, fmt, ExportFilters(project=project, test_fraction=fraction))
+    return made
+
+
+def base_model(folder: Path) -> Path:
+    """The tiny Llama with a tokenizer knowing every word of the world, saved to `folder`."""
+    words = [{"text": f"tell me about {t} {GOOD} {BAD}".format(topic=t)} for t in TOPICS]
+    tokenizer = tokenizer_for(words)
+    model = tiny_model(len(tokenizer))
+    model.save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    return folder
