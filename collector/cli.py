@@ -387,6 +387,7 @@ def reference_group() -> None:
 @click.option("--service", default=None, help="only calls of this service")
 @click.option("--model", default=None, help="only calls answered by this model")
 @click.option("--agent", default=None, help="only calls made inside this agent")
+@click.option("--service-version", default=None, help="only calls of this service.version")
 @click.option("--since", type=click.DateTime(), default=None, help="from this time (UTC)")
 @click.option("--until", type=click.DateTime(), default=None, help="before this time (UTC)")
 @click.option("--limit", type=int, default=None, help="the first N calls (after --since)")
@@ -399,6 +400,7 @@ def reference_create(
     service: str | None,
     model: str | None,
     agent: str | None,
+    service_version: str | None,
     since: Any,
     until: Any,
     limit: int | None,
@@ -407,7 +409,8 @@ def reference_create(
     from driftline.detectors.references import ReferenceError, create_reference
 
     settings = settings_from(config_file, data=data, clickhouse_url=clickhouse_url)
-    scope = {k: v for k, v in {"service": service, "model": model, "agent": agent}.items() if v}
+    given = {"service": service, "model": model, "agent": agent, "version": service_version}
+    scope = {k: v for k, v in given.items() if v}
     with _exclusive_store(settings, "serves POST /api/references; use that, or") as store:
         try:
             ref = create_reference(

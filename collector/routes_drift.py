@@ -25,6 +25,11 @@ router = APIRouter(prefix="/api", tags=["drift"])
 ReadKey = Annotated[Principal, Depends(require(Role.READ))]
 AdminKey = Annotated[Principal, Depends(require(Role.ADMIN))]
 _ISO = "concat(replaceOne(toString({c}), ' ', 'T'), 'Z') AS {a}"
+# Not a prefix of the window key: `chat@1.0`'s keys (`chat@1.0@1/...`) start with `chat@` too.
+_REFERENCE_WINDOWS = (
+    "SELECT window_key FROM detector_runs WHERE project_id = {p:String} "
+    "AND reference = {ref:String}"
+)
 
 
 class NewReference(BaseModel):
@@ -32,10 +37,11 @@ class NewReference(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    name: str = Field(min_length=1, max_length=128, pattern=r"^[\w.:-]+$")
+    name: str = Field(min_length=1, max_length=128, pattern=r"^[\w.:@-]+$")
     service: str | None = None
     model: str | None = None
     agent: str | None = None
+    version: str | None = Field(None, description="only calls of this service.version")
     since: datetime | None = None
     until: datetime | None = None
     limit: int | None = Field(None, ge=MIN_CALLS, le=1_000_000)
@@ -44,7 +50,12 @@ class NewReference(BaseModel):
 @router.post("/references", status_code=201, summary="Freeze a new reference version")
 def post_reference(request: Request, principal: AdminKey, body: NewReference) -> dict[str, Any]:
     assert principal.project is not None
-    scope = {"service": body.service, "model": body.model, "agent": body.agent}
+    scope = {
+        "service": body.service,
+        "model": body.model,
+        "agent": body.agent,
+        "version": body.version,
+    }
     try:
         reference = create_reference(
             runtime(request).store,
@@ -122,8 +133,8 @@ def get_findings(
 ) -> dict[str, Any]:
     where, params = _window_filter(principal, None, since, until, "f.window_end")
     if reference:
-        where += " AND startsWith(f.window_key, {ref:String})"
-        params["ref"] = reference + "@"
+        where += f" AND f.window_key IN ({_REFERENCE_WINDOWS})"
+        params["ref"] = reference
     if detector:
         where += " AND f.detector = {detector:String}"
         params["detector"] = detector
@@ -165,8 +176,8 @@ def get_review_queue(
         where += " AND q.source = {source:String}"
         params["source"] = source
     if reference:
-        where += " AND startsWith(q.window_key, {ref:String})"
-        params["ref"] = reference + "@"
+        where += f" AND q.window_key IN ({_REFERENCE_WINDOWS})"
+        params["ref"] = reference
     if window_key:
         where += " AND q.window_key = {window:String}"
         params["window"] = window_key

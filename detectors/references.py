@@ -1,7 +1,8 @@
 """References: frozen, versioned sets of calls that later windows are compared with.
 
-A reference has a name and a scope (service, model, agent; empty = the whole project). Each
-`create_reference` under the same name freezes a new version; detectors use the latest.
+A reference has a name and a scope (service, model, agent, version = `service.version`; no
+keys = the whole project; a key with an empty value = calls without it). Each `create_reference`
+under the same name freezes a new version; detectors use the latest.
 """
 
 from __future__ import annotations
@@ -15,7 +16,12 @@ import pyarrow as pa
 
 from driftline.store import Store
 
-SCOPE_COLUMNS = {"service": "service", "model": "response_model", "agent": "agent_name"}
+SCOPE_COLUMNS = {
+    "service": "service",
+    "model": "response_model",
+    "agent": "agent_name",
+    "version": "service_version",
+}
 MIN_CALLS = 50
 
 
@@ -63,7 +69,8 @@ def create_reference(
     (so "the first N after a deploy" is `since=deploy time, limit=N`) — as a new version."""
     if not name or len(name) > 128:
         raise ReferenceError("name must be 1 to 128 characters")
-    scope = {k: v for k, v in (scope or {}).items() if v}
+    # None drops a key; "" keeps it, so `@1.0` (no service) is not every service's 1.0.
+    scope = {k: v for k, v in (scope or {}).items() if v is not None}
     if limit is not None and limit < min_calls:
         raise ReferenceError(f"limit must be at least {min_calls} calls, got {limit}")
     if since and until and since >= until:
