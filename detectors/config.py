@@ -4,7 +4,9 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, field_validator
+
+from driftline.detectors.references import MIN_CALLS
 
 TestName = Literal["mmd", "classifier", "centroid", "topics"]
 ALL_TESTS: tuple[TestName, ...] = ("mmd", "classifier", "centroid", "topics")
@@ -47,5 +49,23 @@ class DetectorSettings(BaseModel):
     novelty_neighbours: int = Field(10, ge=1, le=100)
     z_threshold: float = Field(4.0, gt=0, description="robust z above which latency etc. flag")
 
+    per_version_references: bool = Field(
+        True, description="freeze a reference `{service}@{version}` for each new service.version"
+    )
+    version_reference_calls: int = Field(
+        200,
+        description="the first N calls of a version become its reference, once it has N",
+    )
+
     review_daily_budget: int = Field(200, ge=0, description="flagged calls queued per day")
     audit_rate: float = Field(0.05, ge=0, le=1, description="share of unflagged calls queued")
+
+    @field_validator("version_reference_calls")
+    @classmethod
+    def _enough_calls(cls, value: int) -> int:
+        if not MIN_CALLS <= value <= 1_000_000:
+            raise ValueError(
+                f"version_reference_calls must be between {MIN_CALLS} (the fewest calls a "
+                f"reference may hold) and 1000000, got {value}"
+            )
+        return value

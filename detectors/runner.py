@@ -1,4 +1,5 @@
-"""One detector pass: embed new calls, then test every complete window of every reference.
+"""One detector pass: embed new calls, freeze the references of new service versions
+(versions.py), then test every complete window of every reference.
 
 Windows of a reference follow each other without overlap: a window is the next `window_calls`
 calls in the reference's scope after the last window tested (or a fixed time slot). Each is
@@ -34,6 +35,7 @@ from driftline.detectors.multiple import holm
 from driftline.detectors.references import Reference, list_references, scope_filter
 from driftline.detectors.result import TwoSampleResult
 from driftline.detectors.topics import topic_test
+from driftline.detectors.versions import version_references
 from driftline.store import Store
 
 log = logging.getLogger("driftline.detectors")
@@ -86,11 +88,18 @@ class Runner:
     _cache: dict[tuple[str, str, int], _ReferenceData] = field(default_factory=dict)
 
     def run_once(self) -> list[WindowOutcome]:
-        """Embed pending calls, then test every complete window not yet tested."""
+        """Embed pending calls, freeze new versions' references, then test every new window."""
         job = EmbeddingJob(self.store, self.embedder, self.settings.embed_batch)
         embedded = job.backfill(max_batches=self.settings.embed_batches_per_pass)
         if self.metrics and embedded:
             self.metrics.embedded.inc(embedded)
+        if self.settings.per_version_references:
+            try:
+                version_references(
+                    self.store, self.settings.version_reference_calls, self.embedder.name
+                )
+            except Exception:
+                log.exception("per-version references failed; testing the existing ones")
         outcomes = []
         for reference in list_references(self.store):
             try:

@@ -1,0 +1,107 @@
+"""Per-version references: the first calls of each new `service.version` become the reference
+that the version's later windows are compared with, so drift is measured per version.
+
+A version of a service gets the reference `{service}@{version}` (`@{version}` for calls without
+a service) with scope {service, version}, frozen from its first `calls` calls with an answer,
+once it has that many (never a smaller one earlier). A version counts as having a reference when
+one of that name exists or one whose scope is exactly that service and version (a hand-made
+one); the reference table is the record, so passes and restarts never freeze a version twice.
+Calls without a `service.version` get no per-version reference.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from driftline.detectors.references import (
+    Reference,
+    ReferenceError,
+    create_reference,
+    list_references,
+)
+from driftline.store import Store
+
+log = logging.getLogger("driftline.detectors")
+
+MAX_NAME = 128
+
+# Counted without FINAL, so a count may include a not-yet-merged duplicate: create_reference
+# (which reads FINAL) then finds fewer than `calls` and the version waits for the next pass.
+_CANDIDATES = """
+SELECT c.project_id AS project, c.service AS service, c.service_version AS version,
+       toUnixTimestamp64Nano(min(c.start_time)) AS first_ns
+FROM llm_calls AS c
+WHERE c.service_version != '' AND c.output_text != '' EMBEDDED
+GROUP BY c.project_id, c.service, c.service_version
+HAVING count() >= {calls:UInt64}
+ORDER BY project, first_ns
+"""
+
+_EMBEDDED = (
+    "AND (c.project_id, c.trace_id, c.span_id) IN (SELECT project_id, trace_id, span_id "
+    "FROM call_embeddings WHERE model = {model:String})"
+)
+
+
+def reference_name(service: str, version: str) -> str:
+    """`{service}@{version}`; a name over 128 characters is cut and ends in a hash of the whole."""
+    name = f"{service}@{version}"
+    if len(name) <= MAX_NAME:
+        return name
+    digest = hashlib.blake2b(name.encode(), digest_size=4).hexdigest()
+    return f"{name[: MAX_NAME - len(digest) - 1]}~{digest}"
+
+
+def version_references(store: Store, calls: int, model: str | None = None) -> list[Reference]:
+    """Freeze the reference of each service version with `calls` calls (embedded by `model`)."""
+    # Only embedded calls count when `model` is given: a reference is tested against its
+    # embedded calls, so one frozen ahead of an embedding backlog would be tested short.
+    params: dict[str, Any] = {"calls": calls, "model": model or ""}
+    candidates = store.query(_CANDIDATES.replace("EMBEDDED", _EMBEDDED if model else ""), params)
+    if not candidates:
+        return []
+    existing = list_references(store)
+    names = {(r.project, r.name) for r in existing}
+    scopes = {
+        (r.project, r.scope["service"], r.scope["version"])
+        for r in existing
+        if set(r.scope) == {"service", "version"}
+    }
+    created = []
+    for row in candidates:
+        project, service, version = row["project"], row["service"], row["version"]
+        name = reference_name(service, version)
+        if (project, name) in names or (project, service, version) in scopes:
+            continue
+        first = _moment(int(row["first_ns"]))
+        try:
+            reference = create_reference(
+                store,
+                project,
+                name,
+                {"service": service, "version": version},
+                since=first,
+                limit=calls,
+                min_calls=calls,
+            )
+        except ReferenceError as exc:
+            log.debug("no reference for %s of project %s yet: %s", name, project, exc)
+            continue
+        log.info(
+            "new version %r of service %r in project %s: reference %s from its first %d calls "
+            "(since %s)",
+            version, service, project, name, reference.calls, first.isoformat(),
+        )  # fmt: skip
+        names.add((project, name))
+        created.append(reference)
+    return created
+
+
+def _moment(ns: int) -> datetime:
+    """Microseconds, rounded down, so `start_time >= moment` still holds for the first call."""
+    return datetime.fromtimestamp(ns // 1_000_000_000, UTC) + timedelta(
+        microseconds=ns % 1_000_000_000 // 1000
+    )
