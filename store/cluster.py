@@ -1,0 +1,77 @@
+"""The migrations' DDL for a ClickHouse cluster: replicated local tables and Distributed ones."""
+
+from __future__ import annotations
+
+import re
+
+from driftline.store.migrations import MIGRATIONS
+
+ZOOKEEPER_PATH = "/clickhouse/tables/{shard}/{database}/{table}"
+_CREATE = re.compile(r"^\s*CREATE TABLE IF NOT EXISTS (\w+) \(")
+_ALTER = re.compile(r"^\s*ALTER TABLE (\w+) ")
+_ENGINE = re.compile(r"\) ENGINE = (ReplacingMergeTree|MergeTree)(?:\((\w+)\))?")
+_ORDER_BY = re.compile(r"ORDER BY \(?([\w, ]+?)\)?\s*$")
+_MIGRATIONS_TABLE = (
+    "CREATE TABLE IF NOT EXISTS schema_migrations (version UInt32, name String, "
+    "applied_at DateTime64(3, 'UTC') DEFAULT now64(3)) ENGINE = MergeTree ORDER BY version"
+)
+
+
+def cluster_ddl(cluster: str, database: str = "driftline") -> list[str]:
+    """Every table of every migration as `<table>_local` (Replicated*MergeTree on each shard's
+    replicas) behind a Distributed `<table>` that driftline reads and writes unchanged.
+
+    Rows go to shards by a hash of trace_id where the table has one (a trace stays on one
+    shard); otherwise by a hash of the sorting key, so every version of a row that
+    ReplacingMergeTree collapses lands on the same shard and FINAL stays correct."""
+    on = f"ON CLUSTER {_quote(cluster)}"
+    statements = [f"CREATE DATABASE IF NOT EXISTS {database} {on}"]
+    for sql in (_MIGRATIONS_TABLE, *(s for m in MIGRATIONS for s in m.statements)):
+        if created := _CREATE.match(sql):
+            statements += _create(sql, created.group(1), database, cluster, on)
+        elif altered := _ALTER.match(sql):
+            table = altered.group(1)
+            rest = sql[altered.end() :]
+            statements.append(f"ALTER TABLE {database}.{table}_local {on} {rest}")
+            statements.append(f"ALTER TABLE {database}.{table} {on} {rest}")
+        else:
+            raise ValueError(f"a migration statement this renderer does not know: {sql[:80]}")
+    versions = ", ".join(f"({m.version}, {_string(m.name)})" for m in MIGRATIONS)
+    statements.append(f"INSERT INTO {database}.schema_migrations (version, name) VALUES {versions}")
+    return statements
+
+
+def _create(sql: str, table: str, database: str, cluster: str, on: str) -> list[str]:
+    engine = _ENGINE.search(sql)
+    if engine is None:
+        raise ValueError(f"{table}: engine is not MergeTree or ReplacingMergeTree")
+    path = ZOOKEEPER_PATH.replace("{database}", database).replace("{table}", table)
+    version = f", {engine.group(2)}" if engine.group(2) else ""
+    replicated = f") ENGINE = Replicated{engine.group(1)}('{path}', '{{replica}}'{version})"
+    columns_onwards = sql[sql.index("(") + 1 : engine.start()] + replicated + sql[engine.end() :]
+    local = f"CREATE TABLE IF NOT EXISTS {database}.{table}_local {on} ({columns_onwards}"
+    distributed = (
+        f"CREATE TABLE IF NOT EXISTS {database}.{table} {on} AS {database}.{table}_local "
+        f"ENGINE = Distributed({_quote(cluster)}, {database}, {table}_local, "
+        f"{_sharding_key(sql)})"
+    )
+    return [local, distributed]
+
+
+def _sharding_key(sql: str) -> str:
+    if re.search(r"^\s*trace_id ", sql, re.MULTILINE):
+        return "cityHash64(trace_id)"
+    order = _ORDER_BY.search(sql.strip())
+    if order is None:
+        raise ValueError("a table with neither trace_id nor ORDER BY")
+    return f"cityHash64({order.group(1).strip()})"
+
+
+def _quote(name: str) -> str:
+    if not re.fullmatch(r"[A-Za-z_][\w-]*", name):
+        raise ValueError(f"cluster name {name!r}: letters, digits, '_' and '-' only")
+    return f"'{name}'"
+
+
+def _string(text: str) -> str:
+    return "'" + text.replace("\\", "\\\\").replace("'", "\\'") + "'"
