@@ -24,12 +24,14 @@ from driftline.collector import (
     routes_drift,
     routes_feedback,
     routes_ingest,
+    routes_models,
     routes_read,
 )
 from driftline.collector.config import ConfigError, Settings
 from driftline.collector.keys import KeyChecker
 from driftline.collector.mapping import SpanDecoder
 from driftline.collector.metrics import CollectorMetrics
+from driftline.collector.metrics_models import ModelMetrics
 from driftline.collector.pricing import PriceTable
 from driftline.collector.ratelimit import RateLimiter
 from driftline.collector.review import routes as review_routes
@@ -51,6 +53,7 @@ def build_runtime(settings: Settings, store: Store, operator_token: str | None =
         settings.data / "wal", settings.wal_segment_bytes, settings.wal_budget_bytes
     )
     metrics.track_backlog(wal.backlog_bytes)
+    ModelMetrics(store, metrics.registry)
     decoder = SpanDecoder(
         decode_engine(store, settings.data),
         settings.data / "spool",
@@ -146,6 +149,7 @@ def create_app(rt: Runtime) -> FastAPI:
     app.include_router(routes_drift.router)
     app.include_router(routes_alerts.router)
     app.include_router(routes_datasets.router)
+    app.include_router(routes_models.router)
     app.include_router(review_routes.router)
     # follow_symlink: an editable (strict) install serves these files through links.
     app.mount(

@@ -437,4 +437,4 @@ def reference_list(
 
 
 # Commands of other rooms register themselves on `main`.
-from driftline.collector import cli_alerts, cli_datasets  # noqa: E402, F401
+from driftline.collector import cli_alerts, cli_datasets, cli_finetune  # noqa: E402, F401

@@ -30,7 +30,12 @@ from driftline.finetune.datasets import FORMATS, ExportFilters, held_out_path, r
 @click.option("--until", type=click.DateTime(), default=None, help="feedback up to (UTC)")
 @click.option("--test-fraction", type=click.FloatRange(0, 1), default=0.1, show_default=True)
 @click.option("--plain", is_flag=True, help="plain strings instead of chat messages")
-@click.option("--url", default=None, help="export through a running collector's API ...")
+@click.option(
+    "--url",
+    envvar="DRIFTLINE_URL",
+    default=None,
+    help="export through a running collector's API ...",
+)
 @click.option("--key", envvar="DRIFTLINE_API_KEY", default=None, help="... with this admin key")
 def export_command(
     data: Path | None,

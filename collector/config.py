@@ -18,6 +18,7 @@ from driftline.alerts.config import AlertSettings
 from driftline.collector.pricing import Price
 from driftline.collector.review.config import ReviewSettings
 from driftline.detectors.config import DetectorSettings
+from driftline.finetune.config import FinetuneSettings
 
 MiB = 1024 * 1024
 # Days each table keeps its rows (0 = forever). Feedback is training data: kept by default.
@@ -66,6 +67,7 @@ class Settings(BaseSettings):
     detectors: DetectorSettings = DetectorSettings.model_validate({})
     alerts: AlertSettings = AlertSettings.model_validate({})
     review: ReviewSettings = ReviewSettings.model_validate({})
+    finetune: FinetuneSettings = FinetuneSettings.model_validate({})
 
     @field_validator("retention_days")
     @classmethod

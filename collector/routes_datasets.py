@@ -24,6 +24,7 @@ from driftline.finetune.datasets import (
     load_snapshot,
     record,
 )
+from driftline.finetune.records import StoreLedger
 
 router = APIRouter(prefix="/api", tags=["datasets"])
 ReadKey = Annotated[Principal, Depends(require(Role.READ))]
@@ -67,6 +68,17 @@ def get_dataset(request: Request, principal: ReadKey, snapshot_id: str) -> dict[
         return _out(get_snapshot(runtime(request).store, snapshot_id, principal.project or ""))
     except SnapshotError as exc:
         raise ApiError(404, str(exc)) from None
+
+
+@router.get("/datasets/{snapshot_id}/scores", summary="People's scores of held-out calls")
+def get_dataset_scores(request: Request, principal: ReadKey, snapshot_id: str) -> dict[str, Any]:
+    """What an LLM judge must agree with before the eval gate trusts it."""
+    ledger = StoreLedger(runtime(request).store, principal.project or "")
+    try:
+        items = ledger.held_out_scores(snapshot_id)
+    except SnapshotError as exc:
+        raise ApiError(404, str(exc)) from None
+    return {"items": [asdict(item) for item in items]}
 
 
 @router.get("/datasets/{snapshot_id}/{split}", summary="A snapshot's train or test file")

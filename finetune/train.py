@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from transformers import TrainerCallback
+from transformers import PrinterCallback, TrainerCallback
 
 from driftline.finetune import data as training_data
 from driftline.finetune import models, registry
@@ -188,6 +188,7 @@ def _train(
         save = _saver(trained, tokenizer)
     else:
         trainer = _trainer(request, dataset, model, tokenizer, settings, run, recorder, progress)
+        trainer.remove_callback(PrinterCallback)  # stdout is the CLI's answer; figures are recorded
         checkpoint = _last_checkpoint(checkpoints_dir(settings, run)) if request.resume else None
         trainer.train(resume_from_checkpoint=checkpoint)
         trained = trainer.model

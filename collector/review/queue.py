@@ -4,6 +4,7 @@ why it was flagged, and another answer to the same input for an A/B choice."""
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -129,10 +130,11 @@ def nearest_reference(
 ) -> list[dict[str, Any]]:
     """The reference calls whose responses are closest to this one (cosine, by the detectors'
     embeddings): what "normal" looked like for the window that flagged it."""
-    name, _, rest = str(found["window_key"]).partition("@")
-    version = rest.split("/")[0]
-    if not name or not version.isdigit():
+    # `{reference}@{version}/{window}`; a per-version reference's name holds an @ itself.
+    match = re.fullmatch(r"(.+)@(\d+)/.*", str(found["window_key"]), re.S)
+    if match is None:
         return []
+    name, version = match.groups()
     return store.query(
         "WITH (SELECT any(response_vector) FROM call_embeddings WHERE project_id = {p:String} "
         "AND trace_id = {t:String} AND span_id = {s:String}) AS mine "

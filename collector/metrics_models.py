@@ -1,0 +1,108 @@
+"""Prometheus figures of fine-tunes and model versions, read from the store at each scrape: a
+run may be recorded by another process (the CLI), so no in-memory counter could know them."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable
+
+from prometheus_client import CollectorRegistry
+from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.registry import Collector
+
+from driftline.store import Store
+
+log = logging.getLogger(__name__)
+
+# A run's curves exported per (project, method): its latest run's last value of each.
+FIGURES = ("loss", "reward_margin", "reward_accuracy", "kl", "learning_rate", "reward")
+
+
+class ModelMetrics(Collector):
+    """Runs by status, the latest run's progress and figures, versions, the current version and
+    each judged version's gate win rate."""
+
+    def __init__(self, store: Store, registry: CollectorRegistry) -> None:
+        self.store = store
+        registry.register(self)
+
+    def collect(self) -> Iterable[GaugeMetricFamily]:
+        try:
+            yield from self._runs()
+            yield from self._versions()
+        except Exception as exc:  # a scrape must not fail because the store is busy or down
+            log.warning("fine-tune metrics unavailable: %s", exc)
+
+    def _runs(self) -> Iterable[GaugeMetricFamily]:
+        runs = GaugeMetricFamily(
+            "driftline_finetune_runs",
+            "Fine-tune runs by state",
+            labels=["project", "method", "status"],
+        )
+        for r in self.store.query(
+            "SELECT project_id, method, status, count() AS n FROM finetune_runs FINAL "
+            "GROUP BY project_id, method, status"
+        ):
+            runs.add_metric([r["project_id"], r["method"], r["status"]], r["n"])
+        yield runs
+        step = GaugeMetricFamily(
+            "driftline_finetune_step", "The latest run's step", labels=["project", "method"]
+        )
+        figure = GaugeMetricFamily(
+            "driftline_finetune_figure",
+            "The latest run's last value of a training figure",
+            labels=["project", "method", "name"],
+        )
+        latest = self.store.query(
+            "SELECT project_id, method, argMax(id, created_at) AS run, "
+            "argMax(step, created_at) AS step FROM finetune_runs FINAL GROUP BY project_id, method"
+        )
+        for r in latest:
+            step.add_metric([r["project_id"], r["method"]], r["step"])
+            for f in self.store.query(
+                "SELECT name, argMax(value, step) AS value FROM finetune_metrics FINAL "
+                "WHERE project_id = {p:String} AND run_id = {r:String} "
+                "AND name IN {names:Array(String)} GROUP BY name",
+                {"p": r["project_id"], "r": r["run"], "names": list(FIGURES)},
+            ):
+                figure.add_metric([r["project_id"], r["method"], f["name"]], f["value"])
+        yield step
+        yield figure
+
+    def _versions(self) -> Iterable[GaugeMetricFamily]:
+        rows = self.store.query(
+            "SELECT project_id, version, status, updated_at, "
+            "JSONExtractFloat(verdict, 'win_rate', 'rate') AS win_rate, "
+            "JSONHas(verdict, 'win_rate') AS judged FROM model_versions FINAL"
+        )
+        counts = GaugeMetricFamily(
+            "driftline_model_versions", "Model versions by status", labels=["project", "status"]
+        )
+        tally: dict[tuple[str, str], int] = {}
+        current: dict[str, tuple[object, str]] = {}
+        win = GaugeMetricFamily(
+            "driftline_model_gate_win_rate",
+            "The eval gate's win rate of each judged version",
+            labels=["project", "version"],
+        )
+        for r in rows:
+            key = (r["project_id"], r["status"])
+            tally[key] = tally.get(key, 0) + 1
+            if r["status"] == "promoted":
+                best = current.get(r["project_id"])
+                if best is None or r["updated_at"] > best[0]:
+                    current[r["project_id"]] = (r["updated_at"], r["version"])
+            if r["judged"]:
+                win.add_metric([r["project_id"], r["version"]], r["win_rate"])
+        for (project, status), n in sorted(tally.items()):
+            counts.add_metric([project, status], n)
+        info = GaugeMetricFamily(
+            "driftline_model_current_info",
+            "The model version in service",
+            labels=["project", "version"],
+        )
+        for project, (_, version) in sorted(current.items()):
+            info.add_metric([project, version], 1)
+        yield counts
+        yield win
+        yield info
