@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 from driftline.alerts.rules import (
@@ -9,6 +10,7 @@ from driftline.alerts.rules import (
     FeedbackCondition,
     FlagsCondition,
     MetricCondition,
+    ModelCondition,
     Rule,
 )
 from driftline.alerts.state import Sample
@@ -46,6 +48,8 @@ def evaluate(store: Store, rule: Rule, now: float) -> list[Sample]:
         samples = _flags(store, condition, params)
     elif isinstance(condition, MetricCondition):
         samples = _metric(store, condition, params)
+    elif isinstance(condition, ModelCondition):
+        samples = _model(store, condition, params)
     else:
         samples = _feedback(store, condition, rule.alert, params)
     for sample in samples:
@@ -180,6 +184,34 @@ def _feedback(
             labels={"project": row["project_id"]},
             value=float(row["n"]),
             evidence={"new_feedback": row["n"], "feedback_until_ms": row["last_ms"]},
+        )
+        for row in rows
+    ]
+
+
+def _model(store: Store, c: ModelCondition, params: dict[str, Any]) -> list[Sample]:
+    params.update(status=c.status, since=params["now"] - round(c.over * 1000))
+    rows = store.query(
+        "SELECT project_id, version, method, path, base_version, "
+        "JSONExtractFloat(verdict, 'win_rate', 'rate') AS win_rate, "
+        "JSONExtractArrayRaw(verdict, 'reasons') AS reasons FROM model_versions FINAL "
+        f"WHERE status = {{status:String}} AND updated_at > {_SINCE} AND updated_at <= {_NOW}",
+        params,
+    )
+    return [
+        Sample(
+            labels={
+                "project": row["project_id"],
+                "version": row["version"],
+                "method": row["method"] or "registered",
+            },
+            value=row["win_rate"],
+            evidence={
+                "path": row["path"],
+                "base_version": row["base_version"],
+                "win_rate": row["win_rate"],
+                "reasons": [json.loads(r) for r in row["reasons"]],
+            },
         )
         for row in rows
     ]

@@ -134,22 +134,34 @@ class FeedbackCondition(_Strict):
     names: list[str] | None = None
 
 
+class ModelCondition(_Strict):
+    """A model version entered `status` within the last `over` (the fine-tune registry):
+    announce a promotion, a gate rejection or a rollback."""
+
+    status: Literal["promoted", "rejected", "rolled_back"] = "promoted"
+    over: Duration = 3600.0
+
+
+Condition = DriftCondition | FlagsCondition | MetricCondition | FeedbackCondition | ModelCondition
+
+
 class When(_Strict):
     drift: DriftCondition | None = None
     flags: FlagsCondition | None = None
     metric: MetricCondition | None = None
     feedback: FeedbackCondition | None = None
+    model: ModelCondition | None = None
 
     @model_validator(mode="after")
     def _exactly_one(self) -> When:
         given = [name for name in type(self).model_fields if getattr(self, name) is not None]
         if len(given) != 1:
-            raise ValueError("give exactly one condition: drift, flags, metric or feedback")
+            raise ValueError("give exactly one condition: drift, flags, metric, feedback or model")
         return self
 
     @property
-    def condition(self) -> DriftCondition | FlagsCondition | MetricCondition | FeedbackCondition:
-        found = self.drift or self.flags or self.metric or self.feedback
+    def condition(self) -> Condition:
+        found = self.drift or self.flags or self.metric or self.feedback or self.model
         assert found is not None
         return found
 

@@ -64,7 +64,8 @@ def test_each_mistake_names_its_line() -> None:
         "cost_per_call",
         "r.yaml:8: rules.1.for: duration '5 minutes' must look like 30s, 15m, 1h30m or 2d",
         "r.yaml:9: rules.1.labels: label name 'bad-name' must match ^[a-zA-Z_][a-zA-Z0-9_]*$",
-        "r.yaml:11: rules.2.when: give exactly one condition: drift, flags, metric or feedback",
+        "r.yaml:11: rules.2.when: "
+        "give exactly one condition: drift, flags, metric, feedback or model",
         "r.yaml:14: rules.2.colour: Extra inputs are not permitted",
     ]
 
