@@ -431,7 +431,9 @@ def review() -> Board:
         _stat("Backlog (queued, not yet reviewed)"),
         Query(
             f"SELECT count() AS backlog {queue} AND (toString(trace_id), toString(span_id)) "
-            "NOT IN (SELECT trace_id, span_id FROM feedback WHERE source = 'review')",
+            "NOT IN (SELECT trace_id, span_id FROM feedback WHERE source = 'review' "
+            # A review comes after its call: older feedback cannot be about calls in range.
+            "AND created_at >= $__fromTime)",
             ("backlog",),
             TABLE,
         ),
@@ -473,9 +475,9 @@ def review() -> Board:
         Query(
             "SELECT name AS criterion, count() AS calls, avg(spread = 0) AS exact, "
             "avg(spread <= 1) AS within_one, avg(spread) AS mean_spread FROM ("
-            "SELECT name, trace_id, span_id, max(value_number) - min(value_number) AS spread "
-            f"{reviews} AND kind = 'numeric' AND value_number IS NOT NULL "
-            "GROUP BY name, trace_id, span_id HAVING uniqExact(user_id) >= 2) "
+            "SELECT name, cityHash64(trace_id, span_id) AS call, "
+            f"max(value_number) - min(value_number) AS spread {reviews} AND kind = 'numeric' "
+            "AND value_number IS NOT NULL GROUP BY name, call HAVING uniqExact(user_id) >= 2) "
             "GROUP BY criterion ORDER BY criterion",
             ("criterion", "calls", "exact", "within_one", "mean_spread"),
             TABLE,
