@@ -68,7 +68,12 @@ class AlertEngine:
         self.outbox = Outbox(store, self._sender, settings.outbox, self.metrics, clock)
         self.retrain = (
             RetrainTrigger(
-                store, rules.retraining, self.outbox.enqueue, data / "retrain", self.metrics
+                store,
+                rules.retraining,
+                self.outbox.enqueue,
+                data / "retrain",
+                self.metrics,
+                api_url=self.external_url,
             )
             if rules.retraining is not None
             else None

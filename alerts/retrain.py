@@ -38,8 +38,10 @@ class RetrainTrigger:
         enqueue: Callable[[list[Message]], int],
         folder: Path,
         metrics: AlertMetrics | None = None,
+        api_url: str = "",
     ) -> None:
         self.store = store
+        self.api_url = api_url  # where a launched pipeline reaches driftline's API
         self.launcher = launcher
         self.enqueue = enqueue
         self.folder = folder
@@ -102,6 +104,7 @@ class RetrainTrigger:
             "DRIFTLINE_RETRAIN_JOB_ID": job["id"],
             "DRIFTLINE_RETRAIN_JOB_FILE": str(job_file),
             "DRIFTLINE_PROJECT": job["project"],
+            "DRIFTLINE_URL": os.environ.get("DRIFTLINE_URL") or self.api_url,
         }
         thread = threading.Thread(
             target=self._run, args=(job, argv, env), name=f"retrain-{job['id']}", daemon=True

@@ -287,6 +287,20 @@ def models_list(as_json: bool, **kwargs: Any) -> None:
         click.echo(f"{mark} {v.version}\t{v.status}\t{v.method or '-'}\t{judged}\t{v.path}")
 
 
+@models_group.command("current")
+@click.option("--path", "path_only", is_flag=True, help="print only the model's folder")
+@_ledger_options
+def models_current(path_only: bool, **kwargs: Any) -> None:
+    """The version in service (exit 1 when there is none)."""
+    from driftline.finetune import registry
+
+    with _ledger(_ledger_args(kwargs)) as (ledger, _):
+        now = registry.current(ledger)
+    if now is None:
+        raise click.ClickException(f"project {ledger.project!r} has no promoted model yet")
+    click.echo(now.path if path_only else f"{now.version}\t{now.path}")
+
+
 @models_group.command("register")
 @click.argument("path", type=click.Path(path_type=Path, exists=True, file_okay=False))
 @_ledger_options
