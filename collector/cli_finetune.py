@@ -112,12 +112,13 @@ def finetune_group(ctx: click.Context, **kwargs: Any) -> None:
         except FinetuneError as exc:
             raise click.ClickException(str(exc)) from None
     figures = {k: v for k, v in outcome.run.summary.items() if k in _SHOWN}
+    made = outcome.version.version if outcome.version else "reward model"
     click.echo(
-        f"run {outcome.run.id}: {outcome.version.version} at {outcome.version.path} "
+        f"run {outcome.run.id}: {made} at {outcome.run.output} "
         f"({outcome.run.step} steps; {_figures(figures)})",
         err=True,
     )
-    click.echo(outcome.version.version)
+    click.echo(outcome.version.version if outcome.version else outcome.run.output)
 
 
 _SHOWN = ("loss", "reward_margin", "reward_accuracy", "reward", "kl", "train_runtime")

@@ -151,7 +151,8 @@ def _plain(value: Any) -> str:
 
 @dataclass(frozen=True)
 class _Answers:
-    prompts: list[str]
+    prompts: list[str]  # as people read them (the judge)
+    rendered: list[str]  # as the models read them (the reward model, trained on these)
     baseline: list[str]
     candidate: list[str]
 
@@ -237,6 +238,7 @@ def _answers(
     n = settings.gate.max_new_tokens
     return _Answers(
         prompts=[_plain(p) for p in prompts],
+        rendered=rendered,
         baseline=scorer.generate(scorer.baseline, rendered, n),
         candidate=scorer.generate(scorer.candidate, rendered, n),
     )
@@ -254,8 +256,8 @@ def _examples(answers: _Answers, k: int = 5) -> list[dict[str, str]]:
 def _rewarded(reward: RewardFn, answers: _Answers) -> tuple[gate.WinRate, float, float]:
     """Wins by the reward model's scores, and its mean score before and after, shifted so the
     baseline's lowest score is 1 (a relative fall needs a positive scale)."""
-    base = reward(answers.prompts, answers.baseline)
-    cand = reward(answers.prompts, answers.candidate)
+    base = reward(answers.rendered, answers.baseline)
+    cand = reward(answers.rendered, answers.candidate)
     wins = gate.win_rate(
         sum(c > b + 1e-6 for b, c in zip(base, cand, strict=True)),
         sum(abs(c - b) <= 1e-6 for b, c in zip(base, cand, strict=True)),

@@ -60,7 +60,7 @@ class Request:
 @dataclass(frozen=True)
 class Outcome:
     run: Run
-    version: ModelVersion
+    version: ModelVersion | None  # None for a reward model
 
 
 RewardFactory = Callable[[Path | None], Any]
@@ -74,8 +74,8 @@ def finetune(
     online_reward: RewardFactory | None = None,
     progress: bool = True,
 ) -> Outcome:
-    """Train, publish the model folder, register it as a candidate; on any failure record the
-    run as failed (or interrupted) and raise FinetuneError."""
+    """Train, publish the model folder, register a policy as a candidate version; on any
+    failure record the run as failed (or interrupted) and raise FinetuneError."""
     if request.method not in METHODS:
         raise FinetuneError(f"unknown method {request.method!r}; use one of {', '.join(METHODS)}")
     run = _start(ledger, request, settings)
@@ -95,15 +95,18 @@ def finetune(
             raise _fail(ledger, run, _oom_message(settings.train)) from None
         log.exception("fine-tune %s failed", run.id)
         raise _fail(ledger, run, f"{type(exc).__name__}: {exc}") from exc
-    version = registry.register(
-        ledger,
-        request.out,
-        base_version=registry.baseline(ledger, request.model).version,
-        run_id=run.id,
-        snapshot_id=request.snapshot_id,
-        method=request.method,
-    )
-    run.status, run.summary = "succeeded", {**figures, "version": version.version}
+    version = None
+    if request.method != "reward":  # a reward model scores answers; it is not served
+        version = registry.register(
+            ledger,
+            request.out,
+            base_version=registry.baseline(ledger, request.model).version,
+            run_id=run.id,
+            snapshot_id=request.snapshot_id,
+            method=request.method,
+        )
+    run.status = "succeeded"
+    run.summary = {**figures, "version": version.version if version else ""}
     ledger.save_run(run)
     return Outcome(run, version)
 

@@ -12,8 +12,6 @@ from driftline.collector.cli import main
 from driftline.store import migrate, open_store
 from tests.finetune import world
 
-FAST = ["learning_rate=5e-3", "epochs=3", "batch_size=8", "max_length=64"]
-
 
 def run(*args: str) -> Result:
     return CliRunner().invoke(main, list(args), catch_exceptions=False)

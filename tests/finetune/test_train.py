@@ -51,7 +51,8 @@ def test_dpo_learns_the_preference_and_the_gate_promotes_it_but_not_a_regression
     assert not same.promote and "win rate 50.0%" in same.reasons[0]
 
     good = finetune(alpha, Request(snap.id, "dpo", base, tmp_path / "good"), config)
-    assert good.run.status == "succeeded" and good.version.status == "candidate"
+    assert good.run.status == "succeeded" and good.version is not None
+    assert good.version.status == "candidate"
     assert good.version.version == "v2" and good.version.base_version == "v1"
     curves = read_curves(store, "alpha", good.run.id)
     assert len(curves["loss"]) == good.run.step > 1

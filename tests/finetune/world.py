@@ -36,15 +36,15 @@ def insert_world(
 ) -> None:
     """One call per topic answered badly and corrected well (or, flipped, the other way)."""
     corrected = [(BAD if flipped else GOOD).format(topic=t) for t in topics]
-    insert_feedback(store, project, *insert_calls(store, project, flipped, topics), corrected)
+    insert_feedback(store, project, insert_calls(store, project, flipped, topics), "correction",
+                    texts=corrected)  # fmt: skip
 
 
 def insert_thumbs(store: Store, project: str, up: int, down: int) -> None:
     """Calls rated only by thumbs: `up` good answers liked, `down` bad ones disliked."""
     topics = TOPICS[: up + down]
-    trace_ids, span_ids = insert_calls(store, project, False, topics)
-    values = [1.0] * up + [0.0] * down
-    insert_feedback(store, project, trace_ids, span_ids, [""] * len(topics), values)
+    calls = insert_calls(store, project, False, topics)
+    insert_feedback(store, project, calls, "boolean", numbers=[1.0] * up + [0.0] * down)
 
 
 def insert_calls(
@@ -85,14 +85,15 @@ def insert_calls(
 def insert_feedback(
     store: Store,
     project: str,
-    trace_ids: list[str],
-    span_ids: list[str],
-    corrections: list[str],
-    thumbs: list[float] | None = None,
+    calls: tuple[list[str], list[str]],
+    kind: str,
+    texts: list[str] | None = None,
+    numbers: list[float] | None = None,
+    name: str | None = None,
 ) -> None:
-    """A correction per call, or a thumbs up (1) or down (0) where `thumbs` is given."""
+    """One feedback row of `kind` per call: a text (correction) or a number (thumbs, score)."""
+    trace_ids, span_ids = calls
     n = len(trace_ids)
-    kind = "boolean" if thumbs else "correction"
     created = datetime.now(UTC) - timedelta(minutes=5)
     store.insert_arrow(
         "feedback",
@@ -102,13 +103,13 @@ def insert_feedback(
                 "id": [uuid.uuid4().hex for _ in range(n)],
                 "trace_id": trace_ids,
                 "span_id": span_ids,
-                "name": [kind] * n,
+                "name": [name or kind] * n,
                 "kind": [kind] * n,
-                "value_string": corrections,
-                "value_number": pa.array(thumbs or [None] * n, pa.float64()),
+                "value_string": texts or [""] * n,
+                "value_number": pa.array(numbers or [None] * n, pa.float64()),
                 "user_id": ["ann"] * n,
                 "source": ["review"] * n,
-                "review_id": [f"r{i}" for i in range(n)],
+                "review_id": [uuid.uuid4().hex for _ in range(n)],
                 "details": [""] * n,
                 "created_at": pa.array([created] * n, pa.timestamp("ms", "UTC")),
                 "ingested_at": pa.array([created] * n, pa.timestamp("ms", "UTC")),
@@ -131,3 +132,17 @@ def base_model(folder: Path) -> Path:
     model.save_pretrained(folder)
     tokenizer.save_pretrained(folder)
     return folder
+
+
+def insert_scores(store: Store, project: str, topics: list[str] = TOPICS) -> None:
+    """A second answer per topic, scored by people on two criteria: the plain wording high,
+    the hedge low (alternating topics get one or the other)."""
+    for flipped, chosen, scores in (
+        (True, topics[::2], (5.0, 4.0)),
+        (False, topics[1::2], (1.0, 2.0)),
+    ):
+        calls = insert_calls(store, project, flipped, chosen)
+        for name, score in zip(("accuracy", "helpfulness"), scores, strict=True):
+            insert_feedback(
+                store, project, calls, "numeric", numbers=[score] * len(chosen), name=name
+            )
