@@ -1,8 +1,9 @@
 """The overview page's figures: drift p-values and flag rates per window, the review backlog,
-and call latency, errors and tokens per hour."""
+call latency, errors and tokens per hour, fine-tune curves and the model registry."""
 
 from __future__ import annotations
 
+import json
 from collections import defaultdict
 from typing import Any
 
@@ -21,6 +22,7 @@ def charts(store: Store, project: str, days: int, per_item: int) -> list[str]:
             "Review backlog: queued calls still short of reviews, per day", _backlog(store, params)
         ),
         *_calls(store, params),
+        *_finetunes(store, params),
     ]
 
 
@@ -97,3 +99,54 @@ def _calls(store: Store, params: dict[str, Any]) -> list[str]:
         line_chart("Error rate per hour", _series(rows, "model", "errors")),
         line_chart("Tokens per hour", _series(rows, "model", "tokens")),
     ]
+
+
+def _finetunes(store: Store, params: dict[str, Any]) -> list[str]:
+    """Each recent run's loss and reward margin over its training time."""
+    rows = store.query(
+        "SELECT concat(r.method, ' ', substring(m.run_id, 1, 8)) AS run, m.name AS name, "
+        "toUnixTimestamp(m.at) AS t, m.value AS value FROM finetune_metrics AS m FINAL "
+        "JOIN (SELECT id, method FROM finetune_runs FINAL WHERE project_id = {p:String}) AS r "
+        "ON r.id = m.run_id WHERE m.project_id = {p:String} "
+        "AND m.name IN ('loss', 'reward_margin') AND m.at > now() - toIntervalDay({days:UInt32}) "
+        "ORDER BY t, m.step",
+        params,
+    )
+    return [
+        line_chart(f"Fine-tunes: {title} while training", _series(
+            [r for r in rows if r["name"] == name], "run", "value"
+        ))
+        for name, title in (("loss", "loss"), ("reward_margin", "reward margin"))
+    ]  # fmt: skip
+
+
+def model_versions(store: Store, project: str) -> list[dict[str, Any]]:
+    """The registry with the gate's figures, newest first; `current` marks the one in service."""
+    rows = store.query(
+        "SELECT version, status, method, path, verdict, updated_at FROM model_versions FINAL "
+        "WHERE project_id = {p:String} ORDER BY created_at DESC, version DESC",
+        {"p": project},
+    )
+    promoted = [r for r in rows if r["status"] == "promoted"]
+    current = max(promoted, key=lambda r: r["updated_at"])["version"] if promoted else None
+    out = []
+    for row in rows:
+        verdict = json.loads(row["verdict"] or "{}")
+        win = verdict.get("win_rate") or {}
+        out.append(
+            {
+                "version": row["version"],
+                "status": row["status"],
+                "current": row["version"] == current,
+                "method": row["method"] or "registered",
+                "win_rate": win.get("rate"),
+                "low": win.get("low"),
+                "high": win.get("high"),
+                "n": win.get("n"),
+                "source": win.get("source", ""),
+                "accuracy": verdict.get("preference_accuracy"),
+                "reasons": verdict.get("reasons", []),
+                "path": row["path"],
+            }
+        )
+    return out

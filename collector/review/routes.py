@@ -148,7 +148,8 @@ def overview_page(
     rt = runtime(request)
     charts = overview.charts(rt.store, principal.project or "", days,
                              rt.settings.review.reviews_per_item)  # fmt: skip
-    return page(request, "overview.html", principal, charts=charts, days=days)
+    models = overview.model_versions(rt.store, principal.project or "")
+    return page(request, "overview.html", principal, charts=charts, days=days, models=models)
 
 
 # -- the forms' API --------------------------------------------------------------------------

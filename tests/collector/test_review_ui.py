@@ -19,6 +19,8 @@ import pyarrow as pa
 import pytest
 
 from driftline.collector import keys
+from driftline.finetune import registry
+from driftline.finetune.records import StoreLedger
 from driftline.store import Store
 from tests.sdk.conftest import LiveCollector, start_live
 
@@ -235,8 +237,14 @@ def test_two_reviewers_judge_with_the_keyboard(
     accuracy = page_b.locator('#agreement tr[data-criterion="accuracy"]')
     assert accuracy.locator("td").nth(2).inner_text() == "1"  # one call judged by both
     assert page_b.locator("#bias").inner_text().count("accuracy") == 2
+    ledger = StoreLedger(store, "alpha")
+    base = tmp_path / "models" / "current"
+    base.mkdir(parents=True)
+    (base / "config.json").write_text("{}")
+    registry.baseline(ledger, base)
     page_b.goto(live.url + "/review/overview")
-    assert page_b.locator("figure.chart").count() == 8
+    assert page_b.locator("figure.chart").count() == 10  # with the fine-tunes' two curves
+    assert page_b.locator("table.models tr.current td").first.inner_text() == "v1 (in service)"
 
     # The judgements as DPO rows, through `driftline export` against the running collector.
     admin = keys.create_key(store, "alpha", "admin")[1]
