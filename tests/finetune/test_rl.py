@@ -43,6 +43,15 @@ def true_value(text: str) -> int:
     return sum(w in GOOD for w in words) - sum(w in BAD for w in words)
 
 
+@pytest.fixture(scope="module", autouse=True)
+def one_thread() -> Iterator[None]:
+    """Intra-op threads only cost on tensors this small, and far more on a busy machine."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 @pytest.fixture(scope="module")
 def offline() -> Iterator[None]:
     with pytest.MonkeyPatch.context() as patch:
@@ -219,8 +228,9 @@ def test_rollout_masks_everything_after_eos(tokenizer: Any, prompts: list[str]) 
 def test_one_minibatch_step_moves_the_token_by_the_hand_worked_amount(
     tokenizer: Any, advantage: float
 ) -> None:
-    """Only the output matrix W trains, with SGD, on one response token a: at ratio 1 the loss
-    -A*ratio has gradient -A (e_a - p) h^T, so the logits move by lr*A*|h|^2*(e_a - p)."""
+    """One SGD step on one token moves its logprob exactly as worked out by hand."""
+    # Only the output matrix W trains, so the logits are z = W h with h fixed. At ratio 1 the loss
+    # -A*ratio has gradient -A (e_a - p) h^T, so SGD moves the logits by lr*A*|h|^2*(e_a - p).
     policy = PolicyWithValue(tiny_model(len(tokenizer)))
     policy.requires_grad_(False)
     policy.model.lm_head.weight.requires_grad_(True)
@@ -254,6 +264,25 @@ def test_one_minibatch_step_moves_the_token_by_the_hand_worked_amount(
         after = torch.log_softmax(policy.model(input_ids=ids).logits[0, 2].double(), dim=-1)
     assert after[token].item() == pytest.approx(expected[token].item(), abs=1e-5)
     assert (after[token].item() - before) * advantage > 0.01  # up for A > 0, down for A < 0
+
+
+def test_train_ppo_is_deterministic_for_a_seed(tokenizer: Any, prompts: list[str]) -> None:
+    def run() -> tuple[list[dict[str, float]], list[torch.Tensor]]:
+        model = tiny_model(len(tokenizer))
+        reference = copy.deepcopy(model)
+        figures: list[dict[str, float]] = []
+        settings = PPOSettings(steps=2, rollout_batch=4, minibatch=2, ppo_epochs=2, seed=7)
+        policy = train_ppo(
+            PolicyWithValue(model), reference, tokenizer, prompts,
+            lambda ps, rs: [float(true_value(r)) for r in rs], settings,
+            on_step=lambda step, f: figures.append(f),
+        )  # fmt: skip
+        return figures, [p.detach().clone() for p in policy.parameters()]
+
+    (figures_a, params_a), (figures_b, params_b) = run(), run()
+    assert figures_a == figures_b
+    assert all(torch.equal(a, b) for a, b in zip(params_a, params_b, strict=True))
+    assert figures_a[1]["kl"] != 0.0  # the second rollout came from a policy that moved
 
 
 # --- rewards ----------------------------------------------------------------------------------
@@ -311,9 +340,7 @@ def mean(values: list[float]) -> float:
 def test_ppo_lifts_the_reward_of_fresh_samples_with_kl_bounded(
     reward_model: RewardModel, tokenizer: Any, prompts: list[str]
 ) -> None:
-    """Across PPO seeds 0-4 the fresh-sample score rose from 0.31 to 1.25-1.41 (30 steps), the
-    synthetic truth from 0.30 to 2.4-2.9 good-minus-bad words, and the last step's KL was
-    1.5-3.0 nats; the asserts leave room on both."""
+    """Samples drawn after training score higher than the untrained policy's; KL stays bounded."""
     model = tiny_model(len(tokenizer))
     reference = copy.deepcopy(model)
     policy = PolicyWithValue(model)
@@ -335,8 +362,11 @@ def test_ppo_lifts_the_reward_of_fresh_samples_with_kl_bounded(
 
     assert len(steps) == 30 and all(tuple(s) == FIGURES for s in steps)
     assert all(math.isfinite(v) for s in steps for v in s.values())
+    # Measured (seeds 0/0): score 0.17 -> 1.20, truth 0.30 -> 1.55 good-minus-bad words, last KL
+    # 3.0 nats; over six other reward-model/PPO seed pairs: score +0.85 to +1.2, truth +1.4 to
+    # +3.3, KL 1.2 to 3.3. The bounds leave room on both sides.
     assert score_after - score_before > 0.5, (score_before, score_after)
-    assert truth_after - truth_before > 1.0, (truth_before, truth_after)
+    assert truth_after - truth_before > 0.75, (truth_before, truth_after)
     assert 0 < steps[-1]["kl"] < 6.0, steps[-1]
     # Sampled from the policy before it moved, the first rollout has no KL to the reference.
     assert steps[0]["kl"] == pytest.approx(0.0, abs=1e-4)
