@@ -331,11 +331,11 @@ def _online(
     reward = online_reward(request.reward_model)
     prompts = [render_prompt(tokenizer, p) for p in dataset.prompts()]
     if request.method == "ppo":
-        from driftline.finetune.rl import PPOSettings, train_ppo
+        from driftline.finetune.rl import PolicyWithValue, PPOSettings, train_ppo
 
         reference = AutoModelForCausalLM.from_pretrained(request.model, local_files_only=True)
         policy = train_ppo(
-            model, reference, tokenizer, prompts, reward,
+            PolicyWithValue(model), reference, tokenizer, prompts, reward,
             PPOSettings(
                 steps=train.rl_steps, rollout_batch=train.rollout_batch,
                 learning_rate=train.learning_rate, max_new_tokens=train.max_new_tokens,
@@ -344,12 +344,15 @@ def _online(
             on_step=recorder.step,
         )  # fmt: skip
         return policy.model
+    import torch
+
     from driftline.finetune.grpo import train_grpo
 
     return train_grpo(
         model, tokenizer, prompts, reward, out_dir=checkpoints_dir(settings, recorder.run),
         steps=train.rl_steps, learning_rate=train.learning_rate, num_generations=4,
         max_completion_length=train.max_new_tokens, on_step=recorder.step,
+        use_cpu=not torch.cuda.is_available(), seed=train.seed,
     )  # fmt: skip
 
 

@@ -170,3 +170,65 @@ def test_an_interrupted_run_resumes_from_its_last_checkpoint(
     steps = [step for step, _ in read_curves(store, "alpha", run.id)["loss"]]
     assert steps[:6] == [1, 2, 3, 4, 5, 6] and steps[-1] == 8  # 5..6 again after checkpoint 4
     assert (tmp_path / "out" / "config.json").is_file()
+
+
+def test_lora_adapters_are_merged_into_a_plain_model_folder(store: Store, tmp_path: Path) -> None:
+    from transformers import AutoModelForCausalLM
+
+    world.insert_world(store, "alpha")
+    snap = world.snapshot(store, "alpha")
+    base = world.base_model(tmp_path / "base")
+    config = settings(tmp_path, lora=True, lora_r=4, lora_alpha=8, max_steps=2,
+                      gradient_checkpointing=True)  # fmt: skip
+    done = finetune(
+        StoreLedger(store, "alpha"), Request(snap.id, "dpo", base, tmp_path / "out"), config
+    )
+    assert done.run.status == "succeeded" and done.run.params["lora"] is True
+    files = {p.name for p in (tmp_path / "out").iterdir()}
+    assert "adapter_config.json" not in files and "config.json" in files
+    merged = AutoModelForCausalLM.from_pretrained(tmp_path / "out")
+    original = AutoModelForCausalLM.from_pretrained(base)
+    changed = [
+        name
+        for (name, a), (_, b) in zip(
+            merged.named_parameters(), original.named_parameters(), strict=True
+        )
+        if not a.detach().equal(b.detach())
+    ]
+    assert changed and all("proj" in name for name in changed)  # only the adapted layers moved
+
+
+@pytest.mark.parametrize("method", ["ppo", "grpo"])
+def test_online_methods_train_on_the_snapshot_prompts_with_the_reward_model(
+    store: Store, tmp_path: Path, method: str
+) -> None:
+    from driftline.finetune.rewards import RewardModel
+
+    world.insert_world(store, "alpha")
+    snap = world.snapshot(store, "alpha")
+    base = world.base_model(tmp_path / "base")
+    ledger = StoreLedger(store, "alpha")
+    config = settings(tmp_path, rl_steps=2, rollout_batch=8, max_new_tokens=6)
+    finetune(ledger, Request(snap.id, "reward", base, tmp_path / "rm"), config)
+    seen: list[str] = []
+
+    def reward(path: Path | None) -> object:
+        model = RewardModel.load(path or "")
+
+        def score(prompts: list[str], responses: list[str]) -> list[float]:
+            seen.extend(prompts)
+            return model.score(prompts, responses)
+
+        return score
+
+    request = Request(snap.id, method, base, tmp_path / method, reward_model=tmp_path / "rm")
+    done = finetune(ledger, request, config, online_reward=reward)
+    assert done.run.status == "succeeded" and done.version is not None
+    assert done.version.method == method and done.version.base_version == "v1"
+    curves = read_curves(store, "alpha", done.run.id)
+    assert [step for step, _ in curves["reward"]] == [1, 2]
+    assert seen and all(p.startswith("user : tell me about ") for p in seen)
+    assert (tmp_path / method / "config.json").is_file()
+
+    with pytest.raises(FinetuneError, match="needs a reward"):
+        finetune(ledger, Request(snap.id, method, base, tmp_path / "again"), config)
