@@ -80,4 +80,3 @@ def check(snapshot: Snapshot, train: list[Row], rules: DataRules) -> None:
                 f"{'desirable' if label else 'undesirable'} ({n / len(train):.0%}, more than "
                 f"finetune.data.max_label_share {rules.max_label_share:.0%})"
             )
-
