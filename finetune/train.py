@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import logging
 import math
+import os
 import time
 import uuid
 from collections.abc import Callable
@@ -13,15 +14,16 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from tqdm.auto import tqdm
 from transformers import PrinterCallback, TrainerCallback
 
 from driftline.finetune import data as training_data
 from driftline.finetune import models, registry
 from driftline.finetune.config import METHODS, FinetuneSettings, TrainSettings
 from driftline.finetune.data import DataError, TrainingData
-from driftline.finetune.datasets import SnapshotError
+from driftline.finetune.datasets import Row, Snapshot, SnapshotError
 from driftline.finetune.models import ModelError
-from driftline.finetune.records import Ledger, ModelVersion, Run, VersionError
+from driftline.finetune.records import Ledger, ModelVersion, Run, ScoredItem, VersionError
 
 log = logging.getLogger("driftline.finetune")
 
@@ -39,6 +41,9 @@ _FIGURES = {
     "margin": "reward_margin",
     "reward": "reward",
 }
+
+
+_RUN_ID_ENV = "DRIFTLINE_RUN_ID"
 
 
 class FinetuneError(RuntimeError):
@@ -78,13 +83,22 @@ def finetune(
     failure record the run as failed (or interrupted) and raise FinetuneError."""
     if request.method not in METHODS:
         raise FinetuneError(f"unknown method {request.method!r}; use one of {', '.join(METHODS)}")
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1 and not (
+        request.resume or os.environ.get(_RUN_ID_ENV)
+    ):
+        raise FinetuneError(
+            "several processes train this run (accelerate launch): set DRIFTLINE_RUN_ID to a new "
+            "id, the same in every process, so they share its checkpoints"
+        )
+    if not main_process():
+        ledger = _ReadOnly(ledger)
     run = _start(ledger, request, settings)
     try:
         models.check_output(request.out)
         dataset = training_data.load(ledger, request.snapshot_id, request.method, settings.data)
         models.check_causal_lm(request.model)
         figures = _train(ledger, run, dataset, request, settings, online_reward, progress)
-    except (DataError, SnapshotError, ModelError, VersionError, ValueError) as exc:
+    except (FinetuneError, DataError, SnapshotError, ModelError, VersionError, ValueError) as exc:
         raise _fail(ledger, run, str(exc)) from None
     except KeyboardInterrupt:
         run.status, run.error = "interrupted", "stopped by the user; resume with --resume " + run.id
@@ -123,7 +137,7 @@ def _start(ledger: Ledger, request: Request, settings: FinetuneSettings) -> Run:
         run.status, run.error = "running", ""
     else:
         run = Run(
-            id=uuid.uuid4().hex,
+            id=os.environ.get(_RUN_ID_ENV, "") or uuid.uuid4().hex,
             project=ledger.project,
             snapshot_id=request.snapshot_id,
             method=request.method,
@@ -133,6 +147,40 @@ def _start(ledger: Ledger, request: Request, settings: FinetuneSettings) -> Run:
         )
     ledger.save_run(run)
     return run
+
+
+def main_process() -> bool:
+    """Under `accelerate launch` (or torchrun) every rank runs the pipeline; only rank 0
+    records the run and writes the model."""
+    return int(os.environ.get("RANK", "0")) == 0
+
+
+class _ReadOnly:
+    """The ledger of a rank other than 0: it reads the snapshot, and records nothing."""
+
+    def __init__(self, ledger: Ledger) -> None:
+        self._ledger, self.project = ledger, ledger.project
+
+    def snapshot(self, snapshot_id: str) -> tuple[Snapshot, list[Row], list[Row]]:
+        return self._ledger.snapshot(snapshot_id)
+
+    def held_out_scores(self, snapshot_id: str) -> list[ScoredItem]:
+        return self._ledger.held_out_scores(snapshot_id)
+
+    def runs(self, run_id: str | None = None) -> list[Run]:
+        return self._ledger.runs(run_id)
+
+    def versions(self) -> list[ModelVersion]:
+        return self._ledger.versions()
+
+    def save_run(self, run: Run) -> None:
+        pass
+
+    def save_metrics(self, run_id: str, step: int, figures: dict[str, float]) -> None:
+        pass
+
+    def save_version(self, version: ModelVersion) -> None:
+        pass
 
 
 def _fail(ledger: Ledger, run: Run, message: str) -> FinetuneError:
@@ -187,7 +235,9 @@ def _train(
     if request.method in ("ppo", "grpo"):
         if online_reward is None:
             raise FinetuneError(f"{request.method} needs a reward (pass --reward-model)")
-        trained = _online(request, dataset, model, tokenizer, settings, online_reward, recorder)
+        trained = _online(
+            request, dataset, model, tokenizer, settings, online_reward, recorder, progress
+        )
         save = _saver(trained, tokenizer)
     else:
         trainer = _trainer(request, dataset, model, tokenizer, settings, run, recorder, progress)
@@ -198,7 +248,8 @@ def _train(
         if settings.train.lora and hasattr(trained, "merge_and_unload"):
             trained = trained.merge_and_unload()
         save = _saver(trained, tokenizer)
-    models.publish(request.out, save, manifest)
+    if main_process():
+        models.publish(request.out, save, manifest)
     return recorder.last
 
 
@@ -323,6 +374,7 @@ def _online(
     settings: FinetuneSettings,
     online_reward: RewardFactory,
     recorder: Recorder,
+    progress: bool,
 ) -> Any:
     """PPO (ours) or GRPO (TRL) on the snapshot's prompts; the trained causal LM."""
     from transformers import AutoModelForCausalLM
@@ -334,15 +386,22 @@ def _online(
         from driftline.finetune.rl import PolicyWithValue, PPOSettings, train_ppo
 
         reference = AutoModelForCausalLM.from_pretrained(request.model, local_files_only=True)
-        policy = train_ppo(
-            PolicyWithValue(model), reference, tokenizer, prompts, reward,
-            PPOSettings(
-                steps=train.rl_steps, rollout_batch=train.rollout_batch,
-                learning_rate=train.learning_rate, max_new_tokens=train.max_new_tokens,
-                seed=train.seed,
-            ),
-            on_step=recorder.step,
-        )  # fmt: skip
+        with tqdm(total=train.rl_steps, desc="ppo", disable=not progress) as bar:
+
+            def on_step(step: int, figures: dict[str, float]) -> None:
+                recorder.step(step, figures, train.rl_steps)
+                bar.update(1)
+                bar.set_postfix(reward=figures["reward"], kl=figures["kl"])
+
+            policy = train_ppo(
+                PolicyWithValue(model), reference, tokenizer, prompts, reward,
+                PPOSettings(
+                    steps=train.rl_steps, rollout_batch=train.rollout_batch,
+                    learning_rate=train.learning_rate, max_new_tokens=train.max_new_tokens,
+                    seed=train.seed,
+                ),
+                on_step=on_step,
+            )  # fmt: skip
         return policy.model
     import torch
 

@@ -128,6 +128,27 @@ def test_a_label_skewed_kto_snapshot_is_refused(store: Store, tmp_path: Path) ->
         finetune(ledger, Request(snap.id, "kto", model, tmp_path / "o"), settings(tmp_path))
 
 
+def raise_at_step(monkeypatch: pytest.MonkeyPatch, step: int, error: BaseException) -> None:
+    """Make the pipeline's trainer raise `error` when it finishes `step`."""
+    from transformers import TrainerCallback
+
+    import driftline.finetune.train as train_module
+
+    class RaiseAt(TrainerCallback):  # type: ignore[misc]
+        def on_step_end(self, args: object, state: object, control: object, **kw: object) -> None:
+            if getattr(state, "global_step", 0) == step:
+                raise error
+
+    original = train_module._trainer
+
+    def with_raise(*args: object, **kwargs: object) -> object:
+        trainer = original(*args, **kwargs)  # type: ignore[arg-type]
+        trainer.add_callback(RaiseAt())
+        return trainer
+
+    monkeypatch.setattr(train_module, "_trainer", with_raise)
+
+
 def test_an_interrupted_run_resumes_from_its_last_checkpoint(
     store: Store, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -140,24 +161,8 @@ def test_an_interrupted_run_resumes_from_its_last_checkpoint(
     class Stop(KeyboardInterrupt):
         pass
 
-    from transformers import TrainerCallback
-
-    class StopAtSix(TrainerCallback):  # type: ignore[misc]
-        def on_step_end(self, args: object, state: object, control: object, **kw: object) -> None:
-            if getattr(state, "global_step", 0) == 6:
-                raise Stop
-
-    import driftline.finetune.train as train_module
-
-    original = train_module._trainer
-
-    def with_stop(*args: object, **kwargs: object) -> object:
-        trainer = original(*args, **kwargs)  # type: ignore[arg-type]
-        trainer.add_callback(StopAtSix())
-        return trainer
-
     with monkeypatch.context() as patch:
-        patch.setattr(train_module, "_trainer", with_stop)
+        raise_at_step(patch, 6, Stop())
         with pytest.raises(Stop):
             finetune(ledger, Request(snap.id, "dpo", base, tmp_path / "out"), config)
     [run] = ledger.runs()
@@ -170,6 +175,36 @@ def test_an_interrupted_run_resumes_from_its_last_checkpoint(
     steps = [step for step, _ in read_curves(store, "alpha", run.id)["loss"]]
     assert steps[:6] == [1, 2, 3, 4, 5, 6] and steps[-1] == 8  # 5..6 again after checkpoint 4
     assert (tmp_path / "out" / "config.json").is_file()
+
+
+def test_out_of_memory_fails_the_run_with_what_to_lower(
+    store: Store, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import torch
+
+    world.insert_world(store, "alpha")
+    snap = world.snapshot(store, "alpha")
+    base = world.base_model(tmp_path / "base")
+    ledger = StoreLedger(store, "alpha")
+    raise_at_step(monkeypatch, 1, torch.OutOfMemoryError("CUDA out of memory. Tried to allocate"))
+    with pytest.raises(FinetuneError, match="out of memory at batch size 8, max length 64"):
+        finetune(ledger, Request(snap.id, "dpo", base, tmp_path / "out"), settings(tmp_path))
+    [run] = ledger.runs()
+    assert run.status == "failed" and "lower finetune.train.batch_size" in run.error
+    assert not (tmp_path / "out").exists() and ledger.versions() == []
+
+
+def test_several_processes_must_share_a_run_id(
+    store: Store, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    ledger = StoreLedger(store, "alpha")
+    request = Request("s", "dpo", tmp_path / "m", tmp_path / "out")
+    with pytest.raises(FinetuneError, match="set DRIFTLINE_RUN_ID"):
+        finetune(ledger, request, settings(tmp_path))
+    monkeypatch.setenv("DRIFTLINE_RUN_ID", "shared-run")
+    with pytest.raises(FinetuneError, match="run shared-run failed: no dataset snapshot 's'"):
+        finetune(ledger, request, settings(tmp_path))
 
 
 def test_lora_adapters_are_merged_into_a_plain_model_folder(store: Store, tmp_path: Path) -> None:
