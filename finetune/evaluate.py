@@ -46,7 +46,7 @@ class Evidence:
     candidate: str
     held_out_rows: int
     preference_accuracy: float
-    baseline_likelihood_accuracy: float
+    baseline_likelihood_accuracy: float | None  # None for unpaired (KTO) rows
     win_rate: dict[str, Any] = field(default_factory=dict)
     criteria_before: dict[str, float] = field(default_factory=dict)
     criteria_after: dict[str, float] = field(default_factory=dict)
@@ -83,7 +83,7 @@ def run_gate(
         candidate=str(candidate),
         held_out_rows=len(test),
         preference_accuracy=accuracy,
-        baseline_likelihood_accuracy=_accuracy(likelihood),
+        baseline_likelihood_accuracy=_accuracy(likelihood) if likelihood else None,
     )
     wins = _pairs_wins(margins)
     source = "held-out pairs (implicit reward)"
@@ -165,7 +165,7 @@ class _Scorer:
 
     def preferences(self, rows: list[Row]) -> tuple[list[float], list[float]]:
         """Per row: the implicit-reward margin (candidate vs baseline), and the baseline's
-        own log-likelihood margin (how it ranked the pair before any training)."""
+        own log-likelihood margin (how it ranked the pair before any training; pairs only)."""
         margins, likelihood = [], []
         for row in rows:
             if "chosen" in row:
@@ -183,7 +183,6 @@ class _Scorer:
                     self.baseline, row["prompt"], row["completion"]
                 )
                 margins.append(_round(reward if row["label"] else -reward))
-                likelihood.append(0.0)
         return margins, likelihood
 
     def _logp(self, model: Any, prompt: Any, response: Any) -> float:

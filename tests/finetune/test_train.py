@@ -267,3 +267,18 @@ def test_online_methods_train_on_the_snapshot_prompts_with_the_reward_model(
 
     with pytest.raises(FinetuneError, match="needs a reward"):
         finetune(ledger, Request(snap.id, method, base, tmp_path / "again"), config)
+
+
+def test_kto_trains_on_thumbs_and_the_gate_reads_its_labels(store: Store, tmp_path: Path) -> None:
+    world.insert_thumbs(store, "alpha", up=20, down=20)
+    snap = world.snapshot(store, "alpha", fmt="kto", fraction=0.25)
+    base = world.base_model(tmp_path / "base")
+    ledger = StoreLedger(store, "alpha")
+    config = settings(tmp_path, max_steps=3)
+    done = finetune(ledger, Request(snap.id, "kto", base, tmp_path / "kto"), config)
+    assert done.run.status == "succeeded" and done.version is not None
+    assert "loss" in read_curves(store, "alpha", done.run.id)
+    _, _, evidence = run_gate(ledger, tmp_path / "kto", base, snap.id, config)
+    assert evidence.held_out_rows == snap.counts["rows"]["test"] > 0
+    assert 0.0 <= evidence.preference_accuracy <= 1.0
+    assert evidence.baseline_likelihood_accuracy is None  # unpaired rows have no pair to rank
