@@ -9,7 +9,12 @@ from driftline.store.migrations import MIGRATIONS
 ZOOKEEPER_PATH = "/clickhouse/tables/{shard}/{database}/{table}"
 _CREATE = re.compile(r"^\s*CREATE TABLE IF NOT EXISTS (\w+) \(")
 _ALTER = re.compile(r"^\s*ALTER TABLE (\w+) ")
-_ENGINE = re.compile(r"\) ENGINE = (ReplacingMergeTree|MergeTree)(?:\((\w+)\))?")
+_VIEW = re.compile(r"^\s*CREATE MATERIALIZED VIEW IF NOT EXISTS (\w+) TO (\w+) AS\b")
+_INSERT = re.compile(r"^\s*INSERT INTO \w+")
+_TABLE_REF = re.compile(r"\b(FROM|INTO)\s+(\w+)")
+_ENGINE = re.compile(
+    r"\) ENGINE = (ReplacingMergeTree|AggregatingMergeTree|MergeTree)(?:\((\w+)\))?"
+)
 _ORDER_BY = re.compile(r"ORDER BY \(?([\w, ]+?)\)?\s*$")
 _MIGRATIONS_TABLE = (
     "CREATE TABLE IF NOT EXISTS schema_migrations (version UInt32, name String, "
@@ -19,7 +24,8 @@ _MIGRATIONS_TABLE = (
 
 def cluster_ddl(cluster: str, database: str = "driftline") -> list[str]:
     """Every table of every migration as `<table>_local` (Replicated*MergeTree on each shard's
-    replicas) behind a Distributed `<table>` that driftline reads and writes unchanged.
+    replicas) behind a Distributed `<table>` that driftline reads and writes unchanged; each
+    materialized view from local table to local table, each backfill through Distributed ones.
 
     Rows go to shards by a hash of trace_id where the table has one (a trace stays on one
     shard); otherwise by a hash of the sorting key, so every version of a row that
@@ -29,6 +35,18 @@ def cluster_ddl(cluster: str, database: str = "driftline") -> list[str]:
     for sql in (_MIGRATIONS_TABLE, *(s for m in MIGRATIONS for s in m.statements)):
         if created := _CREATE.match(sql):
             statements += _create(sql, created.group(1), database, cluster, on)
+        elif view := _VIEW.match(sql):
+            # Each shard's view adds the calls its own local table receives to its own local
+            # rollup; reads through the Distributed rollup merge the states across shards.
+            body = _TABLE_REF.sub(rf"\1 {database}.\2_local", sql[view.end() :])
+            statements.append(
+                f"CREATE MATERIALIZED VIEW IF NOT EXISTS {database}.{view.group(1)} {on} "
+                f"TO {database}.{view.group(2)}_local AS{body}"
+            )
+        elif _INSERT.match(sql):
+            # A backfill runs once, from the node the script is applied on: it reads every shard
+            # through the Distributed tables and writes through them.
+            statements.append(_TABLE_REF.sub(rf"\1 {database}.\2", sql))
         elif altered := _ALTER.match(sql):
             table = altered.group(1)
             rest = sql[altered.end() :]
@@ -44,7 +62,7 @@ def cluster_ddl(cluster: str, database: str = "driftline") -> list[str]:
 def _create(sql: str, table: str, database: str, cluster: str, on: str) -> list[str]:
     engine = _ENGINE.search(sql)
     if engine is None:
-        raise ValueError(f"{table}: engine is not MergeTree or ReplacingMergeTree")
+        raise ValueError(f"{table}: engine is not a MergeTree, Replacing or Aggregating")
     path = ZOOKEEPER_PATH.replace("{database}", database).replace("{table}", table)
     version = f", {engine.group(2)}" if engine.group(2) else ""
     replicated = f") ENGINE = Replicated{engine.group(1)}('{path}', '{{replica}}'{version})"

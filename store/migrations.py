@@ -396,6 +396,59 @@ CREATE TABLE IF NOT EXISTS model_versions (
 ORDER BY (project_id, version)"""
 
 
+# Dashboards: hourly aggregate states of the calls per project, service, version, model and
+# agent, so a week of Overview reads ~170 rows per series instead of every call. The view adds
+# each insert into llm_calls as it lands; llm_calls is write-once (the writer checks keys before
+# it stores), so no call reaches the view twice. total_tokens is its own state because a provider's
+# reported total may differ from input + output.
+_HOURLY = """
+CREATE TABLE IF NOT EXISTS llm_calls_hourly (
+    project_id LowCardinality(String),
+    hour DateTime('UTC'),
+    service LowCardinality(String),
+    service_version LowCardinality(String),
+    model LowCardinality(String),
+    agent LowCardinality(String),
+    calls AggregateFunction(count),
+    errors AggregateFunction(countIf, UInt8),
+    input_tokens AggregateFunction(sum, UInt32),
+    output_tokens AggregateFunction(sum, UInt32),
+    total_tokens AggregateFunction(sum, UInt32),
+    cost AggregateFunction(sum, Float64),
+    duration AggregateFunction(quantilesTDigest(0.5, 0.95, 0.99), Float64)
+) ENGINE = AggregatingMergeTree
+PARTITION BY toYYYYMM(hour)
+ORDER BY (project_id, hour, service, model, agent, service_version)"""
+
+_HOURLY_SELECT = """
+SELECT project_id, toStartOfHour(start_time) AS hour, service, service_version,
+    response_model AS model, agent_name AS agent, countState() AS calls,
+    countIfState(toUInt8(status_code = 'error' OR error_type != '')) AS errors,
+    sumState(input_tokens) AS input_tokens, sumState(output_tokens) AS output_tokens,
+    sumState(total_tokens) AS total_tokens, sumState(cost_usd) AS cost,
+    quantilesTDigestState(0.5, 0.95, 0.99)(duration_ms) AS duration
+FROM llm_calls"""
+
+_HOURLY_GROUP = "GROUP BY project_id, hour, service, service_version, model, agent"
+
+_HOURLY_MV = (
+    "CREATE MATERIALIZED VIEW IF NOT EXISTS llm_calls_hourly_mv TO llm_calls_hourly AS"
+    f"{_HOURLY_SELECT}\n{_HOURLY_GROUP}"
+)
+
+# The calls stored before the view existed. Embedded, migrations run in the one process that owns
+# the folder before it ingests anything, so no call is both seen by the view and read here. The
+# backfill skips every hour the rollup already holds, so running it again (a start that died
+# before recording the migration, a second server process) adds nothing twice. On a live server
+# the hours the view wrote to before this ran stay as the view saw them (docs/deploy.md).
+# GLOBAL: on a cluster both tables are Distributed, and a plain IN would run the subquery per shard.
+_HOURLY_BACKFILL = (
+    f"INSERT INTO llm_calls_hourly{_HOURLY_SELECT}\n"
+    "WHERE toStartOfHour(start_time) GLOBAL NOT IN (SELECT DISTINCT hour FROM llm_calls_hourly)\n"
+    f"{_HOURLY_GROUP}"
+)
+
+
 @dataclass(frozen=True)
 class Migration:
     version: int
@@ -433,6 +486,11 @@ MIGRATIONS: tuple[Migration, ...] = (
         6,
         "fine-tunes: runs, their curves, model versions",
         (_FINETUNE_RUNS, _FINETUNE_METRICS, _MODEL_VERSIONS),
+    ),
+    Migration(
+        7,
+        "hourly rollup of calls for dashboards",
+        (_HOURLY, _HOURLY_MV, _HOURLY_BACKFILL),
     ),
 )
 

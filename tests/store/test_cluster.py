@@ -30,7 +30,8 @@ def test_local_tables_run_on_chdb_and_match_the_migrations(store: Store) -> None
     tables = {
         r["name"]: r["engine_full"]
         for r in store.query(
-            "SELECT name, engine_full FROM system.tables WHERE database = 'cluster_check'"
+            "SELECT name, engine_full FROM system.tables WHERE database = 'cluster_check' "
+            "AND engine != 'MaterializedView'"
         )
     }
     for name, engine in tables.items():
@@ -49,8 +50,45 @@ def test_local_tables_run_on_chdb_and_match_the_migrations(store: Store) -> None
             f"'{name.removesuffix('_local')}'"
         )[0]["engine_full"]
         assert engine == plain, name
-    created = {s.split()[5] for m in MIGRATIONS for s in m.statements if "CREATE" in s}
+    created = {s.split()[5] for m in MIGRATIONS for s in m.statements if "CREATE TABLE" in s}
     assert {t.removesuffix("_local") for t in tables} == created | {"schema_migrations"}
+
+
+def test_the_rollup_view_feeds_each_shards_local_rollup_and_the_backfill_counts_once(
+    store: Store,
+) -> None:
+    store.command("CREATE DATABASE cluster_check")
+    statements = cluster_ddl("prod", database="cluster_check")
+    view = next(s for s in statements if "MATERIALIZED VIEW" in s)
+    assert " TO cluster_check.llm_calls_hourly_local AS" in view
+    assert "FROM cluster_check.llm_calls_local\n" in view and "ON CLUSTER 'prod'" in view
+    backfill = next(s for s in statements if s.startswith("INSERT INTO cluster_check.llm_calls_h"))
+    assert "FROM cluster_check.llm_calls\n" in backfill
+    assert "GLOBAL NOT IN (SELECT DISTINCT hour FROM cluster_check.llm_calls_hourly)" in backfill
+    assert statements.index(view) < statements.index(backfill)
+    for sql in statements:
+        if (sql.startswith("CREATE TABLE") and "Distributed(" not in sql) or sql == view:
+            store.command(single_node(sql))
+    # One shard's view of it: calls stored before the view existed are backfilled, those after
+    # go through the view, and a second backfill adds nothing.
+    store.command("DROP VIEW cluster_check.llm_calls_hourly_mv")
+    insert = (
+        "INSERT INTO cluster_check.llm_calls_local (project_id, trace_id, span_id, start_time, "
+        "duration_ms, service, status_code) SELECT 'p', lower(hex(MD5(toString(number + {o})))), "
+        "'0123456789abcdef', now64(9, 'UTC') - toIntervalMinute(number * 7), number, 's', "
+        "if(number % 3 = 0, 'error', 'ok') FROM numbers(300)"
+    )
+    store.command(insert.format(o=0))
+    store.command(single_node(view))
+    on_one_shard = re.sub(r"cluster_check\.(\w+)", r"cluster_check.\1_local", backfill)
+    store.command(on_one_shard)
+    store.command(insert.format(o=1000))
+    store.command(on_one_shard)
+    totals = store.query(
+        "SELECT countMerge(calls) AS calls, countIfMerge(errors) AS errors "
+        "FROM cluster_check.llm_calls_hourly_local"
+    )
+    assert totals == [{"calls": 600, "errors": 200}]
 
 
 def test_every_statement_parses_and_distributed_tables_shard_by_trace(store: Store) -> None:
@@ -65,6 +103,23 @@ def test_every_statement_parses_and_distributed_tables_shard_by_trace(store: Sto
     replicated = [s for s in statements if "ReplicatedReplacingMergeTree" in s]
     assert any("'{replica}', updated_at)" in s for s in replicated)
     assert all("/clickhouse/tables/{shard}/driftline/" in s for s in replicated)
+    assert (
+        "ENGINE = ReplicatedAggregatingMergeTree('/clickhouse/tables/{shard}/driftline/"
+        "llm_calls_hourly', '{replica}')" in distributed_source(statements, "llm_calls_hourly")
+    )
+    assert distributed["driftline.llm_calls_hourly"].endswith(
+        "llm_calls_hourly_local, cityHash64(project_id, hour, service, model, agent, "
+        "service_version))"
+    )
+
+
+def distributed_source(statements: list[str], table: str) -> str:
+    """The CREATE statement of a Distributed table's local table."""
+    return next(
+        s
+        for s in statements
+        if s.startswith(f"CREATE TABLE IF NOT EXISTS driftline.{table}_local ")
+    )
 
 
 def test_cluster_name_is_checked() -> None:
