@@ -108,5 +108,5 @@ def test_rules_check_command(tmp_path: Path) -> None:
         capture_output=True, text=True, env={**EXAMPLE_ENV, "PATH": "/usr/bin:/bin"},
     )  # fmt: skip
     assert run.returncode == 1
-    assert f"{EXAMPLE}: ok: 8 rules, 2 receivers, 1 inhibit rules, 1 Alertmanagers" in run.stdout
+    assert f"{EXAMPLE}: ok: 10 rules, 2 receivers, 1 inhibit rules, 1 Alertmanagers" in run.stdout
     assert f"{bad}:3: rules.0.when.flags.reason: unknown reason 'sad'" in run.stderr
