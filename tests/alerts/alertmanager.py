@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import shutil
 import subprocess
-import time
 from pathlib import Path
 from typing import Any
 
@@ -12,6 +11,7 @@ import httpx
 import pytest
 
 from tests.conftest import free_port
+from tests.peers import PeerProcess
 
 BINARY = shutil.which("prometheus-alertmanager") or shutil.which("alertmanager")
 needs_alertmanager = pytest.mark.skipif(
@@ -34,23 +34,14 @@ class Alertmanager:
         )
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
-        self.log = folder / "alertmanager.log"
-        self._process = subprocess.Popen(
+        self._peer = PeerProcess(
+            "Alertmanager",
             [BINARY, f"--config.file={config}", f"--storage.path={folder / 'data'}",
              f"--web.listen-address=127.0.0.1:{self.port}", "--cluster.listen-address=",
              f"--web.external-url={self.url}"],
-            stdout=self.log.open("w"), stderr=subprocess.STDOUT,
+            self.url, folder / "alertmanager.log", timeout=30,
         )  # fmt: skip
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                if httpx.get(self.url + "/-/ready", timeout=1).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            if self._process.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError("Alertmanager did not start: " + self.log.read_text())
-            time.sleep(0.1)
+        self.log = self._peer.log
 
     def alerts(self) -> list[dict[str, Any]]:
         response = httpx.get(self.url + "/api/v2/alerts", timeout=10)
@@ -68,9 +59,4 @@ class Alertmanager:
         return done.stdout
 
     def stop(self) -> None:
-        self._process.terminate()
-        try:
-            self._process.wait(10)
-        except subprocess.TimeoutExpired:
-            self._process.kill()
-            self._process.wait()
+        self._peer.stop()

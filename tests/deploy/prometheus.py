@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import shutil
-import subprocess
-import time
 from pathlib import Path
 from typing import Any
 
@@ -13,6 +11,7 @@ import pytest
 import yaml
 
 from tests.conftest import free_port
+from tests.peers import PeerProcess
 
 BINARY = shutil.which("prometheus")
 needs_prometheus = pytest.mark.skipif(
@@ -38,23 +37,14 @@ class Prometheus:
                 }
             )
         )
-        self.url = f"http://127.0.0.1:{free_port()}"
-        self.log = folder / "prometheus.log"
-        self._process = subprocess.Popen(
+        url = f"http://127.0.0.1:{free_port()}"
+        self._peer = PeerProcess(
+            "Prometheus",
             [BINARY, f"--config.file={config}", f"--storage.tsdb.path={folder / 'data'}",
-             f"--web.listen-address={self.url.removeprefix('http://')}"],
-            stdout=self.log.open("w"), stderr=subprocess.STDOUT,
+             f"--web.listen-address={url.removeprefix('http://')}"],
+            url, folder / "prometheus.log", timeout=60,
         )  # fmt: skip
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                if httpx.get(self.url + "/-/ready", timeout=1).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            if self._process.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError("Prometheus did not start: " + self.log.read_text())
-            time.sleep(0.2)
+        self.url, self.log = url, self._peer.log
 
     def api(self, path: str, **params: str) -> Any:
         """The `data` of a successful API answer; raises with Prometheus's error otherwise."""
@@ -64,9 +54,4 @@ class Prometheus:
         return body["data"]
 
     def stop(self) -> None:
-        self._process.terminate()
-        try:
-            self._process.wait(10)
-        except subprocess.TimeoutExpired:
-            self._process.kill()
-            self._process.wait()
+        self._peer.stop()
