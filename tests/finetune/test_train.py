@@ -11,6 +11,7 @@ import pytest
 
 from driftline.finetune import registry
 from driftline.finetune.config import FinetuneSettings
+from driftline.finetune.datasets import Snapshot
 from driftline.finetune.evaluate import run_gate
 from driftline.finetune.records import StoreLedger, VersionError, read_curves
 from driftline.finetune.train import FinetuneError, Request, finetune
@@ -25,6 +26,20 @@ def offline(monkeypatch: pytest.MonkeyPatch) -> None:
     for name in ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE", "TRANSFORMERS_OFFLINE"):
         monkeypatch.setenv(name, "1")
     monkeypatch.setenv("TOKENIZERS_PARALLELISM", "false")
+
+
+World = tuple[StoreLedger, Snapshot, Path]
+
+
+@pytest.fixture
+def alpha(store: Store, tmp_path: Path) -> World:
+    """Project alpha's learnable preference, its snapshot, and the tiny base model."""
+    world.insert_world(store, "alpha")
+    return (
+        StoreLedger(store, "alpha"),
+        world.snapshot(store, "alpha"),
+        world.base_model(tmp_path / "base"),
+    )
 
 
 def settings(tmp_path: Path, **train: object) -> FinetuneSettings:
@@ -150,12 +165,9 @@ def raise_at_step(monkeypatch: pytest.MonkeyPatch, step: int, error: BaseExcepti
 
 
 def test_an_interrupted_run_resumes_from_its_last_checkpoint(
-    store: Store, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    store: Store, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, alpha: World
 ) -> None:
-    world.insert_world(store, "alpha")
-    snap = world.snapshot(store, "alpha")
-    base = world.base_model(tmp_path / "base")
-    ledger = StoreLedger(store, "alpha")
+    ledger, snap, base = alpha
     config = settings(tmp_path, max_steps=8, save_steps=4, epochs=1)
 
     class Stop(KeyboardInterrupt):
@@ -178,14 +190,11 @@ def test_an_interrupted_run_resumes_from_its_last_checkpoint(
 
 
 def test_out_of_memory_fails_the_run_with_what_to_lower(
-    store: Store, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, alpha: World
 ) -> None:
     import torch
 
-    world.insert_world(store, "alpha")
-    snap = world.snapshot(store, "alpha")
-    base = world.base_model(tmp_path / "base")
-    ledger = StoreLedger(store, "alpha")
+    ledger, snap, base = alpha
     raise_at_step(monkeypatch, 1, torch.OutOfMemoryError("CUDA out of memory. Tried to allocate"))
     with pytest.raises(FinetuneError, match="out of memory at batch size 8, max length 64"):
         finetune(ledger, Request(snap.id, "dpo", base, tmp_path / "out"), settings(tmp_path))
@@ -207,17 +216,13 @@ def test_several_processes_must_share_a_run_id(
         finetune(ledger, request, settings(tmp_path))
 
 
-def test_lora_adapters_are_merged_into_a_plain_model_folder(store: Store, tmp_path: Path) -> None:
+def test_lora_adapters_are_merged_into_a_plain_model_folder(tmp_path: Path, alpha: World) -> None:
     from transformers import AutoModelForCausalLM
 
-    world.insert_world(store, "alpha")
-    snap = world.snapshot(store, "alpha")
-    base = world.base_model(tmp_path / "base")
+    ledger, snap, base = alpha
     config = settings(tmp_path, lora=True, lora_r=4, lora_alpha=8, max_steps=2,
                       gradient_checkpointing=True)  # fmt: skip
-    done = finetune(
-        StoreLedger(store, "alpha"), Request(snap.id, "dpo", base, tmp_path / "out"), config
-    )
+    done = finetune(ledger, Request(snap.id, "dpo", base, tmp_path / "out"), config)
     assert done.run.status == "succeeded" and done.run.params["lora"] is True
     files = {p.name for p in (tmp_path / "out").iterdir()}
     assert "adapter_config.json" not in files and "config.json" in files
@@ -235,14 +240,11 @@ def test_lora_adapters_are_merged_into_a_plain_model_folder(store: Store, tmp_pa
 
 @pytest.mark.parametrize("method", ["ppo", "grpo"])
 def test_online_methods_train_on_the_snapshot_prompts_with_the_reward_model(
-    store: Store, tmp_path: Path, method: str
+    store: Store, tmp_path: Path, method: str, alpha: World
 ) -> None:
     from driftline.finetune.rewards import RewardModel
 
-    world.insert_world(store, "alpha")
-    snap = world.snapshot(store, "alpha")
-    base = world.base_model(tmp_path / "base")
-    ledger = StoreLedger(store, "alpha")
+    ledger, snap, base = alpha
     config = settings(tmp_path, rl_steps=2, rollout_batch=8, max_new_tokens=6)
     finetune(ledger, Request(snap.id, "reward", base, tmp_path / "rm"), config)
     seen: list[str] = []
