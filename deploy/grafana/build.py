@@ -499,7 +499,7 @@ def review() -> Board:
             "avg(spread <= 1) AS within_one, avg(spread) AS mean_spread FROM ("
             "SELECT name, cityHash64(trace_id, span_id) AS call, "
             f"max(value_number) - min(value_number) AS spread {reviews} AND kind = 'numeric' "
-            "AND value_number IS NOT NULL GROUP BY name, call HAVING uniqExact(user_id) >= 2) "
+            "AND value_number IS NOT NULL GROUP BY name, call HAVING min(user_id) != max(user_id)) "
             "GROUP BY criterion ORDER BY criterion",
             ("criterion", "calls", "exact", "within_one", "mean_spread"),
             TABLE,
