@@ -23,7 +23,7 @@ from driftline.finetune.config import FinetuneSettings
 from driftline.finetune.data import DataError
 from driftline.finetune.datasets import Row
 from driftline.finetune.models import load_causal_lm
-from driftline.finetune.records import Ledger, ModelVersion, ScoredItem
+from driftline.finetune.records import Ledger, ModelVersion, ScoredItem, VersionError
 from driftline.finetune.train import render_prompt
 
 RewardFn = Callable[[Sequence[str], Sequence[str]], list[float]]
@@ -65,6 +65,11 @@ def run_gate(
     judge: Judge | None = None,
 ) -> tuple[ModelVersion, gate.Verdict, Evidence]:
     """Measure, decide, and record the verdict on the candidate's version."""
+    if Path(candidate).resolve() == Path(baseline).resolve():
+        raise VersionError(f"the candidate {candidate} is the baseline itself")
+    known = registry.find(ledger, str(candidate))
+    if known is not None:
+        registry.check_judgeable(known)
     _, _, test = ledger.snapshot(snapshot_id)
     if len(test) < settings.data.min_test_rows:
         raise DataError(

@@ -58,9 +58,20 @@ def baseline(ledger: Ledger, path: str | Path) -> ModelVersion:
     )
 
 
+def check_judgeable(version: ModelVersion) -> None:
+    """Raise VersionError for a version that has been in service."""
+    if version.status not in ("candidate", "rejected"):
+        raise VersionError(
+            f"{version.version} is {version.status.replace('_', ' ')}; the gate judges new "
+            "candidates (train one, or register a copy of the folder)"
+        )
+
+
 def judge(ledger: Ledger, version: ModelVersion, verdict: dict[str, Any]) -> ModelVersion:
     """Record the gate's verdict: a candidate that passed stays a candidate until promoted; one
-    that did not is rejected."""
+    that did not is rejected. Versions once in service are not judged again (a new verdict
+    would make a rolled-back or older version look freshly promoted)."""
+    check_judgeable(version)
     version.verdict = verdict
     if version.status == "candidate" and not verdict.get("promote"):
         version.status = "rejected"

@@ -83,7 +83,8 @@ def scored(store: Store, tmp_path: Path) -> Iterator[tuple[StoreLedger, str, Pat
     world.insert_world(store, "alpha")
     world.insert_scores(store, "alpha")
     snap = world.snapshot(store, "alpha")
-    yield StoreLedger(store, "alpha"), snap.id, world.base_model(tmp_path / "base")
+    base = world.base_model(tmp_path / "base")
+    yield StoreLedger(store, "alpha"), snap.id, base
 
 
 def judged(url: str) -> FinetuneSettings:
@@ -94,7 +95,7 @@ def judged(url: str) -> FinetuneSettings:
 
 
 def test_a_judge_that_agrees_with_people_decides_the_win_rate(
-    scored: tuple[StoreLedger, str, Path],
+    scored: tuple[StoreLedger, str, Path], tmp_path: Path
 ) -> None:
     ledger, snapshot, base = scored
     people = ledger.held_out_scores(snapshot)
@@ -107,7 +108,12 @@ def test_a_judge_that_agrees_with_people_decides_the_win_rate(
         settings = judged(server.url)
         assert settings.gate.judge is not None
         _, verdict, evidence = run_gate(
-            ledger, base, base, snapshot, settings, judge=LLMJudge(settings.gate.judge)
+            ledger,
+            world.untrained(base, tmp_path / "same"),
+            base,
+            snapshot,
+            settings,
+            judge=LLMJudge(settings.gate.judge),
         )
     finally:
         server.close()
@@ -124,7 +130,7 @@ def test_a_judge_that_agrees_with_people_decides_the_win_rate(
 
 
 def test_a_judge_that_disagrees_with_people_is_not_trusted(
-    scored: tuple[StoreLedger, str, Path],
+    scored: tuple[StoreLedger, str, Path], tmp_path: Path
 ) -> None:
     ledger, snapshot, base = scored
     server = ChatServer(inverted=True)
@@ -132,7 +138,12 @@ def test_a_judge_that_disagrees_with_people_is_not_trusted(
         settings = judged(server.url)
         assert settings.gate.judge is not None
         _, _, evidence = run_gate(
-            ledger, base, base, snapshot, settings, judge=LLMJudge(settings.gate.judge)
+            ledger,
+            world.untrained(base, tmp_path / "same"),
+            base,
+            snapshot,
+            settings,
+            judge=LLMJudge(settings.gate.judge),
         )
     finally:
         server.close()
@@ -180,7 +191,14 @@ def test_the_reward_model_learns_the_preference_and_judges_generations(
     right = sum(c > r for c, r in zip(chosen, rejected, strict=True)) / len(test)
     assert right >= 0.9  # held-out pairs it never saw
 
-    _, _, evidence = run_gate(ledger, base, base, snapshot, settings, reward=reward.score)
+    _, _, evidence = run_gate(
+        ledger,
+        world.untrained(base, tmp_path / "same"),
+        base,
+        snapshot,
+        settings,
+        reward=reward.score,
+    )
     assert evidence.win_rate["source"] == "reward model"
     assert evidence.win_rate["rate"] == 0.5  # identical greedy answers tie
     assert evidence.criteria_before["reward_model"] == evidence.criteria_after["reward_model"]

@@ -60,15 +60,16 @@ def test_dpo_learns_the_preference_and_the_gate_promotes_it_but_not_a_regression
     alpha = StoreLedger(store, "alpha")
     config = settings(tmp_path)
 
-    # An untrained candidate (the baseline itself) ranks every pair as a tie: chance.
-    _, same, evidence = run_gate(alpha, base, base, snap.id, config)
+    # An untrained candidate (a copy of the baseline) ranks every pair as a tie: chance.
+    same_folder = world.untrained(base, tmp_path / "same")
+    _, same, evidence = run_gate(alpha, same_folder, base, snap.id, config)
     assert evidence.preference_accuracy == 0.5
     assert not same.promote and "win rate 50.0%" in same.reasons[0]
 
     good = finetune(alpha, Request(snap.id, "dpo", base, tmp_path / "good"), config)
     assert good.run.status == "succeeded" and good.version is not None
     assert good.version.status == "candidate"
-    assert good.version.version == "v2" and good.version.base_version == "v1"
+    assert good.version.version == "v3" and good.version.base_version == "v1"
     curves = read_curves(store, "alpha", good.run.id)
     assert len(curves["loss"]) == good.run.step > 1
     assert curves["reward_margin"][-1][1] > 0 and curves["reward_accuracy"][-1][1] > 0.5
@@ -90,12 +91,19 @@ def test_dpo_learns_the_preference_and_the_gate_promotes_it_but_not_a_regression
 
     promoted = registry.promote(alpha, version.version)
     current = registry.current(alpha)
-    assert current is not None and current.version == promoted.version == "v2"
+    assert current is not None and current.version == promoted.version == "v3"
     stored = {v.version: v for v in alpha.versions()}
-    assert stored["v2"].verdict["win_rate"]["rate"] >= 0.9
-    assert stored["v3"].verdict["reasons"]
+    assert stored["v2"].status == "rejected"  # the untrained copy
+    assert stored["v3"].verdict["win_rate"]["rate"] >= 0.9
+    assert stored["v4"].verdict["reasons"]
     back, now = registry.rollback(alpha)
-    assert (back.version, back.status, now.version) == ("v2", "rolled_back", "v1")
+    assert (back.version, back.status, now.version) == ("v3", "rolled_back", "v1")
+
+    # A version once in service is not judged again, and no model is its own candidate.
+    with pytest.raises(VersionError, match="v3 is rolled back; the gate judges new candidates"):
+        run_gate(alpha, tmp_path / "good", base, snap.id, config)
+    with pytest.raises(VersionError, match="is the baseline itself"):
+        run_gate(alpha, base, base, snap.id, config)
 
 
 def test_a_refused_snapshot_or_model_fails_the_run_with_the_reason(

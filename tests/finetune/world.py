@@ -4,6 +4,7 @@ one consistent wording, a tiny causal LM saved to a folder, and the snapshot the
 from __future__ import annotations
 
 import json
+import shutil
 import time
 import uuid
 from datetime import UTC, datetime, timedelta
@@ -122,6 +123,12 @@ def snapshot(store: Store, project: str, fmt: str = "dpo", fraction: float = 0.2
     """Record a snapshot of the project's feedback, as `driftline export` does."""
     made, _, _ = record(store, fmt, ExportFilters(project=project, test_fraction=fraction))
     return made
+
+
+def untrained(base: Path, folder: Path) -> Path:
+    """A candidate that is the base model unchanged, in a folder of its own."""
+    shutil.copytree(base, folder)
+    return folder
 
 
 def base_model(folder: Path) -> Path:
