@@ -43,3 +43,21 @@ def test_bad_finetune_input_is_named(tmp_path: Path, monkeypatch: pytest.MonkeyP
     assert "\tfailed\t" in listed.stdout and "no dataset snapshot 'nope'" in listed.stdout
     promote = run("models", "promote", "v9")
     assert promote.exit_code == 1 and "no model version 'v9'" in promote.output
+
+
+@pytest.mark.parametrize(
+    "command",
+    [
+        ["finetune"],
+        ["finetune", "gate"],
+        ["finetune", "runs"],
+        ["models", "list"],
+        ["models", "current"],
+        ["models", "register"],
+        ["models", "promote"],
+        ["models", "rollback"],
+    ],
+)
+def test_finetune_and_model_commands_have_help(command: list[str]) -> None:
+    result = run(*command, "--help")
+    assert result.exit_code == 0 and "--key" in result.output and "--project" in result.output
