@@ -13,6 +13,7 @@ from typing import Any, TypeVar
 
 import click
 import httpx
+from prometheus_client import CollectorRegistry, start_http_server
 
 from driftline.collector import keys
 from driftline.collector.config import ConfigError, Settings, load_settings
@@ -49,6 +50,44 @@ def store_options(func: F) -> F:
         help="data folder [default: ./driftline-data]",
     )(func)
     return func
+
+
+def metrics_options(default_port: int) -> Callable[[F], F]:
+    """--metrics-host and --metrics-port, for the worker commands that serve no HTTP API."""
+
+    def decorate(func: F) -> F:
+        func = click.option(
+            "--metrics-port",
+            type=click.IntRange(0, 65535),
+            default=default_port,
+            show_default=True,
+            envvar="DRIFTLINE_METRICS_PORT",
+            show_envvar=True,
+            help="port for Prometheus /metrics while running; 0: off",
+        )(func)
+        return click.option(
+            "--metrics-host",
+            default="127.0.0.1",
+            show_default=True,
+            envvar="DRIFTLINE_METRICS_HOST",
+            show_envvar=True,
+            help="address for /metrics; 0.0.0.0 in a container",
+        )(func)
+
+    return decorate
+
+
+def serve_metrics(registry: CollectorRegistry, host: str, port: int) -> Callable[[], None]:
+    """Serve the registry on http://HOST:PORT/metrics from a thread; returns how to stop it."""
+    if port == 0:
+        return lambda: None
+    try:
+        server, _ = start_http_server(port, host, registry=registry)
+    except OSError as exc:
+        raise click.ClickException(f"cannot serve metrics on {host}:{port}: {exc}") from None
+    shown = f"[{host}]" if ":" in host else host
+    click.echo(f"driftline: metrics on http://{shown}:{port}/metrics", err=True)
+    return server.shutdown
 
 
 def settings_from(config_file: Path | None, **flags: Any) -> Settings:
@@ -347,8 +386,14 @@ def embed(
 @main.command()
 @store_options
 @click.option("--once", is_flag=True, help="one pass, then exit")
+@metrics_options(9464)
 def detect(
-    data: Path | None, clickhouse_url: str | None, config_file: Path | None, once: bool
+    data: Path | None,
+    clickhouse_url: str | None,
+    config_file: Path | None,
+    once: bool,
+    metrics_host: str,
+    metrics_port: int,
 ) -> None:
     """Run the detectors as their own process (with a ClickHouse server; set
     detectors.enabled = false for the `driftline serve` processes then)."""
@@ -367,12 +412,16 @@ def detect(
                     f"{outcome.queued} queued"
                 )
             return
-        loop = DetectorLoop(store, settings.detectors)
+        registry = CollectorRegistry()
+        loop = DetectorLoop(store, settings.detectors, registry)
+        stop_metrics = serve_metrics(registry, metrics_host, metrics_port)
         loop.start()
         try:
             loop.join()  # returns only if the model cannot be loaded (logged)
         except KeyboardInterrupt:
             loop.stop()
+        finally:
+            stop_metrics()
 
 
 @main.group(name="reference")

@@ -12,9 +12,17 @@ from typing import Any
 
 import click
 import httpx
+from prometheus_client import CollectorRegistry
 
 from driftline.alerts.rules import RulesError, load_rules
-from driftline.collector.cli import _exclusive_store, main, settings_from, store_options
+from driftline.collector.cli import (
+    _exclusive_store,
+    main,
+    metrics_options,
+    serve_metrics,
+    settings_from,
+    store_options,
+)
 from driftline.collector.local import read_control
 
 
@@ -153,12 +161,15 @@ def silence_expire(silence_ids: tuple[str, ...], url: str | None, key: str) -> N
 @click.option("--rules", "rules_file", type=click.Path(path_type=Path), default=None,
               help="rules file [default: alerts.rules_file of the settings]")  # fmt: skip
 @click.option("--once", is_flag=True, help="evaluate and deliver once, then exit")
+@metrics_options(9465)
 def alerts_command(
     data: Path | None,
     clickhouse_url: str | None,
     config_file: Path | None,
     rules_file: Path | None,
     once: bool,
+    metrics_host: str,
+    metrics_port: int,
 ) -> None:
     """Run the alert engine as its own process (with a ClickHouse server; leave
     alerts.rules_file unset for the `driftline serve` processes then)."""
@@ -175,7 +186,9 @@ def alerts_command(
     logging.basicConfig(level="INFO", format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     external = settings.alerts.external_url or f"http://{settings.host}:{settings.port}"
     with _exclusive_store(settings, "evaluates its alert rules") as store:
-        engine = AlertEngine(store, rules, settings.alerts, external, settings.data)
+        registry = CollectorRegistry()
+        stop_metrics = serve_metrics(registry, metrics_host, 0 if once else metrics_port)
+        engine = AlertEngine(store, rules, settings.alerts, external, settings.data, registry)
         if once:
             changed = engine.evaluate()
             sent = engine.deliver()
@@ -196,3 +209,4 @@ def alerts_command(
             pass
         finally:
             loop.stop()
+            stop_metrics()

@@ -18,13 +18,12 @@ log = logging.getLogger("driftline.detectors")
 
 
 def build_runner(
-    store: Store, settings: DetectorSettings, registry: CollectorRegistry | None = None
+    store: Store, settings: DetectorSettings, metrics: DetectorMetrics | None = None
 ) -> Runner:
     """A runner with the configured embedding model (loading it takes a few seconds)."""
     from driftline.detectors.embedder import Embedder
 
     embedder = Embedder(settings.model_path, settings.device, settings.embed_batch)
-    metrics = DetectorMetrics(registry) if registry is not None else None
     return Runner(store, settings, embedder, metrics)
 
 
@@ -40,7 +39,8 @@ class DetectorLoop:
     ) -> None:
         self._store = store
         self._settings = settings
-        self._registry = registry
+        # Registered now, not after the model has loaded: the first scrape finds the series.
+        self._metrics = DetectorMetrics(registry) if registry is not None else None
         self._on_pass = on_pass
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="driftline-detectors", daemon=True)
@@ -59,7 +59,7 @@ class DetectorLoop:
 
     def _run(self) -> None:
         try:
-            self.runner = build_runner(self._store, self._settings, self._registry)
+            self.runner = build_runner(self._store, self._settings, self._metrics)
         except Exception:
             log.exception("detectors are off: the embedding model could not be loaded")
             return
