@@ -15,7 +15,8 @@ from typing import Any
 import pytest
 
 from driftline.finetune.config import FinetuneSettings, JudgeSettings
-from driftline.finetune.evaluate import run_gate
+from driftline.finetune.evaluate import Evidence, run_gate
+from driftline.finetune.gate import Verdict
 from driftline.finetune.judge import JudgeError, LLMJudge
 from driftline.finetune.records import StoreLedger
 from driftline.finetune.rewards import RewardModel
@@ -94,29 +95,33 @@ def judged(url: str) -> FinetuneSettings:
     )
 
 
+def gate_judged_by(
+    server: ChatServer, scored: tuple[StoreLedger, str, Path], tmp_path: Path
+) -> tuple[Verdict, Evidence]:
+    """Gate an untrained copy of the base model with `server` as the LLM judge."""
+    ledger, snapshot, base = scored
+    try:
+        settings = judged(server.url)
+        assert settings.gate.judge is not None
+        candidate = world.untrained(base, tmp_path / "same")
+        judge = LLMJudge(settings.gate.judge)
+        _, verdict, evidence = run_gate(ledger, candidate, base, snapshot, settings, judge=judge)
+    finally:
+        server.close()
+    return verdict, evidence
+
+
 def test_a_judge_that_agrees_with_people_decides_the_win_rate(
     scored: tuple[StoreLedger, str, Path], tmp_path: Path
 ) -> None:
-    ledger, snapshot, base = scored
+    ledger, snapshot, _ = scored
     people = ledger.held_out_scores(snapshot)
     assert len(people) >= 5 and {s for item in people for s in item.scores} == {
         "accuracy",
         "helpfulness",
     }
     server = ChatServer()
-    try:
-        settings = judged(server.url)
-        assert settings.gate.judge is not None
-        _, verdict, evidence = run_gate(
-            ledger,
-            world.untrained(base, tmp_path / "same"),
-            base,
-            snapshot,
-            settings,
-            judge=LLMJudge(settings.gate.judge),
-        )
-    finally:
-        server.close()
+    verdict, evidence = gate_judged_by(server, scored, tmp_path)
     assert evidence.judge is not None
     assert evidence.judge["spearman"] == pytest.approx(1.0) and evidence.judge["trusted"]
     assert evidence.judge["items"] == len(people)
@@ -132,21 +137,7 @@ def test_a_judge_that_agrees_with_people_decides_the_win_rate(
 def test_a_judge_that_disagrees_with_people_is_not_trusted(
     scored: tuple[StoreLedger, str, Path], tmp_path: Path
 ) -> None:
-    ledger, snapshot, base = scored
-    server = ChatServer(inverted=True)
-    try:
-        settings = judged(server.url)
-        assert settings.gate.judge is not None
-        _, _, evidence = run_gate(
-            ledger,
-            world.untrained(base, tmp_path / "same"),
-            base,
-            snapshot,
-            settings,
-            judge=LLMJudge(settings.gate.judge),
-        )
-    finally:
-        server.close()
+    _, evidence = gate_judged_by(ChatServer(inverted=True), scored, tmp_path)
     assert evidence.judge is not None
     assert evidence.judge["spearman"] == pytest.approx(-1.0) and not evidence.judge["trusted"]
     assert evidence.win_rate["source"] == "held-out pairs (implicit reward)"
