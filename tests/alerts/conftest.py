@@ -4,6 +4,7 @@ engine built on the real embedded ClickHouse."""
 from __future__ import annotations
 
 import secrets
+import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -16,7 +17,7 @@ from prometheus_client import CollectorRegistry
 from driftline.alerts.config import AlertSettings
 from driftline.alerts.engine import AlertEngine
 from driftline.alerts.rules import parse_rules
-from driftline.store import Store
+from driftline.store import Store, migrate, open_store
 from tests.alerts.receiver import Receiver
 
 T0 = 1_795_000_000.0  # 2026-11-18, a fixed "now" for engines on a fake clock
@@ -165,3 +166,12 @@ def make_engine(store: Store, clock: Clock, tmp_path: Path) -> Iterator[EngineFa
     yield build
     for engine in built:
         engine.close()
+
+
+def failing_calls_folder(data: Path) -> Path:
+    """A data folder with 20 calls of service `a` in project `default`, half of them failed."""
+    store = open_store(data)
+    migrate(store)
+    insert_calls(store, time.time(), 20, errors=10, service="a", project="default")
+    store.close()
+    return data

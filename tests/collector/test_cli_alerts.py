@@ -4,15 +4,13 @@ data folder, `rules check` (see tests/alerts/test_rules.py)."""
 from __future__ import annotations
 
 import os
-import time
 from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
 
 from driftline.collector.cli import main
-from driftline.store import migrate, open_store
-from tests.alerts.conftest import insert_calls
+from tests.alerts.conftest import failing_calls_folder
 from tests.alerts.receiver import Receiver
 from tests.collector.test_cli import driftline
 from tests.conftest import ServerProcess
@@ -60,11 +58,7 @@ def test_silence_add_list_expire(server: ServerProcess) -> None:
 
 
 def test_alerts_once_evaluates_and_delivers(tmp_path: Path) -> None:
-    data = tmp_path / "data"
-    store = open_store(data)
-    migrate(store)
-    insert_calls(store, time.time(), 20, errors=10, service="a", project="default")
-    store.close()
+    data = failing_calls_folder(tmp_path / "data")
     with Receiver() as receiver:
         rules = tmp_path / "rules.yaml"
         rules.write_text(

@@ -5,15 +5,13 @@ from __future__ import annotations
 import socket
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
 import httpx
 
-from driftline.store import migrate, open_store
-from tests.alerts.conftest import insert_calls
+from tests.alerts.conftest import failing_calls_folder
 from tests.alerts.receiver import Receiver
 from tests.collector.test_cli import driftline
 from tests.conftest import free_port, wait_for
@@ -61,11 +59,7 @@ def test_detect_serves_the_detector_metrics(tmp_path: Path) -> None:
 
 
 def test_alerts_serves_the_engine_metrics_and_stops_on_sigterm(tmp_path: Path) -> None:
-    data = tmp_path / "data"
-    store = open_store(data)
-    migrate(store)
-    insert_calls(store, time.time(), 20, errors=10, service="a", project="default")
-    store.close()
+    data = failing_calls_folder(tmp_path / "data")
     port, log = free_port(), tmp_path / "alerts.log"
     with Receiver() as receiver:
         rules = tmp_path / "rules.yaml"
