@@ -4,12 +4,15 @@ run may be recorded by another process (the CLI), so no in-memory counter could 
 from __future__ import annotations
 
 import logging
+from collections import Counter, defaultdict
 from collections.abc import Iterable
 
 from prometheus_client import CollectorRegistry
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 
+from driftline.finetune.records import ModelVersion, read_versions
+from driftline.finetune.registry import in_service
 from driftline.store import Store
 
 log = logging.getLogger(__name__)
@@ -70,39 +73,31 @@ class ModelMetrics(Collector):
         yield figure
 
     def _versions(self) -> Iterable[GaugeMetricFamily]:
-        rows = self.store.query(
-            "SELECT project_id, version, status, updated_at, "
-            "JSONExtractFloat(verdict, 'win_rate', 'rate') AS win_rate, "
-            "JSONHas(verdict, 'win_rate') AS judged FROM model_versions FINAL"
-        )
+        by_project: dict[str, list[ModelVersion]] = defaultdict(list)
+        for v in read_versions(self.store, None):
+            by_project[v.project].append(v)
         counts = GaugeMetricFamily(
             "driftline_model_versions", "Model versions by status", labels=["project", "status"]
         )
-        tally: dict[tuple[str, str], int] = {}
-        current: dict[str, tuple[object, str]] = {}
         win = GaugeMetricFamily(
             "driftline_model_gate_win_rate",
             "The eval gate's win rate of each judged version",
             labels=["project", "version"],
         )
-        for r in rows:
-            key = (r["project_id"], r["status"])
-            tally[key] = tally.get(key, 0) + 1
-            if r["status"] == "promoted":
-                best = current.get(r["project_id"])
-                if best is None or r["updated_at"] > best[0]:
-                    current[r["project_id"]] = (r["updated_at"], r["version"])
-            if r["judged"]:
-                win.add_metric([r["project_id"], r["version"]], r["win_rate"])
-        for (project, status), n in sorted(tally.items()):
-            counts.add_metric([project, status], n)
         info = GaugeMetricFamily(
             "driftline_model_current_info",
             "The model version in service",
             labels=["project", "version"],
         )
-        for project, (_, version) in sorted(current.items()):
-            info.add_metric([project, version], 1)
+        for project, versions in sorted(by_project.items()):
+            for status, n in sorted(Counter(v.status for v in versions).items()):
+                counts.add_metric([project, status], n)
+            for v in versions:
+                if "win_rate" in v.verdict:
+                    win.add_metric([project, v.version], v.verdict["win_rate"]["rate"])
+            now = in_service(versions)
+            if now is not None:
+                info.add_metric([project, now.version], 1)
         yield counts
         yield win
         yield info

@@ -31,11 +31,6 @@ class TrainingData:
     train: list[Row]
     test: list[Row]
 
-    @property
-    def conversational(self) -> bool:
-        """Rows of chat messages rather than plain strings."""
-        return bool(self.train) and isinstance(self.train[0]["prompt"], list)
-
     def prompts(self, split: str = "train") -> list[Any]:
         """Each distinct prompt of a split, in first-seen order."""
         seen: dict[str, Any] = {}

@@ -78,7 +78,7 @@ def run_gate(
             "export with a larger --test-fraction"
         )
     cand_model, tokenizer = load_causal_lm(candidate)
-    base_model, base_tokenizer = load_causal_lm(baseline)
+    base_model, _ = load_causal_lm(baseline)
     scorer = _Scorer(cand_model, base_model, tokenizer)
     margins, likelihood = scorer.preferences(test)
     accuracy = _accuracy(margins)
@@ -97,12 +97,12 @@ def run_gate(
         check = _check_judge(judge, ledger.held_out_scores(snapshot_id), settings)
         evidence.judge = asdict(check)
         if check.trusted:
-            answers = _answers(scorer, base_tokenizer, prompts, settings)
+            answers = _answers(scorer, prompts, settings)
             wins, evidence.criteria_before, evidence.criteria_after = _judged(judge, answers)
             evidence.examples = _examples(answers)
             source = "LLM judge"
     if source != "LLM judge" and reward is not None:
-        answers = _answers(scorer, base_tokenizer, prompts, settings)
+        answers = _answers(scorer, prompts, settings)
         wins, before, after = _rewarded(reward, answers)
         evidence.criteria_before["reward_model"] = before
         evidence.criteria_after["reward_model"] = after
@@ -235,10 +235,8 @@ def _round(value: float) -> float:
     return 0.0 if abs(value) < 1e-4 else value
 
 
-def _answers(
-    scorer: _Scorer, tokenizer: Any, prompts: list[Any], settings: FinetuneSettings
-) -> _Answers:
-    rendered = [render_prompt(tokenizer, p) for p in prompts]
+def _answers(scorer: _Scorer, prompts: list[Any], settings: FinetuneSettings) -> _Answers:
+    rendered = [render_prompt(scorer.tokenizer, p) for p in prompts]
     n = settings.gate.max_new_tokens
     return _Answers(
         prompts=[_plain(p) for p in prompts],

@@ -78,9 +78,3 @@ def publish(out: Path, save: Callable[[Path], None], manifest: dict[str, Any]) -
     except BaseException:
         shutil.rmtree(partial, ignore_errors=True)
         raise
-
-
-def manifest(path: str | Path) -> dict[str, Any]:
-    """What driftline wrote about a model it trained (empty for other folders)."""
-    file = Path(path) / MANIFEST
-    return json.loads(file.read_text()) if file.is_file() else {}

@@ -15,6 +15,7 @@ from driftline.finetune.datasets import (
     ExportFilters,
     Row,
     Snapshot,
+    get_snapshot,
     held_out_scores,
     load_snapshot,
 )
@@ -220,18 +221,19 @@ def version_table(v: ModelVersion) -> pa.Table:
     )
 
 
-def read_versions(store: Store, project: str) -> list[ModelVersion]:
-    """The project's versions, oldest first."""
+def read_versions(store: Store, project: str | None) -> list[ModelVersion]:
+    """The project's versions (every project's with None), oldest first."""
     rows = store.query(
-        "SELECT version, path, base_version, run_id, snapshot_id, method, status, verdict, "
-        "toUnixTimestamp64Milli(created_at) AS created_ms, "
-        "toUnixTimestamp64Milli(updated_at) AS updated_ms "
-        "FROM model_versions FINAL WHERE project_id = {p:String} ORDER BY created_at, version",
-        {"p": project},
+        "SELECT project_id, version, path, base_version, run_id, snapshot_id, method, status, "
+        "verdict, toUnixTimestamp64Milli(created_at) AS created_ms, "
+        "toUnixTimestamp64Milli(updated_at) AS updated_ms FROM model_versions FINAL "
+        + ("WHERE project_id = {p:String} " if project is not None else "")
+        + "ORDER BY project_id, created_at, version",
+        {"p": project or ""},
     )
     return [
         ModelVersion(
-            project=project,
+            project=r["project_id"],
             version=r["version"],
             path=r["path"],
             status=r["status"],
@@ -258,7 +260,7 @@ class StoreLedger:
         return load_snapshot(self.store, snapshot_id, self.project)
 
     def held_out_scores(self, snapshot_id: str) -> list[ScoredItem]:
-        snapshot, _, _ = self.snapshot(snapshot_id)
+        snapshot = get_snapshot(self.store, snapshot_id, self.project)  # its filters; no rebuild
         filters = ExportFilters.from_json(snapshot.filters)
         return [ScoredItem(*item) for item in held_out_scores(self.store, filters)]
 

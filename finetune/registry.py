@@ -4,6 +4,7 @@ the one promoted before it is current again."""
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
@@ -12,7 +13,12 @@ from driftline.finetune.records import Ledger, ModelVersion, VersionError
 
 def current(ledger: Ledger) -> ModelVersion | None:
     """The version in service: promoted most recently and not rolled back."""
-    promoted = [v for v in ledger.versions() if v.status == "promoted"]
+    return in_service(ledger.versions())
+
+
+def in_service(versions: Iterable[ModelVersion]) -> ModelVersion | None:
+    """Of one project's versions, the one promoted most recently and not rolled back."""
+    promoted = [v for v in versions if v.status == "promoted"]
     return max(promoted, key=lambda v: v.updated_at) if promoted else None
 
 

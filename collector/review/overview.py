@@ -3,11 +3,12 @@ call latency, errors and tokens per hour, fine-tune curves and the model registr
 
 from __future__ import annotations
 
-import json
 from collections import defaultdict
 from typing import Any
 
 from driftline.collector.review.charts import Point, line_chart
+from driftline.finetune.records import read_versions
+from driftline.finetune.registry import in_service
 from driftline.store import Store
 
 
@@ -122,31 +123,25 @@ def _finetunes(store: Store, params: dict[str, Any]) -> list[str]:
 
 def model_versions(store: Store, project: str) -> list[dict[str, Any]]:
     """The registry with the gate's figures, newest first; `current` marks the one in service."""
-    rows = store.query(
-        "SELECT version, status, method, path, verdict, updated_at FROM model_versions FINAL "
-        "WHERE project_id = {p:String} ORDER BY created_at DESC, version DESC",
-        {"p": project},
-    )
-    promoted = [r for r in rows if r["status"] == "promoted"]
-    current = max(promoted, key=lambda r: r["updated_at"])["version"] if promoted else None
+    versions = read_versions(store, project)
+    current = in_service(versions)
     out = []
-    for row in rows:
-        verdict = json.loads(row["verdict"] or "{}")
-        win = verdict.get("win_rate") or {}
+    for v in reversed(versions):
+        win = v.verdict.get("win_rate") or {}
         out.append(
             {
-                "version": row["version"],
-                "status": row["status"],
-                "current": row["version"] == current,
-                "method": row["method"] or "registered",
+                "version": v.version,
+                "status": v.status,
+                "current": current is not None and v.version == current.version,
+                "method": v.method or "registered",
                 "win_rate": win.get("rate"),
                 "low": win.get("low"),
                 "high": win.get("high"),
                 "n": win.get("n"),
                 "source": win.get("source", ""),
-                "accuracy": verdict.get("preference_accuracy"),
-                "reasons": verdict.get("reasons", []),
-                "path": row["path"],
+                "accuracy": v.verdict.get("preference_accuracy"),
+                "reasons": v.verdict.get("reasons", []),
+                "path": v.path,
             }
         )
     return out
