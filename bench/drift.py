@@ -491,15 +491,22 @@ def machine() -> str:
 def append_docs(
     text: str, command: str, section: str = SECTION, script: str = "bench/drift.py"
 ) -> None:
-    """Add a dated run with the machine and command under `section` of docs/benchmarks.md."""
+    """Add a dated run with the machine and command under `section` of docs/benchmarks.md: at
+    the end of that section (before the next `## `) if it exists, else as a new last section."""
     doc = DOCS.read_text()
     block = (
         f"\n### Run of {dt.date.today().isoformat()}\n\n**Machine**: {machine()}.\n\n"
         f"**Command**: `{command}`\n\n{text}\n"
     )
-    if section not in doc:
-        block = f"\n{section} (`{script}`)\n" + block
-    DOCS.write_text(doc.rstrip("\n") + "\n" + block)
+    at = doc.find(f"\n{section}")
+    if at < 0:
+        DOCS.write_text(doc.rstrip("\n") + "\n" + f"\n{section} (`{script}`)\n" + block)
+        return
+    end = doc.find("\n## ", at + 1)
+    if end < 0:
+        DOCS.write_text(doc.rstrip("\n") + "\n" + block)
+        return
+    DOCS.write_text(doc[:end].rstrip("\n") + "\n" + block + doc[end:])
 
 
 def main() -> None:

@@ -364,23 +364,34 @@ def _detectors_installed() -> None:
 
 @main.command()
 @store_options
-@click.option("--backfill", is_flag=True, help="embed every stored call still without one")
+@click.option("--backfill", is_flag=True, help="embed every waiting call and every reference")
 def embed(
     data: Path | None, clickhouse_url: str | None, config_file: Path | None, backfill: bool
 ) -> None:
-    """Embed the prompts and responses of stored calls (one batch, or all with --backfill)."""
+    """Embed the prompts and responses of stored calls (one batch, or all with --backfill,
+    references included: after a change of embedding model they are embedded again)."""
     _detectors_installed()
-    from driftline.detectors.embedder import Embedder
-    from driftline.detectors.embeddings import EmbeddingJob
+    from driftline.detectors.embedder import make_embedder
+    from driftline.detectors.references import list_references, members_condition
+    from driftline.detectors.runner import Runner
 
     settings = settings_from(config_file, data=data, clickhouse_url=clickhouse_url)
     with _exclusive_store(settings, "embeds new calls") as store:
-        config = settings.detectors
-        job = EmbeddingJob(store, Embedder(config.model_path, config.device), config.embed_batch)
+        # The folder is this command's alone: no insert can be in flight, nothing to settle.
+        config = settings.detectors.model_copy(update={"embed_settle_seconds": 0.0})
+        job = Runner(store, config, make_embedder(config)).embedding_job()
+        if backfill:
+            for reference in list_references(store):
+                params: dict[str, Any] = {}
+                members = members_condition(reference, config.max_samples, params)
+                label = f"reference {reference.name} ({reference.calls} calls)"
+                with click.progressbar(length=min(reference.calls, config.max_samples),
+                                       label=label) as bar:  # fmt: skip
+                    job.embed_where(reference.project, members, params, progress=bar.update)
         pending = job.pending()
         with click.progressbar(length=pending, label=f"embedding {pending} calls") as bar:
             done = job.backfill(bar.update, max_batches=None if backfill else 1)
-        click.echo(f"embedded {done} calls; {pending - done} left")
+        click.echo(f"embedded {done} calls; {job.pending()} left")
 
 
 @main.command()

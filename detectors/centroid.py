@@ -21,7 +21,7 @@ from .tensors import (
     randperm,
 )
 
-__all__ = ["centroid_test"]
+__all__ = ["centroid_distances", "centroid_result", "centroid_test"]
 
 _CPU_CHUNK_BYTES = 256 * 2**20
 _CUDA_CHUNK_BYTES = 2 * 2**30
@@ -68,16 +68,31 @@ def centroid_test(
         )
         a = torch.zeros(picks.shape[0], big_n, dtype=torch.float32, device=dev)
         a.scatter_(1, picks, 1.0)
-        sums_x = (a @ z).double()
-        stats.append(cosine_distance(sums_x, total - sums_x))
+        stats.append(centroid_distances(z, total, a))
         del picks, a
-    null = torch.cat(stats)
+    return centroid_result(torch.cat(stats), sizes=(n, m), device=dev, seed=seed)
+
+
+def centroid_distances(z: torch.Tensor, total: torch.Tensor, x_rows: torch.Tensor) -> torch.Tensor:
+    """Cosine distance between the means of X and Y for every split of the rows of `z`.
+
+    `x_rows` is an (S, N) float32 0/1 matrix whose rows mark the rows of `z` that play X;
+    `total` is z's column sums in float64. Returns (S,) float64 distances.
+    """
+    sums_x = (x_rows @ z).double()
+    return cosine_distance(sums_x, total - sums_x)
+
+
+def centroid_result(
+    null: torch.Tensor, *, sizes: tuple[int, int], device: torch.device, seed: int
+) -> TwoSampleResult:
+    """The test's answer from the distance of the observed split (entry 0) and the permuted ones."""
     observed = float(null[0])
     p_value, exceed = permutation_p_value(observed, null[1:])
     details: dict[str, Any] = {
-        "permutations": permutations,
+        "permutations": len(null) - 1,
         "exceedances": exceed,
-        "device": str(dev),
+        "device": str(device),
         "seed": seed,
     }
     return TwoSampleResult(
@@ -85,7 +100,7 @@ def centroid_test(
         statistic=observed,
         effect_size=observed,
         p_value=p_value,
-        n_reference=n,
-        n_current=m,
+        n_reference=sizes[0],
+        n_current=sizes[1],
         details=details,
     )

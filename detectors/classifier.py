@@ -28,8 +28,11 @@ import torch
 from .result import TwoSampleResult
 from .tensors import ArrayLike, check_windows, permutation_p_value, pick_device
 
-__all__ = ["classifier_test"]
+__all__ = ["classifier_result", "classifier_test", "fold_relabellings"]
 
+FOLDS = 5
+RIDGE = 10.0
+EXAMPLES = 5
 _CPU_CHUNK_BYTES = 256 * 2**20
 _CUDA_CHUNK_BYTES = 2 * 2**30
 
@@ -38,11 +41,11 @@ def classifier_test(
     reference: ArrayLike,
     current: ArrayLike,
     *,
-    folds: int = 5,
+    folds: int = FOLDS,
     permutations: int = 500,
-    ridge: float = 10.0,
+    ridge: float = RIDGE,
     seed: int = 0,
-    examples: int = 5,
+    examples: int = EXAMPLES,
     device: str | torch.device | None = None,
 ) -> TwoSampleResult:
     """Test whether a cross-fitted linear classifier separates `current` from `reference`.
@@ -92,41 +95,92 @@ def classifier_test(
     projections, offsets = _fold_projections(z, fold_rows, labels, ridge)
 
     perm_gen = torch.Generator(device=dev).manual_seed(seed)
-    budget = _CUDA_CHUNK_BYTES if dev.type == "cuda" else _CPU_CHUNK_BYTES
-    chunk = max(1, budget // (40 * big_n))  # labels, scores, sorted scores, two rank tensors
+    chunk = relabelling_chunk(big_n, dev)
     aucs = []
     observed_scores = torch.empty(0)
     for start in range(0, permutations + 1, chunk):
         width = min(chunk, permutations + 1 - start)
-        targets = labels[:, None].repeat(1, width)
-        for rows in fold_rows:
-            shuffle = torch.rand(rows.numel(), width, generator=perm_gen, device=dev).argsort(0)
-            if start == 0:
-                shuffle[:, 0] = torch.arange(rows.numel(), device=dev)  # column 0: the truth
-            targets[rows] = labels[rows][shuffle]
+        targets = fold_relabellings(labels, fold_rows, width, perm_gen, keep_first=start == 0)
         scores = _out_of_fold(z, targets, fold_rows, projections, offsets)
         if start == 0:
             observed_scores = scores[:, 0].cpu()
         aucs.append(_auc(scores, targets, n, m))
         del targets, scores
-    auc = torch.cat(aucs)
+    current_rows = torch.nonzero(order >= n).flatten()
+    return classifier_result(
+        torch.cat(aucs),
+        observed_scores[current_rows],
+        order[current_rows] - n,
+        sizes=(n, m),
+        folds=folds,
+        ridge=ridge,
+        examples=examples,
+        device=dev,
+        seed=seed,
+    )
+
+
+def relabelling_chunk(big_n: int, device: torch.device) -> int:
+    """Relabellings scored at once: labels, scores, sorted scores, two rank tensors per column."""
+    budget = _CUDA_CHUNK_BYTES if device.type == "cuda" else _CPU_CHUNK_BYTES
+    return max(1, budget // (40 * big_n))
+
+
+def fold_relabellings(
+    labels: torch.Tensor,
+    fold_rows: list[torch.Tensor],
+    width: int,
+    generator: torch.Generator,
+    *,
+    keep_first: bool = False,
+) -> torch.Tensor:
+    """(N, width) float32 label columns, each `labels` shuffled within every fold independently.
+
+    With `keep_first`, column 0 is `labels` itself (the observed labelling). `generator` lives
+    on the labels' device.
+    """
+    dev = labels.device
+    targets = labels[:, None].repeat(1, width)
+    for rows in fold_rows:
+        shuffle = torch.rand(rows.numel(), width, generator=generator, device=dev).argsort(0)
+        if keep_first:
+            shuffle[:, 0] = torch.arange(rows.numel(), device=dev)  # column 0: the truth
+        targets[rows] = labels[rows][shuffle]
+    return targets
+
+
+def classifier_result(
+    auc: torch.Tensor,
+    current_scores: torch.Tensor,
+    current_index: torch.Tensor,
+    *,
+    sizes: tuple[int, int],
+    folds: int,
+    ridge: float,
+    examples: int,
+    device: torch.device,
+    seed: int,
+) -> TwoSampleResult:
+    """The test's answer from the AUC of the observed labelling (entry 0) and of the permuted ones.
+
+    `current_scores` are the observed out-of-fold scores of the current window's rows and
+    `current_index` their row numbers in the current window, in the same order.
+    """
+    n, m = sizes
     observed = float(auc[0])
     p_value, exceed = permutation_p_value(observed, auc[1:])
-
-    current_rows = torch.nonzero(order >= n).flatten()
-    current_scores = observed_scores[current_rows]
     top = current_scores.argsort(descending=True)[: min(examples, m)]
     current_like = [
-        {"index": int(order[current_rows[i]]) - n, "score": float(current_scores[i])} for i in top
+        {"index": int(current_index[i]), "score": float(current_scores[i])} for i in top
     ]
     details: dict[str, Any] = {
         "folds": folds,
-        "permutations": permutations,
+        "permutations": len(auc) - 1,
         "exceedances": exceed,
         "ridge": ridge,
         "null_auc_mean": float(auc[1:].mean()),
         "current_like": current_like,
-        "device": str(dev),
+        "device": str(device),
         "seed": seed,
     }
     return TwoSampleResult(

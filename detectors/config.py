@@ -17,23 +17,64 @@ class DetectorSettings(BaseModel):
 
     enabled: bool = Field(True, description="run detectors inside `driftline serve`")
     interval_seconds: float = Field(60.0, gt=0, description="pause between detector passes")
-    model_path: str | None = Field(None, description="sentence-transformers folder; default MiniLM")
+    embedder: Literal["static", "transformer"] = Field(
+        "static",
+        description="static: model2vec vectors distilled from the bundled MiniLM (CPU, fast); "
+        "transformer: the sentence-transformers model itself",
+    )
+    model_path: str | None = Field(
+        None, description="model folder (sentence-transformers or model2vec); default MiniLM"
+    )
+    model_cache: str | None = Field(
+        None, description="where the distilled static model is kept; default ~/.cache/driftline"
+    )
     device: str | None = Field(None, description="torch device; default CUDA when present")
     embed_batch: int = Field(512, ge=1, description="calls embedded per batch")
     embed_batches_per_pass: int = Field(
-        20, ge=1, description="batches per pass, so a large backlog does not hold up the tests"
+        20, ge=1, description="batches in a row before due tests run, so a backlog waits its turn"
+    )
+    embed_idle_seconds: float = Field(
+        1.0,
+        gt=0,
+        description="pause when no call waits to be embedded (new calls are embedded "
+        "continuously; the tests run every interval_seconds)",
+    )
+    embed_lookback_hours: float = Field(
+        168.0,
+        gt=0,
+        description="a call that arrives later than this after it started is not "
+        "embedded: the bound that keeps finding new calls independent of the history",
+    )
+    embed_settle_seconds: float = Field(
+        5.0,
+        ge=0,
+        description="calls ingested more recently wait: an insert still in flight "
+        "may show up with an earlier ingest time than calls already seen",
+    )
+    max_lag_seconds: float = Field(
+        300.0,
+        gt=0,
+        description="when the oldest waiting call has waited longer, the next batch "
+        "is a uniform sample of all waiting calls and the rest are skipped",
     )
 
     window_calls: int = Field(500, ge=0, description="calls per window; 0 to use window_seconds")
     window_seconds: int = Field(0, ge=0, description="window length in seconds (window_calls=0)")
     min_window_calls: int = Field(50, ge=10, description="a time window with fewer is skipped")
     tests: tuple[TestName, ...] = ALL_TESTS
-    alpha: float = Field(0.05, gt=0, lt=1, description="family-wise level, Holm across tests")
+    alpha: float = Field(
+        0.05,
+        gt=0,
+        lt=1,
+        description="family-wise level across the tests (joint permutations, min-p)",
+    )
     consecutive_windows: int = Field(
         2, ge=1, description="drifting windows in a row before the drift alerts"
     )
     permutations: int = Field(500, ge=19, le=10_000)
-    max_samples: int = Field(20_000, ge=100, description="per side; larger windows are sampled")
+    max_samples: int = Field(
+        20_000, ge=100, description="per side; larger windows and references are sampled"
+    )
     topic_clusters: int = Field(8, ge=2, le=64)
     seed: int = 0
 

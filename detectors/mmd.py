@@ -26,9 +26,10 @@ import torch
 from .result import TwoSampleResult
 from .tensors import ArrayLike, as_matrix, permutation_p_value, pick_device, randperm
 
-__all__ = ["median_distance", "mmd_test", "split_mmd2"]
+__all__ = ["indicator_mmd2", "median_distance", "mmd_test", "split_mmd2"]
 
 
+BANDWIDTH_SCALES = (0.5, 1.0, 2.0)
 _BANDWIDTH_SAMPLE = 1000  # rows of the pooled sample used to estimate the median distance
 _CPU_CHUNK_BYTES = 256 * 2**20
 _CUDA_CHUNK_BYTES = 2 * 2**30
@@ -39,7 +40,7 @@ def mmd_test(
     current: ArrayLike,
     *,
     permutations: int = 500,
-    bandwidth_scales: Sequence[float] = (0.5, 1.0, 2.0),
+    bandwidth_scales: Sequence[float] = BANDWIDTH_SCALES,
     max_samples: int | None = 20_000,
     seed: int = 0,
     device: str | torch.device | None = None,
@@ -97,24 +98,54 @@ def mmd_test(
         + [randperm(big_n, perm_gen, dev)[:n] for _ in range(permutations)]
     )
     stats, within_x, within_y = split_mmd2(z, splits, bandwidths, chunk_bytes=chunk_bytes)
+    return mmd_result(
+        stats,
+        within_x,
+        within_y,
+        bandwidths=bandwidths,
+        bandwidth_scales=bandwidth_scales,
+        median=median,
+        sizes=(n, m),
+        total_sizes=(n_total, m_total),
+        subsampled=subsampled,
+        device=dev,
+        seed=seed,
+    )
+
+
+def mmd_result(
+    stats: np.ndarray,
+    within_x: np.ndarray,
+    within_y: np.ndarray,
+    *,
+    bandwidths: Sequence[float],
+    bandwidth_scales: Sequence[float],
+    median: float,
+    sizes: tuple[int, int],
+    total_sizes: tuple[int, int],
+    subsampled: bool,
+    device: torch.device,
+    seed: int,
+) -> TwoSampleResult:
+    """The test's answer from the MMD² of the observed split (entry 0) and of the permuted ones."""
     within = (float(within_x[0]), float(within_y[0]))
     observed = float(stats[0])
     p_value, exceed = permutation_p_value(observed, stats[1:])
     scale = within[0] + within[1]
     effect = max(observed, 0.0) / scale if scale > 0 else 0.0
     details: dict[str, Any] = {
-        "bandwidths": bandwidths,
+        "bandwidths": list(bandwidths),
         "bandwidth_scales": [float(s) for s in bandwidth_scales],
         "median_distance": median,
-        "permutations": permutations,
+        "permutations": len(stats) - 1,
         "exceedances": exceed,
         "mean_kernel_reference": within[0],
         "mean_kernel_current": within[1],
         "mmd": math.sqrt(max(observed, 0.0)),
         "subsampled": subsampled,
-        "n_reference_total": n_total,
-        "n_current_total": m_total,
-        "device": str(dev),
+        "n_reference_total": total_sizes[0],
+        "n_current_total": total_sizes[1],
+        "device": str(device),
         "seed": seed,
     }
     return TwoSampleResult(
@@ -122,8 +153,8 @@ def mmd_test(
         statistic=observed,
         effect_size=effect,
         p_value=p_value,
-        n_reference=n,
-        n_current=m,
+        n_reference=sizes[0],
+        n_current=sizes[1],
         details=details,
     )
 
@@ -162,13 +193,48 @@ def split_mmd2(
     """
     big_n = z.shape[0]
     count, n = splits.shape
-    m = big_n - n
-    if n < 2 or m < 2:
+    if n < 2 or big_n - n < 2:
         raise ValueError("each side of a split needs at least 2 rows")
-    dev = z.device
-    at = torch.zeros(big_n, count, dtype=torch.float32, device=dev)
-    at.scatter_(0, splits.to(dev).T, 1.0)
+    at = torch.zeros(big_n, count, dtype=torch.float32, device=z.device)
+    at.scatter_(0, splits.to(z.device).T, 1.0)
+    return _mmd2_of_columns(z, at, n, bandwidths, chunk_bytes)
 
+
+def indicator_mmd2(
+    z: torch.Tensor,
+    x_rows: torch.Tensor,
+    bandwidths: Sequence[float],
+    *,
+    chunk_bytes: int | None = None,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """`split_mmd2` with the splits given as the columns of an (N, S) 0/1 (or boolean) matrix.
+
+    Column j marks the rows of `z` that play X in split j; every column must mark the same
+    number of rows. Returns what `split_mmd2` returns.
+    """
+    if x_rows.ndim != 2 or x_rows.shape[0] != z.shape[0]:
+        raise ValueError(f"x_rows must have shape ({z.shape[0]}, S), got {tuple(x_rows.shape)}")
+    at = x_rows.to(device=z.device, dtype=torch.float32)
+    counts = at.sum(0)
+    n = int(counts[0]) if counts.numel() else 0
+    if not bool((counts == n).all()):
+        raise ValueError("every column of x_rows must mark the same number of rows")
+    if n < 2 or z.shape[0] - n < 2:
+        raise ValueError("each side of a split needs at least 2 rows")
+    return _mmd2_of_columns(z, at, n, bandwidths, chunk_bytes)
+
+
+def _mmd2_of_columns(
+    z: torch.Tensor,
+    at: torch.Tensor,
+    n: int,
+    bandwidths: Sequence[float],
+    chunk_bytes: int | None,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """MMD² and within-sample kernel means for the splits marked by the columns of `at`."""
+    big_n, count = at.shape
+    m = big_n - n
+    dev = z.device
     gammas = [1.0 / (2.0 * h * h) for h in bandwidths]
     # MMD²_u is unchanged when a constant is added to every off-diagonal kernel entry (each of its
     # three terms is a mean over off-diagonal pairs). Subtracting the typical kernel value keeps the

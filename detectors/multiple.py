@@ -1,4 +1,5 @@
-"""Multiple testing: Holm across a window's drift tests, Benjamini-Hochberg across its outputs, and
+"""Multiple testing: Holm on separate p-values (the baseline the joint test is measured against),
+Benjamini-Hochberg across a window's outputs, and
 conformal p-values that turn novelty scores into something BH can select from."""
 
 from __future__ import annotations

@@ -38,10 +38,13 @@ class Reference:
     selector: dict[str, Any]
     calls: int
     created_at: str = ""
+    first_ns: int = 0
+    last_ns: int = 0
 
 
 def scope_filter(scope: dict[str, str], params: dict[str, Any]) -> str:
-    """SQL conditions on llm_calls `c` for a scope; fills `params`."""
+    """SQL conditions on `c` (llm_calls or call_vectors: same column names) for a scope; fills
+    `params`."""
     unknown = sorted(set(scope) - set(SCOPE_COLUMNS))
     if unknown:
         raise ReferenceError(
@@ -85,7 +88,8 @@ def create_reference(
         params["until"] = _ns(until)
     limit_sql = f" LIMIT {int(limit)}" if limit else ""
     members = store.query_arrow(
-        f"SELECT c.trace_id AS trace_id, c.span_id AS span_id FROM llm_calls AS c FINAL "
+        f"SELECT c.trace_id AS trace_id, c.span_id AS span_id, "
+        "toUnixTimestamp64Nano(c.start_time) AS start_ns FROM llm_calls AS c FINAL "
         f"WHERE {where} ORDER BY c.start_time, c.trace_id, c.span_id{limit_sql}",
         params,
     )
@@ -112,10 +116,13 @@ def create_reference(
             }
         ),
     )
+    starts = members.column("start_ns").to_numpy()
     store.command(
-        "INSERT INTO drift_references (project_id, name, version, scope, selector, calls) "
-        "VALUES ({p:String}, {n:String}, {v:UInt32}, {scope:Map(String, String)}, "
-        "{selector:String}, {calls:UInt32})",
+        "INSERT INTO drift_references (project_id, name, version, scope, selector, calls, "
+        "first_call, last_call) VALUES ({p:String}, {n:String}, {v:UInt32}, "
+        "{scope:Map(String, String)}, {selector:String}, {calls:UInt32}, "
+        "fromUnixTimestamp64Nano({first:Int64}, 'UTC'), "
+        "fromUnixTimestamp64Nano({last:Int64}, 'UTC'))",
         {
             "p": project,
             "n": name,
@@ -123,6 +130,8 @@ def create_reference(
             "scope": scope,
             "selector": json.dumps(selector),
             "calls": n,
+            "first": int(starts.min()),
+            "last": int(starts.max()),
         },
     )
     return get_reference(store, project, name, version)
@@ -131,7 +140,8 @@ def create_reference(
 def get_reference(store: Store, project: str, name: str, version: int | None = None) -> Reference:
     """The named reference at `version`, or its latest."""
     rows = store.query(
-        "SELECT name, version, scope, selector, calls, toString(created_at) AS created_at "
+        "SELECT name, version, scope, selector, calls, toString(created_at) AS created_at, "
+        f"{_SPAN} "
         "FROM drift_references FINAL WHERE project_id = {p:String} AND name = {n:String} "
         + ("AND version = {v:UInt32} " if version is not None else "")
         + "ORDER BY version DESC LIMIT 1",
@@ -147,7 +157,9 @@ def list_references(store: Store, project: str | None = None) -> list[Reference]
     rows = store.query(
         "SELECT project_id, name, max(r.version) AS latest, argMax(r.scope, r.version) AS scope, "
         "argMax(r.selector, r.version) AS selector, argMax(r.calls, r.version) AS calls, "
-        "toString(argMax(r.created_at, r.version)) AS created_at "
+        "toString(argMax(r.created_at, r.version)) AS created_at, "
+        "toUnixTimestamp64Nano(argMax(r.first_call, r.version)) AS first_ns, "
+        "toUnixTimestamp64Nano(argMax(r.last_call, r.version)) AS last_ns "
         "FROM drift_references AS r FINAL "
         + ("WHERE project_id = {p:String} " if project else "")
         + "GROUP BY project_id, name ORDER BY project_id, name",
@@ -167,6 +179,32 @@ def _reference(project: str, row: dict[str, Any]) -> Reference:
         selector=json.loads(row["selector"]),
         calls=int(row["calls"]),
         created_at=row["created_at"],
+        first_ns=int(row["first_ns"]),
+        last_ns=int(row["last_ns"]),
+    )
+
+
+_SPAN = "toUnixTimestamp64Nano(first_call) AS first_ns, toUnixTimestamp64Nano(last_call) AS last_ns"
+
+
+def members_condition(reference: Reference, limit: int, params: dict[str, Any]) -> str:
+    """SQL on `c` (llm_calls or call_vectors) for up to `limit` of the reference's calls (a
+    seeded uniform sample when it has more), bounded by the reference's time span."""
+    params.update(
+        ref_project=reference.project,
+        ref_name=reference.name,
+        ref_version=reference.version,
+        ref_first=reference.first_ns,
+        ref_last=reference.last_ns,
+        ref_limit=limit,
+    )
+    return (
+        "c.start_time >= fromUnixTimestamp64Nano({ref_first:Int64}, 'UTC') "
+        "AND c.start_time <= fromUnixTimestamp64Nano({ref_last:Int64}, 'UTC') "
+        "AND (c.trace_id, c.span_id) IN (SELECT trace_id, span_id FROM reference_calls "
+        "WHERE project_id = {ref_project:String} AND name = {ref_name:String} "
+        "AND version = {ref_version:UInt32} "
+        "ORDER BY cityHash64(trace_id, span_id) LIMIT {ref_limit:UInt32})"
     )
 
 

@@ -4,12 +4,14 @@
 Windows of a reference follow each other without overlap: a window is the next `window_calls`
 calls in the reference's scope after the last window tested (or a fixed time slot). Each is
 tested once; its run, findings and queued calls are keyed by the window, so a pass repeated
-after a crash stores nothing twice. A window drifts when Holm's procedure rejects at least one
-test at `alpha`; the drift alerts after `consecutive_windows` drifting windows in a row.
+after a crash stores nothing twice. A window drifts when the joint permutation test (joint.py:
+every test on the same permutations, Westfall-Young min-p) rejects at least one test at `alpha`;
+the drift alerts after `consecutive_windows` drifting windows in a row.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import logging
@@ -24,17 +26,23 @@ import numpy as np
 import pyarrow as pa
 
 from driftline.detectors import flags as flagging
-from driftline.detectors.centroid import centroid_test
-from driftline.detectors.classifier import classifier_test
 from driftline.detectors.config import DetectorSettings
-from driftline.detectors.embedder import Embedder
-from driftline.detectors.embeddings import Calls, EmbeddingJob, load_calls
+from driftline.detectors.embeddings import (
+    BatchOutcome,
+    Calls,
+    EmbeddingJob,
+    TextEmbedder,
+    load_calls,
+)
+from driftline.detectors.joint import joint_test
 from driftline.detectors.metrics import DetectorMetrics
-from driftline.detectors.mmd import mmd_test
-from driftline.detectors.multiple import holm
-from driftline.detectors.references import Reference, list_references, scope_filter
+from driftline.detectors.references import (
+    Reference,
+    list_references,
+    members_condition,
+    scope_filter,
+)
 from driftline.detectors.result import TwoSampleResult
-from driftline.detectors.topics import topic_test
 from driftline.detectors.versions import version_references
 from driftline.store import Store
 
@@ -82,17 +90,41 @@ class _ReferenceData:
 class Runner:
     store: Store
     settings: DetectorSettings
-    embedder: Embedder
+    embedder: TextEmbedder
     metrics: DetectorMetrics | None = None
     clock: Callable[[], float] = time.time
     _cache: dict[tuple[str, str, int], _ReferenceData] = field(default_factory=dict)
 
     def run_once(self) -> list[WindowOutcome]:
-        """Embed pending calls, freeze new versions' references, then test every new window."""
-        job = EmbeddingJob(self.store, self.embedder, self.settings.embed_batch)
-        embedded = job.backfill(max_batches=self.settings.embed_batches_per_pass)
-        if self.metrics and embedded:
-            self.metrics.embedded.inc(embedded)
+        """Embed waiting calls, freeze new versions' references, then test every new window."""
+        self.embed()
+        return self.test()
+
+    def embedding_job(self) -> EmbeddingJob:
+        s = self.settings
+        return EmbeddingJob(
+            self.store,
+            self.embedder,
+            s.embed_batch,
+            lookback_seconds=s.embed_lookback_hours * 3600,
+            max_lag_seconds=s.max_lag_seconds,
+            settle_seconds=s.embed_settle_seconds,
+            metrics=self.metrics,
+        )
+
+    def embed(self) -> BatchOutcome:
+        """Up to `embed_batches_per_pass` batches; the last batch's outcome (pending: what is
+        still waiting)."""
+        job = self.embedding_job()
+        outcome = BatchOutcome(0, 0, 0.0, 0)
+        for _ in range(self.settings.embed_batches_per_pass):
+            outcome = job.run_once()
+            if outcome.pending == 0:
+                break
+        return outcome
+
+    def test(self) -> list[WindowOutcome]:
+        """Freeze new versions' references, then test every complete window of every reference."""
         if self.settings.per_version_references:
             try:
                 version_references(
@@ -100,42 +132,60 @@ class Runner:
                 )
             except Exception:
                 log.exception("per-version references failed; testing the existing ones")
+        horizon = self.embedding_job().horizon_ns()
         outcomes = []
         for reference in list_references(self.store):
             try:
-                outcomes += self.run_reference(reference)
+                outcomes += self.run_reference(reference, horizon)
             except Exception:
                 log.exception("detectors failed on reference %s", reference.name)
         return outcomes
 
-    def run_reference(self, reference: Reference) -> list[WindowOutcome]:
+    def run_reference(
+        self, reference: Reference, horizon_ns: int | None = None
+    ) -> list[WindowOutcome]:
+        """Test the reference's complete windows among calls that started before `horizon_ns`
+        (the embedder's watermark: later calls may still be waiting; None: no bound)."""
         data = self._reference_data(reference)
         outcomes = []
-        while (window := self._next_window(reference, data)) is not None:
+        while (window := self._next_window(reference, data, horizon_ns)) is not None:
             outcomes.append(self._test_window(reference, data, window))
         return outcomes
 
     # -- windows ---------------------------------------------------------------------------------
 
-    def _next_window(self, reference: Reference, data: _ReferenceData) -> Calls | None:
+    def _next_window(
+        self, reference: Reference, data: _ReferenceData, horizon_ns: int | None
+    ) -> Calls | None:
+        """The next window: one range read of call_vectors after the last window tested."""
         params: dict[str, Any] = {"project": reference.project}
-        where = scope_filter(reference.scope, params) + " AND c.output_text != ''"
         after = max(data.last_ns, self._last_window_end(reference))
-        where += " AND c.start_time > fromUnixTimestamp64Nano({after:Int64}, 'UTC')"
-        params["after"] = after
+        now_ns = int(self.clock() * 1e9)
+        until = min(now_ns, horizon_ns) if horizon_ns is not None else now_ns
+        where = (
+            scope_filter(reference.scope, params)
+            + " AND c.start_time > fromUnixTimestamp64Nano({after:Int64}, 'UTC')"
+            " AND c.start_time < fromUnixTimestamp64Nano({until:Int64}, 'UTC')"
+        )
+        params.update(after=after, until=until)
         if self.settings.window_calls:
             size = self.settings.window_calls
-            calls = load_calls(self.store, self.embedder.name, where, params, limit=size)
+            calls = load_calls(
+                self.store, reference.project, self.embedder.name, where, params, limit=size
+            )
             return calls if len(calls) == size else None
         width = self.settings.window_seconds * 1_000_000_000
         start = after - after % width + (width if after % width else 0)
-        while start + width <= self.clock() * 1e9:
+        while start + width <= until:
             params["start"], params["end"] = start, start + width
             slot = (
                 where + " AND c.start_time >= fromUnixTimestamp64Nano({start:Int64}, 'UTC') "
                 "AND c.start_time < fromUnixTimestamp64Nano({end:Int64}, 'UTC')"
             )
-            calls = load_calls(self.store, self.embedder.name, slot, params)
+            calls = load_calls(
+                self.store, reference.project, self.embedder.name, slot, params,
+                limit=self.settings.max_samples, order="cityHash64(c.trace_id, c.span_id)",
+            )  # fmt: skip
             if len(calls) >= self.settings.min_window_calls:
                 return calls
             start += width  # too few calls to test: the slot is skipped
@@ -162,27 +212,23 @@ class Runner:
     # -- the reference -------------------------------------------------------------------------
 
     def _reference_data(self, reference: Reference) -> _ReferenceData:
+        """The reference's vectors (up to `max_samples` of its calls, a seeded sample), embedding
+        those this model has not seen: a new model, or calls the backlog policy sampled out."""
         key = (reference.project, reference.name, reference.version)
         cached = self._cache.get(key)
         if cached is not None:
             return cached
-        params: dict[str, Any] = {
-            "project": reference.project,
-            "name": reference.name,
-            "version": reference.version,
-        }
-        calls = load_calls(
-            self.store,
-            self.embedder.name,
-            "c.project_id = {project:String} AND (c.trace_id, c.span_id) IN ("
-            "SELECT trace_id, span_id FROM reference_calls WHERE project_id = {project:String} "
-            "AND name = {name:String} AND version = {version:UInt32})",
-            params,
-        )
+        params: dict[str, Any] = {}
+        members = members_condition(reference, self.settings.max_samples, params)
+        embedded = self.embedding_job().embed_where(reference.project, members, params)
+        if embedded:
+            log.info("embedded %d calls of reference %s with %s", embedded, reference.name,
+                     self.embedder.name)  # fmt: skip
+        calls = load_calls(self.store, reference.project, self.embedder.name, members, params)
         if len(calls) < 2 * self.settings.novelty_neighbours:
             raise ValueError(
                 f"reference {reference.name!r} has {len(calls)} embedded calls; "
-                "too few to test against (are its calls embedded yet?)"
+                "too few to test against"
             )
         data = _ReferenceData(
             calls=calls,
@@ -190,7 +236,7 @@ class Runner:
             novelty=flagging.NoveltyScorer(
                 _pairs(calls), k=self.settings.novelty_neighbours, seed=self.settings.seed
             ),
-            last_ns=int(max(calls.column("start_ns"))),
+            last_ns=max(int(max(calls.column("start_ns"))), reference.last_ns),
         )
         self._cache = {key: data}  # one reference's vectors at a time bounds memory
         return data
@@ -203,9 +249,7 @@ class Runner:
         started = time.monotonic()
         starts = window.column("start_ns")
         key = f"{reference.name}@{reference.version}/{starts[0]}-{starts[-1]}"
-        results = self._two_sample_tests(data.calls, window)
-        rejected = holm([r.p_value for r in results], self.settings.alpha)
-        drifting = any(rejected)
+        results, rejected, drifting = self._decide(data.calls, window)
         consecutive = self._previous_consecutive(reference) + 1 if drifting else 0
         alerting = consecutive >= self.settings.consecutive_windows
         per_call = self._flags(data, window)
@@ -224,27 +268,24 @@ class Runner:
             queued, len(window),
         )  # fmt: skip
 
-    def _two_sample_tests(self, reference: Calls, window: Calls) -> list[TwoSampleResult]:
+    def _decide(
+        self, reference: Calls, window: Calls
+    ) -> tuple[list[TwoSampleResult], list[bool], bool]:
+        """The window's tests on one set of permutations, and Westfall-Young's decision; each
+        result's details carry its adjusted p-value beside its own."""
         s = self.settings
-        x, y = reference.responses, window.responses
-        runs: dict[str, Callable[[], TwoSampleResult]] = {
-            "mmd": lambda: mmd_test(
-                x, y, permutations=s.permutations, max_samples=s.max_samples, seed=s.seed,
-                device=s.device,
-            ),
-            "classifier": lambda: classifier_test(
-                x, y, permutations=s.permutations, seed=s.seed, device=s.device
-            ),
-            "centroid": lambda: centroid_test(
-                x, y, permutations=s.permutations, seed=s.seed, device=s.device
-            ),
-            "topics": lambda: topic_test(
-                x, y, clusters=s.topic_clusters, seed=s.seed,
-                reference_texts=reference.column("output_text"),
-                current_texts=window.column("output_text"),
-            ),
-        }  # fmt: skip
-        return [runs[name]() for name in s.tests]
+        joint = joint_test(
+            reference.responses, window.responses, tests=s.tests, alpha=s.alpha,
+            permutations=s.permutations, seed=s.seed, device=s.device,
+            max_samples=s.max_samples, topic_clusters=s.topic_clusters,
+            reference_texts=reference.column("output_text"),
+            current_texts=window.column("output_text"),
+        )  # fmt: skip
+        results = [
+            dataclasses.replace(r, details={**r.details, "adjusted_p_value": adjusted})
+            for r, adjusted in zip(joint.results, joint.adjusted, strict=True)
+        ]
+        return results, joint.rejected, joint.drifting
 
     def _flags(self, data: _ReferenceData, window: Calls) -> list[list[flagging.Flag]]:
         s = self.settings
@@ -301,7 +342,9 @@ class Runner:
                         [list(reference.scope.items())] * len(rows),
                         pa.map_(pa.string(), pa.string()),
                     ),
-                    "reasons": [[f.reason for f in per_call[i]] for i, _ in rows],
+                    "reasons": pa.array(
+                        [[f.reason for f in per_call[i]] for i, _ in rows], pa.list_(pa.string())
+                    ),
                     "scores": pa.array(
                         [[(f.reason, f.score) for f in per_call[i]] for i, _ in rows],
                         pa.map_(pa.string(), pa.float64()),

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from collections.abc import Callable
 
 from prometheus_client import CollectorRegistry
@@ -21,14 +22,14 @@ def build_runner(
     store: Store, settings: DetectorSettings, metrics: DetectorMetrics | None = None
 ) -> Runner:
     """A runner with the configured embedding model (loading it takes a few seconds)."""
-    from driftline.detectors.embedder import Embedder
+    from driftline.detectors.embedder import make_embedder
 
-    embedder = Embedder(settings.model_path, settings.device, settings.embed_batch)
-    return Runner(store, settings, embedder, metrics)
+    return Runner(store, settings, make_embedder(settings), metrics)
 
 
 class DetectorLoop:
-    """Calls `Runner.run_once` every `interval_seconds` until stopped; errors are logged."""
+    """Embeds new calls as they come and tests windows every `interval_seconds`, until stopped;
+    errors are logged."""
 
     def __init__(
         self,
@@ -63,13 +64,28 @@ class DetectorLoop:
         except Exception:
             log.exception("detectors are off: the embedding model could not be loaded")
             return
+        next_test = 0.0
         while not self._stop.is_set():
-            try:
-                outcomes = self.runner.run_once()
+            pending = self._step(time.monotonic() >= next_test)
+            if time.monotonic() >= next_test:
+                next_test = time.monotonic() + self._settings.interval_seconds
+            if not pending:
+                self._stop.wait(
+                    min(self._settings.embed_idle_seconds, next_test - time.monotonic())
+                )
+
+    def _step(self, test: bool) -> int:
+        """Embed (continuously: new calls show within seconds), and test when due; returns the
+        calls still waiting to be embedded."""
+        assert self.runner is not None
+        pending = 0
+        try:
+            pending = self.runner.embed().pending
+            if test:
+                outcomes = self.runner.test()
                 if self._on_pass is not None:
                     self._on_pass(outcomes)
-            except Exception:
-                log.exception(
-                    "detector pass failed; retrying in %ss", self._settings.interval_seconds
-                )
+        except Exception:
+            log.exception("detector pass failed; retrying in %ss", self._settings.interval_seconds)
             self._stop.wait(self._settings.interval_seconds)
+        return pending

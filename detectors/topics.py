@@ -27,8 +27,16 @@ from sklearn.cluster import KMeans
 from .result import TwoSampleResult
 from .tensors import ArrayLike, check_windows
 
-__all__ = ["topic_test"]
+__all__ = [
+    "check_topic_windows",
+    "fit_topics",
+    "split_chi_square",
+    "tested_bins",
+    "topic_result",
+    "topic_test",
+]
 
+EXAMPLES = 3
 _ROWS_PER_CLUSTER = 10  # reference rows per cluster, at the least, on average
 _MIN_EXPECTED = 5.0  # Cochran's rule for the chi-square approximation
 _N_INIT = 3
@@ -42,7 +50,7 @@ def topic_test(
     seed: int = 0,
     reference_texts: Sequence[str] | None = None,
     current_texts: Sequence[str] | None = None,
-    examples: int = 3,
+    examples: int = EXAMPLES,
 ) -> TwoSampleResult:
     """Test whether the windows spread differently over k-means topics of their pooled rows.
 
@@ -65,6 +73,40 @@ def topic_test(
     )
     x, y = x_t.numpy(), y_t.numpy()
     n, m = x.shape[0], y.shape[0]
+    check_topic_windows(n, m, reference_texts, current_texts)
+
+    pooled = np.concatenate([x, y])
+    k, labels, centroids = fit_topics(pooled, n, clusters, seed)
+    bins = tested_bins(labels, k, n)
+    table = _table(labels, k, n)
+    merged = np.stack([table[:, b].sum(1) for b in bins], axis=1)
+    if len(bins) > 1:
+        chi2, p_value, dof, _ = chi2_contingency(merged, correction=False)
+        chi2, p_value, dof = float(chi2), float(p_value), int(dof)
+    else:
+        chi2, p_value, dof = 0.0, 1.0, 0
+    return topic_result(
+        x,
+        y,
+        labels,
+        centroids,
+        bins,
+        statistic=chi2,
+        p_value=p_value,
+        details={"dof": dof, "seed": seed},
+        reference_texts=reference_texts,
+        current_texts=current_texts,
+        examples=examples,
+    )
+
+
+def check_topic_windows(
+    n: int,
+    m: int,
+    reference_texts: Sequence[str] | None,
+    current_texts: Sequence[str] | None,
+) -> None:
+    """A ValueError that names the problem when the windows are too small for the test."""
     if n < 2 * _ROWS_PER_CLUSTER:
         raise ValueError(
             f"reference has {n} rows; the topics test needs at least {2 * _ROWS_PER_CLUSTER} "
@@ -76,23 +118,79 @@ def topic_test(
         if texts is not None and len(texts) != size:
             raise ValueError(f"{name}_texts has {len(texts)} entries for {size} rows")
 
-    pooled = np.concatenate([x, y])
+
+def fit_topics(
+    pooled: np.ndarray, n: int, clusters: int, seed: int
+) -> tuple[int, np.ndarray, np.ndarray]:
+    """k-means of the pooled rows: (k, each row's cluster, the centroids).
+
+    k is `clusters` capped at one per 10 of the `n` reference rows and at the distinct rows.
+    """
     distinct = len(np.unique(pooled, axis=0))
     k = min(clusters, n // _ROWS_PER_CLUSTER, distinct)  # 1 when every row is the same vector
     model = KMeans(n_clusters=k, n_init=_N_INIT, random_state=seed).fit(pooled)
-    centroids = model.cluster_centers_
-    ref_label, cur_label = model.labels_[:n], model.labels_[n:]
-    table = np.stack([np.bincount(ref_label, minlength=k), np.bincount(cur_label, minlength=k)])
+    return k, np.asarray(model.labels_), np.asarray(model.cluster_centers_)
 
-    bins = _merge_small(table)
-    merged = np.stack([table[:, b].sum(1) for b in bins], axis=1)
-    if len(bins) > 1:
-        chi2, p_value, dof, _ = chi2_contingency(merged, correction=False)
-        chi2, p_value, dof = float(chi2), float(p_value), int(dof)
-    else:
-        chi2, p_value, dof = 0.0, 1.0, 0
-    cramers_v = float(np.sqrt(chi2 / (n + m)))
 
+def tested_bins(labels: np.ndarray, k: int, n: int) -> list[list[int]]:
+    """The clusters merged for the chi-square test.
+
+    The merging reads only the cluster sizes and the window sizes (n reference rows of N), not
+    which rows are which window's, so every relabelling of the rows is tested on the same bins.
+    """
+    return _merge_small(_table(labels, k, n))
+
+
+def split_chi_square(
+    cluster_of: torch.Tensor, current_rows: torch.Tensor, bins: list[list[int]]
+) -> torch.Tensor:
+    """Pearson's chi-square of the window-by-bin table for every relabelling of the rows.
+
+    `cluster_of` (N,) holds each row's cluster, `current_rows` is an (N, S) 0/1 matrix whose
+    columns mark the rows that play the current window (the same count m in each), and `bins`
+    groups the clusters. With the bins' sizes c_j fixed, the reference's deviation from its
+    expected count is minus the current's, so χ² = Σ_j (O_j - m c_j / N)² N² / (c_j n m) with
+    O_j the current window's count in bin j. Returns (S,) float64.
+    """
+    dev = current_rows.device
+    big_n, count = current_rows.shape
+    if len(bins) < 2:
+        return torch.zeros(count, dtype=torch.float64, device=dev)
+    bin_of_cluster = torch.empty(max(j for b in bins for j in b) + 1, dtype=torch.long)
+    for i, b in enumerate(bins):
+        bin_of_cluster[b] = i
+    bin_of = bin_of_cluster[cluster_of.cpu()].to(dev)
+    onehot = torch.zeros(big_n, len(bins), dtype=torch.float32, device=dev)
+    onehot[torch.arange(big_n, device=dev), bin_of] = 1.0
+    observed = (onehot.T @ current_rows.to(torch.float32)).double()  # exact: integer counts
+    sizes = onehot.sum(0).double()[:, None]
+    m = float(observed[:, 0].sum())
+    n = big_n - m
+    return ((observed - m * sizes / big_n) ** 2 * big_n**2 / (sizes * n * m)).sum(0)
+
+
+def topic_result(
+    x: np.ndarray,
+    y: np.ndarray,
+    labels: np.ndarray,
+    centroids: np.ndarray,
+    bins: list[list[int]],
+    *,
+    statistic: float,
+    p_value: float,
+    details: dict[str, Any],
+    reference_texts: Sequence[str] | None,
+    current_texts: Sequence[str] | None,
+    examples: int,
+) -> TwoSampleResult:
+    """The test's answer, with the clusters described (counts, shares, changes, example texts).
+
+    `labels` holds the clusters of the rows of x, then those of y.
+    """
+    n, m = x.shape[0], y.shape[0]
+    k = centroids.shape[0]
+    ref_label, cur_label = labels[:n], labels[n:]
+    table = _table(labels, k, n)
     rows = []
     for j in range(k):
         ref_share, cur_share = table[0, j] / n, table[1, j] / m
@@ -112,22 +210,25 @@ def topic_test(
             )
         rows.append(row)
     rows.sort(key=lambda r: (-abs(r["change"]), r["cluster"]))
-    details: dict[str, Any] = {
-        "clusters": rows,
-        "k": k,
-        "tested_bins": [[int(j) for j in b] for b in bins],
-        "dof": dof,
-        "seed": seed,
-    }
     return TwoSampleResult(
         test="topics",
-        statistic=chi2,
-        effect_size=cramers_v,
+        statistic=statistic,
+        effect_size=float(np.sqrt(statistic / (n + m))),
         p_value=p_value,
         n_reference=n,
         n_current=m,
-        details=details,
+        details={
+            "clusters": rows,
+            "k": k,
+            "tested_bins": [[int(j) for j in b] for b in bins],
+            **details,
+        },
     )
+
+
+def _table(labels: np.ndarray, k: int, n: int) -> np.ndarray:
+    """The 2-by-k table of counts (window by cluster); the first n labels are the reference's."""
+    return np.stack([np.bincount(labels[:n], minlength=k), np.bincount(labels[n:], minlength=k)])
 
 
 def _merge_small(table: np.ndarray) -> list[list[int]]:

@@ -28,22 +28,17 @@ log = logging.getLogger("driftline.detectors")
 
 MAX_NAME = 128
 
-# Counted without FINAL, so a count may include a not-yet-merged duplicate: create_reference
-# (which reads FINAL) then finds fewer than `calls` and the version waits for the next pass.
+# Read from the rollup of embedded calls per version, never from the calls themselves; a count
+# may include a call embedded twice before a merge: create_reference (which reads FINAL) then
+# finds fewer than `calls` and the version waits for the next pass.
 _CANDIDATES = """
-SELECT c.project_id AS project, c.service AS service, c.service_version AS version,
-       toUnixTimestamp64Nano(min(c.start_time)) AS first_ns
-FROM llm_calls AS c
-WHERE c.service_version != '' AND c.output_text != '' EMBEDDED
-GROUP BY c.project_id, c.service, c.service_version
-HAVING count() >= {calls:UInt64}
+SELECT project_id AS project, service, service_version AS version,
+       toUnixTimestamp64Nano(minMerge(first_call)) AS first_ns
+FROM call_vector_versions WHERE model = {model:String}
+GROUP BY project_id, service, service_version
+HAVING countMerge(calls) >= {calls:UInt64}
 ORDER BY project, first_ns
 """
-
-_EMBEDDED = (
-    "AND (c.project_id, c.trace_id, c.span_id) IN (SELECT project_id, trace_id, span_id "
-    "FROM call_embeddings WHERE model = {model:String})"
-)
 
 
 def reference_name(service: str, version: str) -> str:
@@ -55,12 +50,11 @@ def reference_name(service: str, version: str) -> str:
     return f"{name[: MAX_NAME - len(digest) - 1]}~{digest}"
 
 
-def version_references(store: Store, calls: int, model: str | None = None) -> list[Reference]:
-    """Freeze the reference of each service version with `calls` calls (embedded by `model`)."""
-    # Only embedded calls count when `model` is given: a reference is tested against its
-    # embedded calls, so one frozen ahead of an embedding backlog would be tested short.
-    params: dict[str, Any] = {"calls": calls, "model": model or ""}
-    candidates = store.query(_CANDIDATES.replace("EMBEDDED", _EMBEDDED if model else ""), params)
+def version_references(store: Store, calls: int, model: str) -> list[Reference]:
+    """Freeze the reference of each service version with `calls` calls embedded by `model`."""
+    # Only embedded calls count: a reference frozen ahead of an embedding backlog would wait.
+    params: dict[str, Any] = {"calls": calls, "model": model}
+    candidates = store.query(_CANDIDATES, params)
     if not candidates:
         return []
     existing = list_references(store)

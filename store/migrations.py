@@ -449,6 +449,99 @@ _HOURLY_BACKFILL = (
 )
 
 
+# Detection at volume. A call's vectors carry the scope columns and the few call fields the tests
+# and flags read, so a window is one range read on (project_id, model, start_time). Vectors are
+# int8 (each scaled by its largest component; readers normalise them again), 4x smaller than
+# float32 with no measurable loss in the tests' power (bench/detect_scale.py).
+_CALL_VECTORS = """
+CREATE TABLE IF NOT EXISTS call_vectors (
+    project_id LowCardinality(String),
+    model LowCardinality(String),
+    start_time DateTime64(9, 'UTC'),
+    trace_id FixedString(32),
+    span_id FixedString(16),
+    service LowCardinality(String),
+    service_version LowCardinality(String),
+    response_model LowCardinality(String),
+    agent_name LowCardinality(String),
+    duration_ms Float64,
+    output_tokens UInt32,
+    cost_usd Float64,
+    error_type LowCardinality(String),
+    finish_reasons Array(LowCardinality(String)),
+    prompt_vector Array(Int8),
+    response_vector Array(Int8),
+    embedded_at DateTime64(3, 'UTC') DEFAULT now64(3)
+) ENGINE = ReplacingMergeTree
+PARTITION BY toYYYYMM(start_time)
+ORDER BY (project_id, model, start_time, trace_id, span_id)"""
+
+# How far each embedding model has got: every call ingested before `ingested_upto`, and at it
+# up to the cursor's key (all of it when the key is empty), is embedded, or under overload
+# deliberately left out of the sample (`skipped` counts those per batch).
+_EMBEDDING_WATERMARKS = """
+CREATE TABLE IF NOT EXISTS embedding_watermarks (
+    model LowCardinality(String),
+    ingested_upto DateTime64(3, 'UTC'),
+    cursor_project String,
+    cursor_trace String,
+    cursor_span String,
+    embedded UInt64,
+    skipped UInt64,
+    updated_at DateTime64(6, 'UTC') DEFAULT now64(6)
+) ENGINE = ReplacingMergeTree(updated_at)
+ORDER BY model"""
+
+# Embedded calls per service version, so new versions are found without reading the calls.
+_VECTOR_VERSIONS = """
+CREATE TABLE IF NOT EXISTS call_vector_versions (
+    project_id LowCardinality(String),
+    model LowCardinality(String),
+    service LowCardinality(String),
+    service_version LowCardinality(String),
+    calls AggregateFunction(count),
+    first_call AggregateFunction(min, DateTime64(9, 'UTC'))
+) ENGINE = AggregatingMergeTree
+ORDER BY (project_id, model, service, service_version)"""
+
+_VECTOR_VERSIONS_MV = """
+CREATE MATERIALIZED VIEW IF NOT EXISTS call_vector_versions_mv TO call_vector_versions AS
+SELECT project_id, model, service, service_version, countState() AS calls,
+    minState(start_time) AS first_call
+FROM call_vectors WHERE service_version != ''
+GROUP BY project_id, model, service, service_version"""
+
+# Pending calls are found by when they arrived: the index skips every granule ingested before
+# the watermark, whatever the history.
+_INGESTED_INDEX = (
+    "ALTER TABLE llm_calls ADD INDEX IF NOT EXISTS idx_ingested ingested_at TYPE minmax "
+    "GRANULARITY 1"
+)
+_INGESTED_INDEX_BUILD = "ALTER TABLE llm_calls MATERIALIZE INDEX idx_ingested"
+
+# A reference's time span bounds every read of its calls.
+_REFERENCE_SPAN = (
+    "ALTER TABLE drift_references ADD COLUMN IF NOT EXISTS first_call DateTime64(9, 'UTC') "
+    "AFTER calls, ADD COLUMN IF NOT EXISTS last_call DateTime64(9, 'UTC') AFTER first_call"
+)
+
+# References frozen before the span was recorded: found once, here, from their calls.
+_REFERENCE_SPAN_BACKFILL = """INSERT INTO drift_references
+    (project_id, name, version, scope, selector, calls, first_call, last_call, created_at)
+SELECT r.project_id, r.name, r.version, r.scope, r.selector, r.calls, s.first, s.last,
+    r.created_at
+FROM (SELECT * FROM drift_references FINAL) AS r
+INNER JOIN (
+    SELECT m.project_id AS project_id, m.name AS name, m.version AS version,
+        min(c.start_time) AS first, max(c.start_time) AS last
+    FROM (SELECT project_id, name, version, trace_id, span_id FROM reference_calls) AS m
+    INNER JOIN (SELECT project_id, trace_id, span_id, start_time FROM llm_calls) AS c
+        ON c.project_id = m.project_id AND c.trace_id = m.trace_id AND c.span_id = m.span_id
+    GROUP BY m.project_id, m.name, m.version
+) AS s ON s.project_id = r.project_id AND s.name = r.name AND s.version = r.version
+WHERE r.last_call = 0"""
+
+
 @dataclass(frozen=True)
 class Migration:
     version: int
@@ -491,6 +584,20 @@ MIGRATIONS: tuple[Migration, ...] = (
         7,
         "hourly rollup of calls for dashboards",
         (_HOURLY, _HOURLY_MV, _HOURLY_BACKFILL),
+    ),
+    Migration(
+        8,
+        "detectors at volume: call vectors, embedding watermarks, versions, reference spans",
+        (
+            _CALL_VECTORS,
+            _EMBEDDING_WATERMARKS,
+            _VECTOR_VERSIONS,
+            _VECTOR_VERSIONS_MV,
+            _INGESTED_INDEX,
+            _INGESTED_INDEX_BUILD,
+            _REFERENCE_SPAN,
+            _REFERENCE_SPAN_BACKFILL,
+        ),
     ),
 )
 

@@ -22,6 +22,7 @@ from driftline.collector.app import build_runtime, create_app
 from driftline.collector.config import Settings, load_settings
 from driftline.collector.runtime import Runtime
 from driftline.store import Store, migrate, open_store
+from driftline.store.migrations import MIGRATIONS
 
 T = TypeVar("T")
 
@@ -39,6 +40,19 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
+
+
+def migrate_to(store: Store, version: int) -> None:
+    """Bring a fresh database to `version` the way an older driftline left it."""
+    store.command(
+        "CREATE TABLE schema_migrations (version UInt32, name String, "
+        "applied_at DateTime64(3, 'UTC') DEFAULT now64(3)) ENGINE = MergeTree ORDER BY version"
+    )
+    for migration in MIGRATIONS:
+        if migration.version <= version:
+            for statement in migration.statements:
+                store.command(statement)
+            store.command(f"INSERT INTO schema_migrations (version) VALUES ({migration.version})")
 
 
 @pytest.fixture

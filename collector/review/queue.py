@@ -135,20 +135,30 @@ def nearest_reference(
     if match is None:
         return []
     name, version = match.groups()
+    from driftline.detectors.references import ReferenceError, get_reference, members_condition
+
+    try:
+        reference = get_reference(store, project, name, int(version))
+    except ReferenceError:
+        return []
+    params: dict[str, Any] = {"p": project, "t": found["trace_id"], "s": found["span_id"],
+                              "call": int(found["call_ms"]), "k": k}  # fmt: skip
+    members = members_condition(reference, 1_000_000, params)
+    # Both sides read within their own time spans: the call's instant and the reference's.
     return store.query(
-        "WITH (SELECT any(response_vector) FROM call_embeddings WHERE project_id = {p:String} "
+        "WITH (SELECT any(response_vector) FROM call_vectors WHERE project_id = {p:String} "
+        "AND start_time >= fromUnixTimestamp64Milli({call:Int64}, 'UTC') "
+        "AND start_time < fromUnixTimestamp64Milli({call:Int64} + 1, 'UTC') "
         "AND trace_id = {t:String} AND span_id = {s:String}) AS mine "
-        "SELECT c.input_text AS input_text, c.output_text AS output_text, "
-        "1 - cosineDistance(e.response_vector, mine) AS similarity FROM call_embeddings AS e "
-        "JOIN (SELECT trace_id, span_id, input_text, output_text FROM llm_calls "
-        "WHERE project_id = {p:String}) AS c ON c.trace_id = e.trace_id AND c.span_id = e.span_id "
-        "WHERE e.project_id = {p:String} AND length(mine) > 0 AND (e.trace_id, e.span_id) IN "
-        "(SELECT trace_id, span_id FROM reference_calls WHERE project_id = {p:String} "
-        "AND name = {name:String} AND version = {v:UInt32}) "
+        "SELECT t.input_text AS input_text, t.output_text AS output_text, "
+        "1 - cosineDistance(c.response_vector, mine) AS similarity FROM call_vectors AS c "
+        "JOIN (SELECT trace_id, span_id, input_text, output_text FROM llm_calls AS c "
+        f"WHERE project_id = {{p:String}} AND {members}) AS t "
+        "ON t.trace_id = c.trace_id AND t.span_id = c.span_id "
+        f"WHERE c.project_id = {{p:String}} AND length(mine) > 0 AND {members} "
         "ORDER BY similarity DESC LIMIT {k:UInt32}",
-        {"p": project, "t": found["trace_id"], "s": found["span_id"], "name": name,
-         "v": int(version), "k": k},
-    )  # fmt: skip
+        params,
+    )
 
 
 def draft(store: Store, project: str, reviewer: str, trace_id: str, span_id: str) -> dict[str, Any]:

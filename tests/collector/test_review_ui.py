@@ -15,10 +15,12 @@ from typing import Any
 
 import datasets
 import httpx
+import numpy as np
 import pyarrow as pa
 import pytest
 
 from driftline.collector import keys
+from driftline.detectors.embeddings import quantize
 from driftline.finetune import registry
 from driftline.finetune.records import StoreLedger
 from driftline.store import Store
@@ -69,7 +71,7 @@ def seed(store: Store) -> None:
     # The reference "bot" v1 holds the two other calls, embedded (3-d stand-in vectors).
     vectors = {spans[0]: [1.0, 0.2, 0.0], spans[1]: [0.9, 0.3, 0.0], spans[2]: [0.0, 0.1, 1.0]}
     store.insert_arrow(
-        "call_embeddings",
+        "call_vectors",
         pa.table(
             {
                 "project_id": ["alpha"] * 3,
@@ -77,8 +79,8 @@ def seed(store: Store) -> None:
                 "span_id": spans,
                 "start_time": times,
                 "model": ["stand-in"] * 3,
-                "prompt_vector": pa.array([vectors[s] for s in spans], pa.list_(pa.float32())),
-                "response_vector": pa.array([vectors[s] for s in spans], pa.list_(pa.float32())),
+                "prompt_vector": quantize(np.array([vectors[s] for s in spans])),
+                "response_vector": quantize(np.array([vectors[s] for s in spans])),
             }
         ),
     )
@@ -93,6 +95,13 @@ def seed(store: Store) -> None:
                 "span_id": spans[1:],
             }
         ),
+    )
+    store.command(
+        "INSERT INTO drift_references (project_id, name, version, selector, calls, first_call, "
+        "last_call) VALUES ('alpha', 'bot', 1, '{}', 2, "
+        "fromUnixTimestamp64Nano({first:Int64}, 'UTC'), "
+        "fromUnixTimestamp64Nano({last:Int64}, 'UTC'))",
+        {"first": now - 2 * 10**9, "last": now - 10**9},
     )
     queued = [spans[0], spans[2]]
     store.insert_arrow(

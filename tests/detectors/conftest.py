@@ -4,6 +4,7 @@ response, section = topic), embedded once per test session with the bundled mode
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -13,7 +14,7 @@ import pytest
 
 from driftline import sdk
 from driftline.detectors.embedder import Embedder
-from driftline.detectors.embeddings import _vectors
+from driftline.detectors.embeddings import EmbeddingJob
 from driftline.sdk import observe
 from driftline.store import Store
 
@@ -59,6 +60,21 @@ BASE_NS = 1_790_000_000 * 10**9  # 2026-09-21
 MIX = ("admin", "database", "devel", "doc", "editors")
 
 
+class CorpusEmbedder:
+    """The corpus's vectors looked up by text: calls go through the real embedding path (the
+    job's `embed`, into call_vectors) without encoding the corpus again."""
+
+    def __init__(self, corpus: Corpus, embedder: Embedder) -> None:
+        self.name, self.dimension = embedder.name, embedder.dimension
+        self._vectors = {
+            **dict(zip(corpus.prompts, corpus.prompt_vectors, strict=True)),
+            **dict(zip(corpus.responses, corpus.response_vectors, strict=True)),
+        }
+
+    def encode(self, texts: Sequence[str]) -> np.ndarray:
+        return np.stack([self._vectors[t] for t in texts]) if texts else np.zeros((0, 1))
+
+
 def insert_calls(
     store: Store,
     corpus: Corpus,
@@ -71,7 +87,8 @@ def insert_calls(
     responses = rows if responses is None else responses
     n = len(rows)
     trace_ids = [f"{start + i:032x}" for i in range(n)]
-    times = pa.array([BASE_NS + (start + i) * 10**9 for i in range(n)], pa.timestamp("ns", "UTC"))
+    first, last = BASE_NS + start * 10**9, BASE_NS + (start + n - 1) * 10**9
+    times = pa.array([first + i * 10**9 for i in range(n)], pa.timestamp("ns", "UTC"))
     store.insert_arrow(
         "llm_calls",
         pa.table(
@@ -92,19 +109,12 @@ def insert_calls(
             }
         ),
     )
-    store.insert_arrow(
-        "call_embeddings",
-        pa.table(
-            {
-                "project_id": ["alpha"] * n,
-                "trace_id": trace_ids,
-                "span_id": [f"{start + i:016x}" for i in range(n)],
-                "start_time": times,
-                "model": [embedder.name] * n,
-                "prompt_vector": _vectors(corpus.prompt_vectors[rows]),
-                "response_vector": _vectors(corpus.response_vectors[responses]),
-            }
-        ),
+    job = EmbeddingJob(store, CorpusEmbedder(corpus, embedder))
+    job.embed_where(
+        "alpha",
+        "c.start_time >= fromUnixTimestamp64Nano({first:Int64}, 'UTC') "
+        "AND c.start_time <= fromUnixTimestamp64Nano({last:Int64}, 'UTC')",
+        {"first": first, "last": last},
     )
     return trace_ids
 

@@ -6,13 +6,11 @@ from __future__ import annotations
 import time
 
 import numpy as np
-import pyarrow as pa
 import pytest
 from prometheus_client import CollectorRegistry
 
 from driftline.detectors.config import DetectorSettings
 from driftline.detectors.embedder import Embedder
-from driftline.detectors.embeddings import EmbeddingJob
 from driftline.detectors.references import ReferenceError, create_reference
 from driftline.detectors.runner import Runner, WindowOutcome
 from driftline.detectors.scheduler import DetectorLoop
@@ -76,36 +74,6 @@ def test_reference_needs_enough_calls(store: Store, corpus: Corpus, embedder: Em
         create_reference(store, "alpha", "x", {"region": "eu"})
 
 
-def test_embedding_job_embeds_each_call_once(
-    store: Store, corpus: Corpus, embedder: Embedder
-) -> None:
-    rows = split(corpus, ("doc",), 6, 0)
-    n = len(rows)
-    store.insert_arrow(
-        "llm_calls",
-        pa.table(
-            {
-                "project_id": ["alpha"] * n,
-                "trace_id": [f"{i:032x}" for i in range(n)],
-                "span_id": [f"{i:016x}" for i in range(n)],
-                "operation": ["chat"] * (n - 1) + ["embeddings"],
-                "input_text": [corpus.prompts[i] for i in rows],
-                "output_text": [corpus.responses[i] for i in rows],
-            }
-        ),
-    )
-    job = EmbeddingJob(store, embedder, batch=2)
-    assert job.pending() == n - 1  # an embeddings call has no answer to embed
-    assert job.backfill() == n - 1
-    assert job.pending() == 0 and job.run_once() == 0
-    stored = store.query_arrow(
-        "SELECT response_vector FROM call_embeddings WHERE trace_id = {t:String}",
-        {"t": f"{0:032x}"},
-    )
-    vector = np.array(stored.column("response_vector")[0].as_py(), dtype=np.float32)
-    assert np.allclose(vector, corpus.response_vectors[rows[0]], atol=1e-3)
-
-
 def test_the_background_loop_tests_windows_and_exports_metrics(
     store: Store, corpus: Corpus, embedder: Embedder
 ) -> None:
@@ -115,7 +83,11 @@ def test_the_background_loop_tests_windows_and_exports_metrics(
     registry = CollectorRegistry()
     passes: list[list[WindowOutcome]] = []
     settings = DetectorSettings(
-        window_calls=100, permutations=50, interval_seconds=0.2, tests=("centroid", "topics")
+        window_calls=100,
+        permutations=50,
+        interval_seconds=0.2,
+        tests=("centroid", "topics"),
+        embedder="transformer",  # the model the calls were embedded with
     )
     loop = DetectorLoop(store, settings, registry, on_pass=passes.append)
     loop.start()

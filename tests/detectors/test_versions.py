@@ -28,6 +28,7 @@ from tests.conftest import Collector
 from tests.detectors.conftest import BASE_NS, MIX, texts
 
 N = 60
+LOOKBACK_HOURS = 24 * 3650
 SHIFT = ("games", "fonts", "golang")
 
 
@@ -68,6 +69,9 @@ def settings(**overrides: Any) -> DetectorSettings:
             "permutations": 50,
             "tests": ("centroid",),
             "audit_rate": 0.0,
+            # The calls started in September (BASE_NS) and arrive now, all at once.
+            "embed_lookback_hours": LOOKBACK_HOURS,
+            "embed_settle_seconds": 0,
             **overrides,
         }
     )
@@ -107,6 +111,12 @@ def add_calls(
         ),
     )
     return ids
+
+
+def embedding(store: Store, hashing: HashingEmbedder, batch: int = 512) -> EmbeddingJob:
+    return EmbeddingJob(
+        store, hashing, batch, lookback_seconds=LOOKBACK_HOURS * 3600, settle_seconds=0
+    )
 
 
 def members(store: Store, name: str) -> set[str]:
@@ -178,29 +188,31 @@ def test_each_new_version_gets_its_reference_and_its_windows(
     assert not vs_own.drifting  # against chat@1.0 this window drifts (centroid p ≈ 0.02)
 
 
-def test_a_version_waits_for_its_first_n_calls(store: Store) -> None:
+def test_a_version_waits_for_its_first_n_calls(store: Store, hashing: HashingEmbedder) -> None:
     pairs = texts(MIX, 20, 0)
     add_calls(store, pairs[: N - 1], range(N - 1), version="2.0")
     add_calls(store, pairs[: N - 1], range(N - 1), service="", version="2.0")
-    assert version_references(store, N) == []  # not a smaller reference in the meantime
+    embedding(store, hashing).backfill()
+    assert version_references(store, N, hashing.name) == []  # not a smaller one meanwhile
     assert list_references(store) == []
 
     add_calls(store, pairs[N - 1 : N + 20], range(N - 1, N + 20), version="2.0")
     add_calls(store, [pairs[N - 1]], [N - 1], service="", version="2.0")
-    made = version_references(store, N)
+    embedding(store, hashing).backfill()
+    made = version_references(store, N, hashing.name)
     assert [(r.name, r.scope, r.calls) for r in made] == [
         ("chat@2.0", {"service": "chat", "version": "2.0"}, N),
         ("@2.0", {"service": "", "version": "2.0"}, N),  # calls without a service, only
     ]
     assert members(store, "chat@2.0").isdisjoint(members(store, "@2.0"))
-    assert version_references(store, N) == []
+    assert version_references(store, N, hashing.name) == []
 
 
 def test_a_version_waits_for_its_calls_to_be_embedded(
     store: Store, hashing: HashingEmbedder
 ) -> None:
     add_calls(store, mixed(MIX, 20), range(100), version="2.5")
-    job = EmbeddingJob(store, hashing, batch=50)
+    job = embedding(store, hashing, batch=50)
     job.run_once()  # half embedded: the reference would be tested on 50 of its 60 calls
     assert version_references(store, N, hashing.name) == []
     job.run_once()
@@ -208,13 +220,14 @@ def test_a_version_waits_for_its_calls_to_be_embedded(
     assert (made.name, made.calls) == ("chat@2.5", N)
 
 
-def test_hand_made_references_of_a_version_are_kept(store: Store) -> None:
+def test_hand_made_references_of_a_version_are_kept(store: Store, hashing: HashingEmbedder) -> None:
     pairs = texts(MIX, 20, 0)
     add_calls(store, pairs, range(100), version="3.0")
     add_calls(store, pairs, range(100), version="3.1")
+    embedding(store, hashing).backfill()
     create_reference(store, "alpha", "chat-3.0", {"service": "chat", "version": "3.0"})
     create_reference(store, "alpha", "chat@3.1", {"service": "chat"})  # the name is taken
-    assert version_references(store, N) == []
+    assert version_references(store, N, hashing.name) == []
     assert [(r.name, r.version, r.calls) for r in list_references(store)] == [
         ("chat-3.0", 1, 100),
         ("chat@3.1", 1, 200),
