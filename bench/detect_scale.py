@@ -72,6 +72,16 @@ def planned_rows(store: Store, sql: str, params: dict[str, Any]) -> dict[str, in
     return rows
 
 
+def bytes_per_call(store: Store, table: str) -> float:
+    """Compressed bytes on disk per row of `table` (active parts)."""
+    row = store.query(
+        "SELECT sum(data_compressed_bytes) AS b, sum(rows) AS r FROM system.parts "
+        "WHERE database = currentDatabase() AND table = {t:String} AND active",
+        {"t": table},
+    )[0]
+    return float(row["b"]) / max(int(row["r"]), 1)
+
+
 def fixture_texts() -> list[dict[str, str]]:
     return [json.loads(line) for line in FIXTURE.read_text().splitlines()]
 
@@ -272,14 +282,18 @@ def main() -> None:
         "window_rows_read": pick["window_rows_read"],
         "pass_rows_planned": pick["pass_rows_planned"],
         "first_pass_seconds": round(first, 3),
+        "vector_bytes_per_call": round(bytes_per_call(inner, "call_vectors")),
+        "call_bytes_per_call": round(bytes_per_call(inner, "llm_calls")),
     }
     text = (
         f"| calls stored | pass (s, median of {args.passes}) | RSS growth (MiB, max) | "
-        "window rows read | rows planned, whole pass | first pass with reference load (s) |\n"
-        "|---:|---:|---:|---:|---:|---:|\n"
+        "window rows read | rows planned, whole pass | first pass with reference load (s) | "
+        "vector bytes/call | call bytes/call |\n"
+        "|---:|---:|---:|---:|---:|---:|---:|---:|\n"
         f"| {result['calls']:,} | {result['pass_seconds']} | {result['pass_rss_growth_mib']} | "
         f"{result['window_rows_read']:,} | {result['pass_rows_planned']:,} | "
-        f"{result['first_pass_seconds']} |"
+        f"{result['first_pass_seconds']} | {result['vector_bytes_per_call']} | "
+        f"{result['call_bytes_per_call']} |"
     )
     print(text)
     if args.append_docs:

@@ -7,7 +7,7 @@ calls per second for `--minutes`. Every 5 s it scrapes the collector's /metrics 
 and skipped, the embedding lag, calls waiting, windows tested) and the process's RSS.
 
     python bench/soak.py --rate 50 --minutes 15            # the soak
-    python bench/soak.py --rate 2000 --minutes 10          # overload: ~2x the embedder
+    python bench/soak.py --rate 40 --minutes 10 --set embedder=transformer   # ~2x its capacity
 
 It prints a row per minute and ends with one JSON line: arrival and embedding rates, the first
 time the embedded count moved, the largest lag and the RSS range.
@@ -104,11 +104,19 @@ def main() -> None:
     parser.add_argument("--rate", type=float, default=50.0, help="LLM calls per second")
     parser.add_argument("--minutes", type=float, default=15.0)
     parser.add_argument("--spans", type=int, default=0, help="spans a batch (default: by rate)")
+    parser.add_argument(
+        "--set", action="append", default=[], metavar="NAME=VALUE",
+        help="a detector setting for serve, e.g. --set embedder=transformer",
+    )  # fmt: skip
     parser.add_argument("--append-docs", action="store_true")
     args = parser.parse_args()
+    env = {"DRIFTLINE_DETECTORS__ENABLED": "true"}
+    for item in args.set:
+        name, _, value = item.partition("=")
+        env[f"DRIFTLINE_DETECTORS__{name.upper()}"] = value
     spans = args.spans or (40 if args.rate <= 200 else 512)
     data = Path(tempfile.mkdtemp(prefix="driftline-soak-")) / "data"
-    server = start_server(data, env={"DRIFTLINE_DETECTORS__ENABLED": "true"})
+    server = start_server(data, env=env)
     pid = server.process.pid
     sent = {"calls": 0, "refused": 0}
     seconds = args.minutes * 60

@@ -83,7 +83,8 @@ class _ReferenceData:
     calls: Calls
     relevance: np.ndarray
     novelty: flagging.NoveltyScorer
-    last_ns: int
+    last_ns: int  # where windows start: after the reference, after the last window tested
+    consecutive: int  # drifting windows in a row so far
 
 
 @dataclass
@@ -159,7 +160,7 @@ class Runner:
     ) -> Calls | None:
         """The next window: one range read of call_vectors after the last window tested."""
         params: dict[str, Any] = {"project": reference.project}
-        after = max(data.last_ns, self._last_window_end(reference))
+        after = data.last_ns
         now_ns = int(self.clock() * 1e9)
         until = min(now_ns, horizon_ns) if horizon_ns is not None else now_ns
         where = (
@@ -191,23 +192,19 @@ class Runner:
             start += width  # too few calls to test: the slot is skipped
         return None
 
-    def _last_window_end(self, reference: Reference) -> int:
+    def _windows_so_far(self, reference: Reference) -> tuple[int, int]:
+        """The end of the last window tested and its drifting streak: read once per reference
+        and process, then kept by the runner (windows come after the reference's calls)."""
         rows = self.store.query(
-            "SELECT toUnixTimestamp64Nano(max(window_end)) AS ns FROM detector_runs "
+            "SELECT toUnixTimestamp64Nano(max(window_end)) AS ns, "
+            "argMax(consecutive, window_end) AS c FROM detector_runs FINAL "
             "WHERE project_id = {p:String} AND reference = {r:String} "
-            "AND reference_version = {v:UInt32}",
-            {"p": reference.project, "r": reference.name, "v": reference.version},
-        )
-        return int(rows[0]["ns"] or 0) if rows else 0
-
-    def _previous_consecutive(self, reference: Reference) -> int:
-        rows = self.store.query(
-            "SELECT argMax(consecutive, window_end) AS c FROM detector_runs FINAL "
-            "WHERE project_id = {p:String} AND reference = {r:String} "
-            "AND reference_version = {v:UInt32}",
-            {"p": reference.project, "r": reference.name, "v": reference.version},
-        )
-        return int(rows[0]["c"] or 0) if rows else 0
+            "AND reference_version = {v:UInt32} "
+            "AND window_end >= fromUnixTimestamp64Nano({first:Int64}, 'UTC')",
+            {"p": reference.project, "r": reference.name, "v": reference.version,
+             "first": reference.first_ns},
+        )  # fmt: skip
+        return (int(rows[0]["ns"] or 0), int(rows[0]["c"] or 0)) if rows else (0, 0)
 
     # -- the reference -------------------------------------------------------------------------
 
@@ -230,13 +227,15 @@ class Runner:
                 f"reference {reference.name!r} has {len(calls)} embedded calls; "
                 "too few to test against"
             )
+        last_window, consecutive = self._windows_so_far(reference)
         data = _ReferenceData(
             calls=calls,
             relevance=flagging.relevance(calls.prompts, calls.responses),
             novelty=flagging.NoveltyScorer(
                 _pairs(calls), k=self.settings.novelty_neighbours, seed=self.settings.seed
             ),
-            last_ns=max(int(max(calls.column("start_ns"))), reference.last_ns),
+            last_ns=max(int(max(calls.column("start_ns"))), reference.last_ns, last_window),
+            consecutive=consecutive,
         )
         self._cache = {key: data}  # one reference's vectors at a time bounds memory
         return data
@@ -250,7 +249,7 @@ class Runner:
         starts = window.column("start_ns")
         key = f"{reference.name}@{reference.version}/{starts[0]}-{starts[-1]}"
         results, rejected, drifting = self._decide(data.calls, window)
-        consecutive = self._previous_consecutive(reference) + 1 if drifting else 0
+        consecutive = data.consecutive + 1 if drifting else 0
         alerting = consecutive >= self.settings.consecutive_windows
         per_call = self._flags(data, window)
         queued = self._enqueue(reference, key, window, per_call)
@@ -258,6 +257,7 @@ class Runner:
             reference, key, window, results, rejected, drifting, consecutive, alerting, per_call,
             queued, len(data.calls),
         )  # fmt: skip
+        data.last_ns, data.consecutive = starts[-1], consecutive
         flagged = sum(1 for f in per_call if f)
         if self.metrics:
             self.metrics.observe_window(
@@ -367,10 +367,13 @@ class Runner:
 
     def _queued_today(self, reference: Reference) -> int:
         today = datetime.fromtimestamp(self.clock(), UTC).date().isoformat()
+        # A call queued today arrived within the look-back of its start: that bounds the read.
+        since = self.clock() - 86_400 - self.settings.embed_lookback_hours * 3600
         rows = self.store.query(
             "SELECT count() AS n FROM review_queue FINAL WHERE project_id = {p:String} "
+            "AND call_time >= fromUnixTimestamp64Milli({since:Int64}, 'UTC') "
             "AND source = 'flag' AND toDate(enqueued_at) = toDate({d:String})",
-            {"p": reference.project, "d": today},
+            {"p": reference.project, "d": today, "since": int(since * 1000)},
         )
         return int(rows[0]["n"])
 

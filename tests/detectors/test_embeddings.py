@@ -174,7 +174,7 @@ def planned_rows(store: Store, sql: str, params: dict) -> int:
     return sum(int(r["rows"]) for r in store.query(f"EXPLAIN ESTIMATE {sql}", params))
 
 
-@pytest.mark.parametrize("history", [100_000])
+@pytest.mark.parametrize("history", [30_000])
 def test_a_pass_reads_what_its_window_needs_not_the_history(store: Store, history: int) -> None:
     """Every query of a detector pass, planned by ClickHouse: the rows it reads stay the same
     when the history behind the window grows from nothing to many times the window."""
@@ -271,3 +271,21 @@ def upgrade_a_folder_at_migration_7(store: Store) -> None:
     (outcome,) = Runner(store, settings, new).run_once()
     assert outcome.n_current == 50
     assert vector_counts(store, new.name) == (120, 120)  # the reference's 60 and the new 60
+
+
+def test_the_daily_review_budget_holds_across_windows(store: Store) -> None:
+    hashing = HashingEmbedder()
+    now = time.time_ns()
+    add_calls(store, 0, 100, now - 400 * 10**9)
+    refusals = ["I'm sorry, but I can't help with that request."] * 100
+    add_calls(store, 1000, 100, now - 200 * 10**9, output_text=refusals)
+    settings = DetectorSettings(
+        window_calls=50, permutations=20, tests=("centroid",), embed_settle_seconds=0,
+        review_daily_budget=30, audit_rate=0.0, per_version_references=False,
+    )  # fmt: skip
+    runner = Runner(store, settings, hashing)
+    runner.embed()
+    create_reference(store, "alpha", "ref", limit=100)
+    first, second = runner.test()
+    assert first.flagged == second.flagged == 50
+    assert (first.queued, second.queued) == (30, 0)  # the day's budget is spent
