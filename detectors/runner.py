@@ -15,6 +15,7 @@ import dataclasses
 import hashlib
 import json
 import logging
+import threading
 import time
 from collections import Counter
 from collections.abc import Callable
@@ -95,6 +96,8 @@ class Runner:
     metrics: DetectorMetrics | None = None
     clock: Callable[[], float] = time.time
     _cache: dict[tuple[str, str, int], _ReferenceData] = field(default_factory=dict)
+    # The embedder thread and a reference's load both embed: one at a time, so none twice.
+    _embedding: threading.Lock = field(default_factory=threading.Lock)
 
     def run_once(self) -> list[WindowOutcome]:
         """Embed waiting calls, freeze new versions' references, then test every new window."""
@@ -119,7 +122,8 @@ class Runner:
         job = self.embedding_job()
         outcome = BatchOutcome(0, 0, 0.0, 0)
         for _ in range(self.settings.embed_batches_per_pass):
-            outcome = job.run_once()
+            with self._embedding:
+                outcome = job.run_once()
             if outcome.pending == 0:
                 break
         return outcome
@@ -217,7 +221,8 @@ class Runner:
             return cached
         params: dict[str, Any] = {}
         members = members_condition(reference, self.settings.max_samples, params)
-        embedded = self.embedding_job().embed_where(reference.project, members, params)
+        with self._embedding:
+            embedded = self.embedding_job().embed_where(reference.project, members, params)
         if embedded:
             log.info("embedded %d calls of reference %s with %s", embedded, reference.name,
                      self.embedder.name)  # fmt: skip

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import logging
 import threading
-import time
 from collections.abc import Callable
 
 from prometheus_client import CollectorRegistry
@@ -28,8 +27,8 @@ def build_runner(
 
 
 class DetectorLoop:
-    """Embeds new calls as they come and tests windows every `interval_seconds`, until stopped;
-    errors are logged."""
+    """Two threads until stopped: one embeds new calls as they come (so a long test pass never
+    holds up embedding), one tests windows every `interval_seconds`; errors are logged."""
 
     def __init__(
         self,
@@ -45,6 +44,9 @@ class DetectorLoop:
         self._on_pass = on_pass
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="driftline-detectors", daemon=True)
+        self._embedder = threading.Thread(
+            target=self._embed_loop, name="driftline-embedder", daemon=True
+        )
         self.runner: Runner | None = None
 
     def start(self) -> None:
@@ -55,8 +57,9 @@ class DetectorLoop:
 
     def stop(self, timeout: float = 30.0) -> None:
         self._stop.set()
-        if self._thread.is_alive():
-            self._thread.join(timeout)
+        for thread in (self._thread, self._embedder):
+            if thread.is_alive():
+                thread.join(timeout)
 
     def _run(self) -> None:
         try:
@@ -64,28 +67,24 @@ class DetectorLoop:
         except Exception:
             log.exception("detectors are off: the embedding model could not be loaded")
             return
-        next_test = 0.0
+        self._embedder.start()
         while not self._stop.is_set():
-            pending = self._step(time.monotonic() >= next_test)
-            if time.monotonic() >= next_test:
-                next_test = time.monotonic() + self._settings.interval_seconds
-            if not pending:
-                self._stop.wait(
-                    min(self._settings.embed_idle_seconds, next_test - time.monotonic())
-                )
-
-    def _step(self, test: bool) -> int:
-        """Embed (continuously: new calls show within seconds), and test when due; returns the
-        calls still waiting to be embedded."""
-        assert self.runner is not None
-        pending = 0
-        try:
-            pending = self.runner.embed().pending
-            if test:
+            try:
                 outcomes = self.runner.test()
                 if self._on_pass is not None:
                     self._on_pass(outcomes)
-        except Exception:
-            log.exception("detector pass failed; retrying in %ss", self._settings.interval_seconds)
+            except Exception:
+                log.exception("detector pass failed; next in %ss", self._settings.interval_seconds)
             self._stop.wait(self._settings.interval_seconds)
-        return pending
+
+    def _embed_loop(self) -> None:
+        assert self.runner is not None
+        while not self._stop.is_set():
+            pending = 0
+            try:
+                pending = self.runner.embed().pending
+            except Exception:
+                log.exception("embedding failed; retrying in %ss", self._settings.interval_seconds)
+                self._stop.wait(self._settings.interval_seconds)
+            if not pending:
+                self._stop.wait(self._settings.embed_idle_seconds)
