@@ -145,9 +145,14 @@ def joint_test(
     reference_texts: Sequence[str] | None = None,
     current_texts: Sequence[str] | None = None,
     keep_statistics: bool = False,
+    decide_on: Sequence[str] | None = None,
 ) -> JointResult:
     """Test whether `current` comes from the distribution of `reference` with all of `tests` at
     once, controlling the family-wise error at `alpha` (see the module docstring).
+
+    `decide_on` (a subset of `tests`; default all of them) is the family the decision is taken
+    on: the other tests are diagnostics, scored on the same relabellings and reported with their
+    own p-values, never rejected, so they cost the decision no power.
 
     The smallest possible p (marginal or adjusted) is 1 / (permutations + 1). Each side is
     subsampled (seeded) to `max_samples` rows when larger (None: never). `topic_clusters` and the
@@ -156,6 +161,11 @@ def joint_test(
     statistics matrix to `details["statistics"]` when two or more tests run (module docstring).
     """
     names = _check_arguments(tests, alpha, permutations, max_samples, topic_clusters)
+    family = list(names) if decide_on is None else [t for t in names if t in decide_on]
+    if decide_on is not None and (not family or set(decide_on) - set(names)):
+        raise ValueError(
+            f"decide_on ({', '.join(decide_on)}) must name tests that run ({', '.join(names)})"
+        )
     if len(names) == 1:
         return _single(
             names[0], reference, current, alpha=alpha, permutations=permutations, seed=seed,
@@ -266,7 +276,12 @@ def joint_test(
         )  # fmt: skip
 
     matrix = np.stack([np.asarray(stats[name], dtype=np.float64) for name in names])
-    marginal, adjusted = min_p_step_down(matrix)
+    marginal, _ = min_p_step_down(matrix)
+    rows = [names.index(t) for t in family]
+    _, decided = min_p_step_down(matrix[rows])
+    # A diagnostic's "adjusted" p is its own: it takes no part in the decision.
+    adjusted = marginal.copy()
+    adjusted[rows] = decided
     joint = {
         "method": "westfall-young step-down min-p",
         "folds": folds,
@@ -279,7 +294,9 @@ def joint_test(
         res = made[name]()
         assert res.p_value == p  # the same counts, by the same formula
         results.append(dataclasses.replace(res, details={**res.details, "joint": joint}))
-    rejected = [bool(a <= alpha) for a in adjusted]
+    rejected = [
+        name in family and bool(a <= alpha) for name, a in zip(names, adjusted, strict=True)
+    ]
     return JointResult(
         results=results,
         adjusted=[float(a) for a in adjusted],
@@ -289,6 +306,7 @@ def joint_test(
             **joint,
             "alpha": alpha,
             "tests": list(names),
+            "decided_on": family,
             **({"statistics": matrix} if keep_statistics else {}),
         },
     )

@@ -276,8 +276,8 @@ class Runner:
     def _decide(
         self, reference: Calls, window: Calls
     ) -> tuple[list[TwoSampleResult], list[bool], bool]:
-        """The window's tests on one set of permutations, and Westfall-Young's decision; each
-        result's details carry its adjusted p-value beside its own."""
+        """The window's tests on one set of permutations, and Westfall-Young's decision on the
+        `decide_on` tests; each result's details carry its adjusted p-value beside its own."""
         s = self.settings
         joint = joint_test(
             reference.responses, window.responses, tests=s.tests, alpha=s.alpha,
@@ -285,6 +285,7 @@ class Runner:
             max_samples=s.max_samples, topic_clusters=s.topic_clusters,
             reference_texts=reference.column("output_text"),
             current_texts=window.column("output_text"),
+            decide_on=[t for t in s.decide_on if t in s.tests] or None,
         )  # fmt: skip
         results = [
             dataclasses.replace(r, details={**r.details, "adjusted_p_value": adjusted})

@@ -7,6 +7,7 @@ import json
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pyarrow as pa
@@ -75,6 +76,40 @@ class CorpusEmbedder:
         return np.stack([self._vectors[t] for t in texts]) if texts else np.zeros((0, 1))
 
 
+def store_calls(
+    store: Store,
+    start: int,
+    count: int,
+    first_ns: int,
+    prompts: Sequence[str],
+    answers: Sequence[str],
+    step_ns: int = 10**9,
+    **columns: Any,
+) -> list[str]:
+    """`count` chat calls of service "bot" in project alpha, one per `step_ns` from `first_ns`,
+    ids numbered from `start`; returns their trace ids."""
+    trace_ids = [f"{start + i:032x}" for i in range(count)]
+    times = pa.array([first_ns + i * step_ns for i in range(count)], pa.timestamp("ns", "UTC"))
+    store.insert_arrow(
+        "llm_calls",
+        pa.table(
+            {
+                "project_id": ["alpha"] * count,
+                "trace_id": trace_ids,
+                "span_id": [f"{start + i:016x}" for i in range(count)],
+                "start_time": times,
+                "end_time": times,
+                "service": ["bot"] * count,
+                "operation": ["chat"] * count,
+                "input_text": list(prompts),
+                "output_text": list(answers),
+                **columns,
+            }
+        ),
+    )
+    return trace_ids
+
+
 def insert_calls(
     store: Store,
     corpus: Corpus,
@@ -86,29 +121,15 @@ def insert_calls(
     """Store calls (prompt of row i, response of responses[i]) with their embeddings."""
     responses = rows if responses is None else responses
     n = len(rows)
-    trace_ids = [f"{start + i:032x}" for i in range(n)]
     first, last = BASE_NS + start * 10**9, BASE_NS + (start + n - 1) * 10**9
-    times = pa.array([first + i * 10**9 for i in range(n)], pa.timestamp("ns", "UTC"))
-    store.insert_arrow(
-        "llm_calls",
-        pa.table(
-            {
-                "project_id": ["alpha"] * n,
-                "trace_id": trace_ids,
-                "span_id": [f"{start + i:016x}" for i in range(n)],
-                "start_time": times,
-                "end_time": times,
-                "service": ["bot"] * n,
-                "response_model": ["m1"] * n,
-                "operation": ["chat"] * n,
-                "input_text": [corpus.prompts[i] for i in rows],
-                "output_text": [corpus.responses[i] for i in responses],
-                "duration_ms": [800.0 + (i % 7) * 10 for i in range(n)],
-                "output_tokens": pa.array([120 + i % 11 for i in range(n)], pa.uint32()),
-                "finish_reasons": [["stop"]] * n,
-            }
-        ),
-    )
+    trace_ids = store_calls(
+        store, start, n, first,
+        [corpus.prompts[i] for i in rows], [corpus.responses[i] for i in responses],
+        response_model=["m1"] * n,
+        duration_ms=[800.0 + (i % 7) * 10 for i in range(n)],
+        output_tokens=pa.array([120 + i % 11 for i in range(n)], pa.uint32()),
+        finish_reasons=[["stop"]] * n,
+    )  # fmt: skip
     job = EmbeddingJob(store, CorpusEmbedder(corpus, embedder))
     job.embed_where(
         "alpha",

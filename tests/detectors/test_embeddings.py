@@ -19,6 +19,7 @@ from driftline.detectors.runner import Runner
 from driftline.store import Store, open_store
 from driftline.store.migrations import MIGRATIONS, migrate
 from tests.conftest import migrate_to
+from tests.detectors.conftest import store_calls
 from tests.detectors.recording import RecordingStore
 from tests.detectors.test_versions import HashingEmbedder
 
@@ -29,28 +30,13 @@ def add_calls(
     store: Store, start: int, count: int, first_ns: int, step_ns: int = 10**9, **columns: list
 ) -> list[str]:
     """`count` chat calls of project alpha, one per `step_ns` from `first_ns`; their trace ids."""
-    traces = [f"{start + i:032x}" for i in range(count)]
-    times = pa.array([first_ns + i * step_ns for i in range(count)], pa.timestamp("ns", "UTC"))
-    store.insert_arrow(
-        "llm_calls",
-        pa.table(
-            {
-                "project_id": ["alpha"] * count,
-                "trace_id": traces,
-                "span_id": [f"{start + i:016x}" for i in range(count)],
-                "start_time": times,
-                "end_time": times,
-                "service": ["bot"] * count,
-                "operation": ["chat"] * count,
-                "input_text": [f"question {start + i} about topic {(start + i) % 7}"
-                               for i in range(count)],
-                "output_text": [f"answer {start + i} on topic {(start + i) % 7} in words"
-                                for i in range(count)],
-                **columns,
-            }
-        ),
+    numbers = range(start, start + count)
+    return store_calls(
+        store, start, count, first_ns,
+        [f"question {i} about topic {i % 7}" for i in numbers],
+        columns.pop("output_text", [f"answer {i} on topic {i % 7} in words" for i in numbers]),
+        step_ns, **columns,
     )  # fmt: skip
-    return traces
 
 
 def job(store: Store, embedder: HashingEmbedder, **kwargs: float) -> EmbeddingJob:

@@ -18,15 +18,7 @@ from driftline.detectors.mmd import mmd_test
 from driftline.detectors.result import TwoSampleResult
 from driftline.detectors.topics import topic_test
 from tests.detectors.conftest import Corpus
-
-SHIFTED = ("games", "fonts")
-
-
-def blobs(n: int, m: int, d: int, shift: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
-    rng = np.random.default_rng(seed)
-    x = rng.normal(size=(n, d)).astype(np.float32)
-    y = (rng.normal(size=(m, d)) + shift).astype(np.float32)
-    return x, y
+from tests.detectors.test_twosample import SHIFTED, blobs
 
 
 @pytest.fixture(scope="module")
@@ -288,3 +280,19 @@ def test_rejects_nan_and_flat_arrays() -> None:
         joint_test(np.full((30, 3), np.nan), np.ones((30, 3)))
     with pytest.raises(ValueError, match="2-d"):
         joint_test(np.ones(30), np.ones((30, 3)))
+
+
+def test_diagnostics_are_reported_but_never_decide() -> None:
+    """The decision is taken on `decide_on` alone: a diagnostic test that sees the shift (centroid,
+    on a mean shift) is reported with its own small p but never rejects."""
+    x, y = blobs(150, 100, 8, 0.6, seed=4)
+    both = joint_test(x, y, tests=("mmd", "centroid"), permutations=99, seed=1)
+    alone = joint_test(x, y, tests=("mmd", "centroid"), permutations=99, seed=1, decide_on=("mmd",))
+    assert [r.p_value for r in alone.results] == [r.p_value for r in both.results]
+    mmd, centroid = alone.results
+    assert alone.adjusted == [mmd.p_value, centroid.p_value]  # a family of one: nothing to adjust
+    assert centroid.p_value <= 0.05 and alone.rejected[1] is False
+    assert alone.rejected[0] == (mmd.p_value <= 0.05) and alone.drifting == alone.rejected[0]
+    assert alone.details["decided_on"] == ["mmd"]
+    with pytest.raises(ValueError, match="decide_on"):
+        joint_test(x, y, tests=("mmd", "centroid"), permutations=19, decide_on=("topics",))
