@@ -193,9 +193,10 @@ def stored_int8(v: Variant) -> Variant:
 
 
 def build_variants(args: argparse.Namespace) -> tuple[list[Variant], str]:
-    variants = [sentence_transformer(256), sentence_transformer(128), sentence_transformer(64)]
+    shorter = [] if args.short else [sentence_transformer(128), sentence_transformer(64)]
+    variants = [sentence_transformer(256), *shorter]
     onnx_note = ""
-    if args.no_onnx:
+    if args.no_onnx or args.short:
         onnx_note = "ONNX rows: not run (--no-onnx)."
     else:
         try:
@@ -395,6 +396,9 @@ def main() -> None:
     parser.add_argument("--max-n", type=int, default=1980, help="cap on the equal-CPU window")
     parser.add_argument("--quick", action="store_true", help="small run: a smoke test")
     parser.add_argument("--no-onnx", action="store_true")
+    parser.add_argument(
+        "--short", action="store_true", help="the baseline and the static rows only (no ONNX)"
+    )
     parser.add_argument("--append-docs", action="store_true")
     args = parser.parse_args()
     if args.quick:

@@ -96,8 +96,10 @@ class Runner:
     metrics: DetectorMetrics | None = None
     clock: Callable[[], float] = time.time
     _cache: dict[tuple[str, str, int], _ReferenceData] = field(default_factory=dict)
-    # The embedder thread and a reference's load both embed: one at a time, so none twice.
+    # The embedder thread and a reference's load both embed: one at a time, so none twice. A
+    # load waiting for its turn is let in between two batches (a lock alone is not fair).
     _embedding: threading.Lock = field(default_factory=threading.Lock)
+    _load_waiting: threading.Event = field(default_factory=threading.Event)
 
     def run_once(self) -> list[WindowOutcome]:
         """Embed waiting calls, freeze new versions' references, then test every new window."""
@@ -122,6 +124,8 @@ class Runner:
         job = self.embedding_job()
         outcome = BatchOutcome(0, 0, 0.0, 0)
         for _ in range(self.settings.embed_batches_per_pass):
+            while self._load_waiting.is_set():
+                time.sleep(0.01)
             with self._embedding:
                 outcome = job.run_once()
             if outcome.pending == 0:
@@ -221,8 +225,12 @@ class Runner:
             return cached
         params: dict[str, Any] = {}
         members = members_condition(reference, self.settings.max_samples, params)
-        with self._embedding:
-            embedded = self.embedding_job().embed_where(reference.project, members, params)
+        self._load_waiting.set()
+        try:
+            with self._embedding:
+                embedded = self.embedding_job().embed_where(reference.project, members, params)
+        finally:
+            self._load_waiting.clear()
         if embedded:
             log.info("embedded %d calls of reference %s with %s", embedded, reference.name,
                      self.embedder.name)  # fmt: skip
