@@ -19,6 +19,7 @@ import argparse
 import json
 import os
 import re
+import subprocess
 import sys
 import tempfile
 import threading
@@ -136,7 +137,11 @@ def main() -> None:
                 print(json.dumps(row), flush=True)
     finally:
         load.join()
-        stop_server(server)
+        try:
+            stop_server(server)
+        except subprocess.TimeoutExpired:  # reported below: a stop should take seconds
+            print("serve did not stop within 60 s of SIGTERM; killed", flush=True)
+            stop_server(server, kill=True)
     moved = next((s["t"] for s in samples if s["embedded"] > 0), None)
     last = samples[-1]
     half = [s for s in samples if s["t"] >= seconds / 2]

@@ -118,12 +118,14 @@ class Runner:
             metrics=self.metrics,
         )
 
-    def embed(self) -> BatchOutcome:
-        """Up to `embed_batches_per_pass` batches; the last batch's outcome (pending: what is
-        still waiting)."""
+    def embed(self, stopping: Callable[[], bool] = lambda: False) -> BatchOutcome:
+        """Up to `embed_batches_per_pass` batches, fewer once `stopping()`; the last batch's
+        outcome (pending: what is still waiting)."""
         job = self.embedding_job()
         outcome = BatchOutcome(0, 0, 0.0, 0)
         for _ in range(self.settings.embed_batches_per_pass):
+            if stopping():
+                break
             while self._load_waiting.is_set():
                 time.sleep(0.01)
             with self._embedding:

@@ -82,7 +82,7 @@ class DetectorLoop:
         while not self._stop.is_set():
             pending = 0
             try:
-                pending = self.runner.embed().pending
+                pending = self.runner.embed(self._stop.is_set).pending
             except Exception:
                 log.exception("embedding failed; retrying in %ss", self._settings.interval_seconds)
                 self._stop.wait(self._settings.interval_seconds)
