@@ -221,7 +221,7 @@ class EmbeddingJob:
             # key makes the next read include that whole millisecond's insert).
             if any(cursor.key) or backlog.upto_ms - cursor.ingested_ms > _IDLE_SAVE_MS:
                 self._save(Cursor(backlog.upto_ms), 0, 0)
-            self._observe(0, 0, 0.0, 0)
+            self._observe(0, 0.0, 0)
             return BatchOutcome(0, 0, 0.0, 0)
         sampling = lag > self.max_lag_seconds and backlog.calls > self.batch
         params: dict[str, Any] = {"limit": self.batch}
@@ -246,7 +246,7 @@ class EmbeddingJob:
         embedded = self.embed(calls)
         skipped = backlog.calls - calls.num_rows if sampling else 0
         self._save(after, embedded, skipped)
-        self._observe(embedded, skipped, lag, backlog.calls - calls.num_rows - skipped)
+        self._observe(skipped, lag, backlog.calls - calls.num_rows - skipped)
         return BatchOutcome(embedded, skipped, lag, backlog.calls - calls.num_rows - skipped)
 
     def embed(self, calls: pa.Table) -> int:
@@ -257,6 +257,8 @@ class EmbeddingJob:
         prompts = self.embedder.encode(calls.column("input_text").to_pylist())
         responses = self.embedder.encode(calls.column("output_text").to_pylist())
         columns = {name: calls.column(name) for name in ("project_id", "trace_id", "span_id")}
+        if self.metrics is not None:  # every embedding counts, a reference's too
+            self.metrics.embedded.inc(calls.num_rows)
         self.store.insert_arrow(
             "call_vectors",
             pa.table(
@@ -326,9 +328,9 @@ class EmbeddingJob:
                 keep.append(i)
         return calls if len(keep) == calls.num_rows else calls.take(pa.array(keep, pa.int64()))
 
-    def _observe(self, embedded: int, skipped: int, lag: float, waiting: int) -> None:
+    def _observe(self, skipped: int, lag: float, waiting: int) -> None:
         if self.metrics is not None:
-            self.metrics.observe_embedding(embedded, skipped, lag, waiting)
+            self.metrics.observe_embedding(skipped, lag, waiting)
 
     def backfill(
         self, progress: Callable[[int], None] | None = None, max_batches: int | None = None

@@ -73,9 +73,9 @@ class DetectorMetrics:
             registry=registry,
         )
 
-    def observe_embedding(self, embedded: int, skipped: int, lag: float, waiting: int) -> None:
-        """After each batch, so progress shows within seconds, not once per pass."""
-        self.embedded.inc(embedded)
+    def observe_embedding(self, skipped: int, lag: float, waiting: int) -> None:
+        """After each batch, so progress shows within seconds, not once per pass (the embedded
+        count moves as vectors are stored)."""
         self.skipped.inc(skipped)
         self.lag.set(lag if waiting else 0.0)
         self.waiting.set(waiting)
