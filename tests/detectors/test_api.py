@@ -68,7 +68,15 @@ def test_references_drift_findings_and_queue(
         alpha, "GET", "/api/findings", alpha.read_key, params={"detector": "topics"}
     ).json()["items"]
     assert len(findings) == 2
-    assert findings[0]["rejected"] is True and findings[0]["details"]["clusters"]
+    # Topics is a diagnostic (the window decides on MMD): reported with its clusters, never
+    # deciding; the drifting window's MMD finding is the rejected one.
+    topics = findings[0]
+    assert topics["rejected"] is False and topics["p_value"] < 0.05
+    assert topics["details"]["clusters"]
+    mmd = call(
+        alpha, "GET", "/api/findings", alpha.read_key, params={"detector": "mmd"}
+    ).json()["items"]
+    assert [f["rejected"] for f in mmd] == [True, False]  # newest first
 
     queue = call(alpha, "GET", "/api/review-queue", alpha.read_key).json()["items"]
     flagged = [q for q in queue if q["source"] == "flag"]
