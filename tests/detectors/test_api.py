@@ -73,9 +73,9 @@ def test_references_drift_findings_and_queue(
     topics = findings[0]
     assert topics["rejected"] is False and topics["p_value"] < 0.05
     assert topics["details"]["clusters"]
-    mmd = call(
-        alpha, "GET", "/api/findings", alpha.read_key, params={"detector": "mmd"}
-    ).json()["items"]
+    mmd = call(alpha, "GET", "/api/findings", alpha.read_key, params={"detector": "mmd"}).json()[
+        "items"
+    ]
     assert [f["rejected"] for f in mmd] == [True, False]  # newest first
 
     queue = call(alpha, "GET", "/api/review-queue", alpha.read_key).json()["items"]
