@@ -142,26 +142,25 @@ class EmbeddingJob:
 
     def cursor(self) -> Cursor:
         """Where the model has got to; a model seen for the first time starts a look-back ago."""
-        rows = self.store.query(
-            "SELECT toUnixTimestamp64Milli(ingested_upto) AS ms, cursor_project, cursor_trace, "
-            "cursor_span FROM embedding_watermarks FINAL WHERE model = {m:String}",
-            {"m": self.embedder.name},
-        )
-        if not rows:
+        row = self._watermark()
+        if row is None:
             return Cursor(self._now_ms() - self.lookback_ms)
-        row = rows[0]
         return Cursor(
             int(row["ms"]), (row["cursor_project"], row["cursor_trace"], row["cursor_span"])
         )
 
     def horizon_ns(self) -> int | None:
         """Calls that started before this are embedded (or sampled out); None: nothing yet."""
+        row = self._watermark()
+        return int(row["ms"]) * 1_000_000 if row is not None else None
+
+    def _watermark(self) -> dict[str, Any] | None:
         rows = self.store.query(
-            "SELECT toUnixTimestamp64Milli(ingested_upto) AS ms FROM embedding_watermarks FINAL "
-            "WHERE model = {m:String}",
+            "SELECT toUnixTimestamp64Milli(ingested_upto) AS ms, cursor_project, cursor_trace, "
+            "cursor_span FROM embedding_watermarks FINAL WHERE model = {m:String}",
             {"m": self.embedder.name},
         )
-        return int(rows[0]["ms"]) * 1_000_000 if rows else None
+        return rows[0] if rows else None
 
     def _save(self, cursor: Cursor, embedded: int, skipped: int) -> None:
         self.store.insert_arrow(
