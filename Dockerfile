@@ -18,7 +18,10 @@ WORKDIR /src
 COPY pyproject.toml README.md ./
 COPY sdk sdk
 COPY store store
-COPY collector collector
+COPY ingest ingest
+COPY review review
+COPY api api
+COPY cli cli
 COPY detectors detectors
 COPY alerts alerts
 COPY finetune finetune

@@ -21,11 +21,12 @@ run: install-all
 	$(VENV)/bin/driftline serve --data $(DATA)
 
 lint: install-dev
-	$(VENV)/bin/ruff check sdk store collector detectors alerts finetune tests bench examples deploy
-	$(VENV)/bin/ruff format --check sdk store collector detectors alerts finetune tests bench examples deploy
-	$(VENV)/bin/mypy -p driftline.sdk -p driftline.store -p driftline.collector \
-		-p driftline.detectors -p driftline.alerts -p driftline.finetune
+	$(VENV)/bin/ruff check sdk store ingest detectors review finetune alerts api cli tests bench examples deploy
+	$(VENV)/bin/ruff format --check sdk store ingest detectors review finetune alerts api cli tests bench examples deploy
+	$(VENV)/bin/mypy -p driftline.sdk -p driftline.store -p driftline.ingest -p driftline.detectors \
+		-p driftline.review -p driftline.finetune -p driftline.alerts -p driftline.api -p driftline.cli
 	$(VENV)/bin/mypy examples
+	$(VENV)/bin/lint-imports --no-cache
 
 # Real peers the tests talk to (Debian packages): installed when missing and we may (root or
 # password-less sudo); otherwise the tests that need them are skipped, saying so.

@@ -73,7 +73,7 @@ receivers:
 
 def _key(data: Path, role: str) -> str:
     made = subprocess.run(
-        [sys.executable, "-m", "driftline.collector", "keys", "create", "--project", "default",
+        [sys.executable, "-m", "driftline.cli", "keys", "create", "--project", "default",
          "--role", role, "--data", str(data)],
         capture_output=True, text=True, check=True, env={**os.environ, "PYTHONPATH": str(ROOT)},
     )  # fmt: skip

@@ -17,11 +17,10 @@ import httpx
 import pytest
 from fastapi.testclient import TestClient
 
-from driftline.collector import keys
-from driftline.collector.app import build_runtime, create_app
-from driftline.collector.config import Settings, load_settings
-from driftline.collector.runtime import Runtime
-from driftline.store import Store, migrate, open_store
+from driftline.api.app import build_runtime, create_app
+from driftline.api.config import Settings, load_settings
+from driftline.api.runtime import Runtime
+from driftline.store import Store, keys, migrate, open_store
 from driftline.store.migrations import MIGRATIONS
 
 T = TypeVar("T")
@@ -143,7 +142,7 @@ def start_server(
             [
                 sys.executable,
                 "-m",
-                "driftline.collector",
+                "driftline.cli",
                 "serve",
                 "--data",
                 str(data),

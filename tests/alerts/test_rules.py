@@ -104,7 +104,7 @@ def test_rules_check_command(tmp_path: Path) -> None:
     bad = tmp_path / "bad.yaml"
     bad.write_text("rules:\n  - alert: X\n    when: {flags: {reason: sad, at_least: 1}}\n")
     run = subprocess.run(
-        [sys.executable, "-m", "driftline.collector", "rules", "check", str(EXAMPLE), str(bad)],
+        [sys.executable, "-m", "driftline.cli", "rules", "check", str(EXAMPLE), str(bad)],
         capture_output=True, text=True, env={**EXAMPLE_ENV, "PATH": "/usr/bin:/bin"},
     )  # fmt: skip
     assert run.returncode == 1

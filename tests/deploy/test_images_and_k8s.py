@@ -11,7 +11,7 @@ import dockerfile
 import kubernetes_validate
 import yaml
 
-from driftline.collector.config import load_settings
+from driftline.api.config import load_settings
 
 ROOT = Path(__file__).resolve().parents[2]
 K8S = ROOT / "deploy" / "k8s"
@@ -28,7 +28,7 @@ def test_dockerfile_is_slim_non_root_with_a_readiness_healthcheck() -> None:
     script = check.value[check.value.index("-c") + 1]
     compile(script, "HEALTHCHECK", "exec")
     assert "/readyz" in script
-    assert '@app.get("/readyz"' in (ROOT / "collector" / "app.py").read_text()
+    assert '@app.get("/readyz"' in (ROOT / "api" / "app.py").read_text()
     runs = [c.value[0] for c in commands if c.cmd == "RUN"]
     torch = next(i for i, r in enumerate(runs) if "torch==" in r)
     project = next(i for i, r in enumerate(runs) if "[server,detectors]" in r)
@@ -83,7 +83,7 @@ def test_collector_probes_hit_real_routes_and_config_loads(tmp_path: Path) -> No
     collector = next(d for d in manifests() if d["metadata"]["name"] == "driftline-collector")
     (container,) = collector["spec"]["template"]["spec"]["containers"]
     paths = {container[p]["httpGet"]["path"] for p in ("readinessProbe", "livenessProbe")}
-    app = (ROOT / "collector" / "app.py").read_text()
+    app = (ROOT / "api" / "app.py").read_text()
     assert paths == {"/readyz", "/healthz"} and all(f'@app.get("{p}"' in app for p in paths)
     config = next(d for d in manifests() if d["kind"] == "ConfigMap")
     toml = tmp_path / "driftline.toml"

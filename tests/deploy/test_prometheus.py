@@ -17,8 +17,8 @@ import yaml
 
 from deploy.grafana import build
 from driftline.alerts.metrics import AlertMetrics
-from driftline.collector.metrics import CollectorMetrics
 from driftline.detectors.metrics import DetectorMetrics
+from driftline.ingest.metrics import CollectorMetrics
 from tests import factory
 from tests.conftest import ServerProcess, start_server, stop_server, wait_for
 from tests.deploy.prometheus import Prometheus, needs_prometheus

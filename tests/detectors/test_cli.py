@@ -14,7 +14,7 @@ from tests.detectors.conftest import MIX, send, texts
 
 def driftline(*args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "driftline.collector", *args],
+        [sys.executable, "-m", "driftline.cli", *args],
         capture_output=True,
         text=True,
         timeout=300,

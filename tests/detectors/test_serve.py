@@ -43,7 +43,7 @@ alertmanagers:
 
 def key(server: ServerProcess, role: str = "admin", name: str = "") -> str:
     made = subprocess.run(
-        [sys.executable, "-m", "driftline.collector", "keys", "create", "--project", "default",
+        [sys.executable, "-m", "driftline.cli", "keys", "create", "--project", "default",
          "--role", role, "--name", name, "--data", str(server.data)],
         capture_output=True, text=True, check=True, env={**os.environ, "PYTHONPATH": os.getcwd()},
     )  # fmt: skip

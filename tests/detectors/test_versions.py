@@ -16,7 +16,7 @@ import pytest
 from click.testing import CliRunner
 from pydantic import ValidationError
 
-from driftline.collector.cli import main
+from driftline.cli.commands import main
 from driftline.detectors.config import DetectorSettings
 from driftline.detectors.embedder import Embedder
 from driftline.detectors.embeddings import EmbeddingJob

@@ -14,10 +14,9 @@ import pytest
 import uvicorn
 
 from driftline import sdk
-from driftline.collector import keys
-from driftline.collector.app import build_runtime, create_app
-from driftline.collector.runtime import Runtime
-from driftline.store import Store, migrate, open_store
+from driftline.api.app import build_runtime, create_app
+from driftline.api.runtime import Runtime
+from driftline.store import Store, keys, migrate, open_store
 from tests.conftest import free_port, make_settings
 from tests.sdk.llm_server import FakeLLMServer
 

@@ -32,7 +32,8 @@ def test_the_sdk_imports_opentelemetry_only() -> None:
         import driftline.sdk
         from driftline.sdk import init, observe, wrap, feedback
         banned = ("fastapi", "torch", "chdb", "clickhouse_connect", "pyarrow", "openai",
-                  "anthropic", "driftline.collector", "driftline.store", "numpy")
+                  "anthropic", "driftline.cli", "driftline.api", "driftline.ingest",
+                  "driftline.store", "numpy")
         print(",".join(m for m in banned if m in sys.modules))
         """
     )

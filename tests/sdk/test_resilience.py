@@ -13,9 +13,8 @@ from pathlib import Path
 import pytest
 
 from driftline import sdk
-from driftline.collector import keys
 from driftline.sdk import observe
-from driftline.store import Store
+from driftline.store import Store, keys
 from tests.conftest import free_port
 from tests.sdk.conftest import LiveCollector, start_live
 

@@ -1,0 +1,253 @@
+"""The collector's FastAPI app: ingest, read API, key admin, health and metrics."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any
+
+from fastapi import FastAPI, Request, Response
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from fastapi.staticfiles import StaticFiles
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
+
+from driftline.alerts.engine import AlertEngine, AlertLoop
+from driftline.alerts.rules import RulesError, load_rules
+from driftline.api.config import ConfigError, Settings
+from driftline.api.model_metrics import ModelMetrics
+from driftline.api.ratelimit import RateLimiter
+from driftline.api.routes import (
+    alerts as routes_alerts,
+)
+from driftline.api.routes import (
+    calls as routes_read,
+)
+from driftline.api.routes import (
+    datasets as routes_datasets,
+)
+from driftline.api.routes import (
+    drift as routes_drift,
+)
+from driftline.api.routes import (
+    feedback as routes_feedback,
+)
+from driftline.api.routes import (
+    ingest as routes_ingest,
+)
+from driftline.api.routes import (
+    keys as routes_admin,
+)
+from driftline.api.routes import (
+    models as routes_models,
+)
+from driftline.api.runtime import ApiError, Runtime
+from driftline.finetune import overview as finetune_overview
+from driftline.ingest import otlp
+from driftline.ingest.mapping import SpanDecoder
+from driftline.ingest.metrics import CollectorMetrics
+from driftline.ingest.pricing import PriceTable
+from driftline.ingest.wal import WriteAheadLog
+from driftline.ingest.writer import Writer
+from driftline.review import web as review_routes
+from driftline.store import Store, StoreError, apply_retention, migrate
+from driftline.store.embedded import EmbeddedStore
+from driftline.store.errors import InputError
+from driftline.store.keys import KeyChecker
+
+log = logging.getLogger(__name__)
+
+
+def build_runtime(settings: Settings, store: Store, operator_token: str | None = None) -> Runtime:
+    """Migrate the store and wire the log, writer, key checks and metrics around it."""
+    migrate(store)
+    apply_retention(store, settings.retention_days)
+    metrics = CollectorMetrics(settings.max_label_series)
+    wal = WriteAheadLog(
+        settings.data / "wal", settings.wal_segment_bytes, settings.wal_budget_bytes
+    )
+    metrics.track_backlog(wal.backlog_bytes)
+    ModelMetrics(store, metrics.registry)
+    decoder = SpanDecoder(
+        decode_engine(store, settings.data),
+        settings.data / "spool",
+        PriceTable({k: v.price() for k, v in settings.prices.items()}),
+    )
+    writer = Writer(
+        wal, store, decoder, metrics, settings.writer_batch_bytes, settings.writer_flush_interval
+    )
+    alerts = alert_loop(settings, store, metrics.registry)
+    return Runtime(
+        detectors=_detector_loop(settings, store, metrics, alerts),
+        alerts=alerts,
+        settings=settings,
+        store=store,
+        wal=wal,
+        writer=writer,
+        keys=KeyChecker(store, settings.key_cache_seconds, operator_token),
+        limiter=RateLimiter(settings.rate_limit_per_second, settings.rate_limit_burst),
+        metrics=metrics,
+    )
+
+
+def decode_engine(store: Store, data: Path) -> EmbeddedStore:
+    """chDB decodes spans: the embedded store itself, or a private one beside a server store."""
+    if isinstance(store, EmbeddedStore):
+        return store
+    return EmbeddedStore(data / "decoder")
+
+
+_INGEST_PATHS = frozenset({"/v1/traces", "/api/feedback"})
+
+
+def alert_loop(
+    settings: Settings, store: Store, registry: CollectorRegistry | None
+) -> AlertLoop | None:
+    """The alert engine's loop, or None when off or without a rules file."""
+    config = settings.alerts
+    if not config.enabled or config.rules_file is None:
+        return None
+    try:
+        rules = load_rules(config.rules_file)
+    except RulesError as exc:
+        raise ConfigError(f"alerts.rules_file: {exc}") from None
+    external = config.external_url or f"http://{settings.host}:{settings.port}"
+    engine = AlertEngine(store, rules, config, external, settings.data, registry)
+    return AlertLoop(engine)
+
+
+def _detector_loop(
+    settings: Settings, store: Store, metrics: CollectorMetrics, alerts: AlertLoop | None
+) -> Any:
+    """The detectors' background loop, or None when off or not installed (logged once).
+    After each pass the alert engine evaluates at once, so drift alerts without delay."""
+    if not settings.detectors.enabled:
+        return None
+    try:
+        from driftline.detectors.scheduler import DetectorLoop
+    except ImportError as exc:
+        log.warning("detectors are off: %s; pip install 'driftline[detectors]'", exc)
+        return None
+    on_pass = (lambda _outcomes: alerts.poke()) if alerts is not None else None
+    return DetectorLoop(store, settings.detectors, metrics.registry, on_pass)
+
+
+def create_app(rt: Runtime) -> FastAPI:
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        rt.writer.start()
+        for loop in (rt.alerts, rt.detectors):
+            if loop is not None:
+                loop.start()
+        try:
+            yield
+        finally:
+            for loop in (rt.detectors, rt.alerts):
+                if loop is not None:
+                    loop.stop()
+            rt.writer.stop()
+            rt.wal.close()
+
+    app = FastAPI(
+        title="driftline collector",
+        summary="OTLP/HTTP ingest of LLM calls into ClickHouse, and the API to read them.",
+        lifespan=lifespan,
+        # Never trace our own ingest: with OTel configured in this process, each request
+        # would make spans that come back as requests, without end.
+        telemetry={"exclude": lambda scope: scope.get("path") in _INGEST_PATHS},
+    )
+    app.state.runtime = rt
+    app.state.review = review_routes.ReviewSite(
+        rt.store,
+        rt.settings.review,
+        rt.keys.check,
+        charts=[finetune_overview.charts],
+        models=finetune_overview.model_versions,
+    )
+    app.include_router(routes_ingest.router)
+    app.include_router(routes_read.router)
+    app.include_router(routes_feedback.router)
+    app.include_router(routes_drift.router)
+    app.include_router(routes_alerts.router)
+    app.include_router(routes_datasets.router)
+    app.include_router(routes_models.router)
+    app.include_router(review_routes.router)
+    # follow_symlink: an editable (strict) install serves these files through links.
+    app.mount(
+        "/review/static",
+        StaticFiles(directory=review_routes.HERE / "static", follow_symlink=True),
+        "review-static",
+    )
+    app.add_exception_handler(review_routes.SignIn, review_routes.sign_in_handler)  # type: ignore[arg-type]
+    app.include_router(routes_admin.router)
+
+    @app.exception_handler(ApiError)
+    async def api_error(request: Request, exc: ApiError) -> Response:
+        if request.url.path == "/v1/traces":
+            rt.metrics.requests.labels(str(exc.status)).inc()
+            if exc.status != 429:
+                rt.metrics.requests_rejected.labels(_REASONS.get(exc.status, "other")).inc()
+            ctype = request.headers.get("content-type", "")
+            media = otlp.PROTOBUF if ctype.startswith(otlp.PROTOBUF) else otlp.JSON
+            return Response(
+                otlp.status_body(exc.status, exc.message, media),
+                exc.status,
+                headers=exc.headers,
+                media_type=media,
+            )
+        return JSONResponse({"error": exc.message}, exc.status, headers=exc.headers)
+
+    @app.exception_handler(InputError)
+    async def bad_input(request: Request, exc: InputError) -> Response:
+        return await api_error(request, ApiError(exc.status, str(exc)))
+
+    @app.exception_handler(StoreError)
+    async def store_down(request: Request, exc: StoreError) -> Response:
+        log.error("store error on %s: %s", request.url.path, exc)
+        return JSONResponse(
+            {"error": "the store is unavailable; try again shortly"},
+            503,
+            headers={"Retry-After": "5"},
+        )
+
+    @app.exception_handler(RequestValidationError)
+    async def bad_params(request: Request, exc: RequestValidationError) -> Response:
+        problems = [f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in exc.errors()]
+        return JSONResponse({"error": "; ".join(problems)}, 400)
+
+    @app.get("/healthz", tags=["health"], summary="The process is up")
+    def healthz() -> dict[str, str]:
+        return {"status": "ok"}
+
+    @app.get("/readyz", tags=["health"], summary="Store reachable and log backlog under budget")
+    def readyz() -> Response:
+        problems = []
+        if not rt.store.ping() or not rt.writer.store_healthy:
+            problems.append("store unreachable")
+        backlog = rt.wal.backlog_bytes()
+        if backlog >= rt.settings.wal_budget_bytes:
+            problems.append(f"log backlog {backlog} bytes at its budget")
+        body = {
+            "status": "not ready" if problems else "ready",
+            "problems": problems,
+            "wal_backlog_bytes": backlog,
+        }
+        return JSONResponse(body, 503 if problems else 200)
+
+    @app.get("/metrics", tags=["health"], summary="Prometheus metrics")
+    def metrics() -> Response:
+        return Response(generate_latest(rt.metrics.registry), media_type=CONTENT_TYPE_LATEST)
+
+    return app
+
+
+_REASONS = {
+    400: "malformed",
+    401: "unauthorized",
+    403: "forbidden",
+    413: "too_large",
+    415: "unsupported_media_type",
+    503: "unavailable",
+}

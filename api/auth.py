@@ -1,0 +1,64 @@
+"""FastAPI dependencies that turn a bearer key into a Principal, or refuse the request."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Annotated
+
+from fastapi import Depends, Request
+
+from driftline.api.ratelimit import retry_after
+from driftline.api.runtime import ApiError, runtime
+from driftline.store.keys import Principal, Role
+
+PROJECT_HEADER = "x-driftline-project"
+
+
+def _bearer(request: Request) -> str:
+    header = request.headers.get("authorization", "")
+    scheme, _, token = header.partition(" ")
+    if scheme.lower() == "bearer" and token.strip():
+        return token.strip()
+    api_key = request.headers.get("x-api-key", "").strip()
+    if api_key:
+        return api_key
+    raise ApiError(
+        401, "missing API key: send 'Authorization: Bearer <key>'", {"WWW-Authenticate": "Bearer"}
+    )
+
+
+def require(role: Role, project_scoped: bool = True) -> Callable[[Request], Principal]:
+    """A dependency admitting keys with `role` (admin keys pass every role check)."""
+
+    def dependency(request: Request) -> Principal:
+        rt = runtime(request)
+        principal = rt.keys.check(_bearer(request))
+        if principal is None:
+            raise ApiError(
+                401, "API key is unknown, malformed or revoked", {"WWW-Authenticate": "Bearer"}
+            )
+        if not principal.role.allows(role):
+            raise ApiError(
+                403, f"a {principal.role.value} key cannot do this; it needs a {role.value} key"
+            )
+        if project_scoped and principal.project is None:
+            raise ApiError(403, "the operator token manages keys only; use a project key")
+        asked = request.headers.get(PROJECT_HEADER) or request.query_params.get("project")
+        if asked and principal.project is not None and asked != principal.project:
+            raise ApiError(403, f"this key belongs to project {principal.project!r}, not {asked!r}")
+        wait = rt.limiter.acquire(principal.key_id)
+        if wait:
+            rt.metrics.requests_rejected.labels("rate_limited").inc()
+            raise ApiError(
+                429, "rate limit exceeded for this key", {"Retry-After": retry_after(wait)}
+            )
+        return principal
+
+    return dependency
+
+
+IngestKey = Annotated[Principal, Depends(require(Role.INGEST))]
+ReadKey = Annotated[Principal, Depends(require(Role.READ))]
+AdminKey = Annotated[Principal, Depends(require(Role.ADMIN))]
+OperatorKey = Annotated[Principal, Depends(require(Role.ADMIN, project_scoped=False))]
+"""An admin key of any project, or the operator token: what key management takes."""

@@ -1,0 +1,120 @@
+"""Settings: command-line flags, then `DRIFTLINE_*` environment variables, then a TOML file."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, Field, ValidationError, field_validator
+from pydantic_settings import (
+    BaseSettings,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    TomlConfigSettingsSource,
+)
+
+from driftline.alerts.config import AlertSettings
+from driftline.detectors.config import DetectorSettings
+from driftline.finetune.config import FinetuneSettings
+from driftline.ingest.pricing import Price
+from driftline.review.config import ReviewSettings
+
+MiB = 1024 * 1024
+# Days each table keeps its rows (0 = forever). Feedback is training data: kept by default.
+_RETENTION_DEFAULTS = {"llm_calls": 90, "spans": 30, "feedback": 0}
+
+
+class ConfigError(ValueError):
+    """A setting is missing, unknown or out of range; the message names it."""
+
+
+class PriceSetting(BaseModel):
+    model_config = {"extra": "forbid"}
+    input_per_mtok: float = Field(ge=0)
+    output_per_mtok: float = Field(ge=0)
+
+    def price(self) -> Price:
+        return Price(self.input_per_mtok, self.output_per_mtok)
+
+
+class Settings(BaseSettings):
+    """Every setting of `driftline serve`; each is also `DRIFTLINE_<NAME>` and a TOML key."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="DRIFTLINE_", env_nested_delimiter="__", extra="forbid"
+    )
+
+    data: Path = Field(Path("driftline-data"), description="data folder (embedded store, log)")
+    clickhouse_url: str | None = Field(None, description="ClickHouse server instead of embedded")
+    host: str = "127.0.0.1"
+    port: int = Field(4318, ge=1, le=65535)
+    max_body_bytes: int = Field(16 * MiB, ge=1024, description="largest request body accepted")
+    max_decompressed_bytes: int = Field(64 * MiB, ge=1024)
+    max_concurrent_requests: int = Field(
+        64, ge=1, description="connections served at once (bounds memory); more get 503"
+    )
+    rate_limit_per_second: float = Field(500.0, ge=0, description="requests per key; 0 = off")
+    rate_limit_burst: int = Field(1000, ge=1)
+    wal_budget_bytes: int = Field(2048 * MiB, ge=MiB, description="unstored backlog allowed")
+    wal_segment_bytes: int = Field(64 * MiB, ge=64 * 1024)
+    writer_batch_bytes: int = Field(24 * MiB, ge=1024)
+    writer_flush_interval: float = Field(0.1, ge=0, le=10)
+    retention_days: dict[str, int] = Field(default_factory=lambda: dict(_RETENTION_DEFAULTS))
+    prices: dict[str, PriceSetting] = Field(default_factory=dict)
+    key_cache_seconds: float = Field(5.0, ge=0, description="how long a checked key is trusted")
+    max_label_series: int = Field(1000, ge=10, description="series cap per metric")
+    detectors: DetectorSettings = DetectorSettings.model_validate({})
+    alerts: AlertSettings = AlertSettings.model_validate({})
+    review: ReviewSettings = ReviewSettings.model_validate({})
+    finetune: FinetuneSettings = FinetuneSettings.model_validate({})
+
+    @field_validator("retention_days")
+    @classmethod
+    def _known_tables(cls, value: dict[str, int]) -> dict[str, int]:
+        for table, days in value.items():
+            if table not in _RETENTION_DEFAULTS:
+                known = ", ".join(_RETENTION_DEFAULTS)
+                raise ValueError(f"unknown table {table!r}; retention is set for {known}")
+            if days < 0:
+                raise ValueError(f"{table}: days must be >= 0 (0 keeps rows forever)")
+        return {**_RETENTION_DEFAULTS, **value}
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        return (init_settings, env_settings, TomlConfigSettingsSource(settings_cls))
+
+
+def load_settings(config_file: Path | None = None, **flags: Any) -> Settings:
+    """Flags that were given override the environment, which overrides the file."""
+    path = config_file or (
+        Path(os.environ["DRIFTLINE_CONFIG"]) if os.environ.get("DRIFTLINE_CONFIG") else None
+    )
+    if path is not None and not path.is_file():
+        raise ConfigError(f"config file {path} does not exist")
+
+    class FromFile(Settings):
+        model_config = SettingsConfigDict(toml_file=path)
+
+    try:
+        return FromFile(**{k: v for k, v in flags.items() if v is not None})
+    except ValidationError as exc:
+        raise ConfigError(_describe(exc, path)) from None
+    except ValueError as exc:  # a TOML syntax error
+        raise ConfigError(f"config file {path}: {exc}") from None
+
+
+def _describe(exc: ValidationError, path: Path | None) -> str:
+    problems = []
+    for error in exc.errors():
+        name = ".".join(str(p) for p in error["loc"])
+        problems.append(f"{name}: {error['msg']} (got {error.get('input')!r})")
+    origin = f" (flags, DRIFTLINE_* environment, {path})" if path else ""
+    return f"invalid settings{origin}: " + "; ".join(problems)

@@ -1,0 +1,81 @@
+"""Read API: calls with filters and cursor pagination, whole traces."""
+
+from __future__ import annotations
+
+import base64
+import re
+from typing import Annotated, Any, Literal
+
+import orjson
+from fastapi import APIRouter, Query, Request
+
+from driftline.api.auth import ReadKey
+from driftline.api.runtime import ApiError, runtime
+from driftline.ingest import calls
+from driftline.store.times import MAX_NS, parse_time
+
+router = APIRouter(prefix="/api", tags=["read"])
+_HEX32 = re.compile(r"^[0-9a-f]{32}$")
+_HEX16 = re.compile(r"^[0-9a-f]{16}$")
+
+
+def _encode_cursor(row: dict[str, Any]) -> str:
+    raw = orjson.dumps([row["start_time_unix_nano"], row["trace_id"], row["span_id"]])
+    return base64.urlsafe_b64encode(raw).decode()
+
+
+def _decode_cursor(cursor: str) -> calls.Position:
+    try:
+        ns, trace_id, span_id = orjson.loads(base64.urlsafe_b64decode(cursor.encode()))
+        if not (
+            type(ns) is int
+            and 0 <= ns <= MAX_NS
+            and _HEX32.match(trace_id)
+            and _HEX16.match(span_id)
+        ):
+            raise ValueError
+    except Exception:
+        raise ApiError(400, "cursor is not one this API returned") from None
+    return ns, trace_id, span_id
+
+
+@router.get("/calls", summary="LLM calls, newest first")
+def list_calls(
+    request: Request,
+    principal: ReadKey,
+    since: Annotated[str | None, Query(description="RFC 3339 or Unix seconds")] = None,
+    until: Annotated[str | None, Query(description="RFC 3339 or Unix seconds")] = None,
+    model: Annotated[str | None, Query(description="request or response model")] = None,
+    service: str | None = None,
+    operation: str | None = None,
+    status: Literal["ok", "error", "unset"] | None = None,
+    q: Annotated[
+        str | None, Query(description="text in the input or output", max_length=500)
+    ] = None,
+    limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+    cursor: str | None = None,
+    project: Annotated[str | None, Query(description="must match the key's project")] = None,
+) -> dict[str, Any]:
+    found = calls.list_calls(
+        runtime(request).store,
+        principal.project or "",
+        calls.CallFilter(
+            parse_time(since, "since"), parse_time(until, "until"), model, service, operation,
+            status, q,
+        ),
+        limit + 1,
+        _decode_cursor(cursor) if cursor else None,
+    )  # fmt: skip
+    next_cursor = _encode_cursor(found[limit - 1]) if len(found) > limit else None
+    return {"items": found[:limit], "next_cursor": next_cursor}
+
+
+@router.get("/traces/{trace_id}", summary="Every span of one trace, LLM calls included")
+def get_trace(request: Request, principal: ReadKey, trace_id: str) -> dict[str, Any]:
+    trace_id = trace_id.lower()
+    if not _HEX32.match(trace_id):
+        raise ApiError(400, f"trace id {trace_id!r} must be 32 hex characters")
+    items = calls.trace(runtime(request).store, principal.project or "", trace_id)
+    if not items:
+        raise ApiError(404, f"no trace {trace_id} in project {principal.project!r}")
+    return {"trace_id": trace_id, "spans": items}

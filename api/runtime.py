@@ -1,0 +1,46 @@
+"""Everything one collector process holds while it runs, and the errors its routes raise."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from fastapi import Request
+
+from driftline.alerts.engine import AlertLoop
+from driftline.api.config import Settings
+from driftline.api.ratelimit import RateLimiter
+from driftline.ingest.metrics import CollectorMetrics
+from driftline.ingest.wal import WriteAheadLog
+from driftline.ingest.writer import Writer
+from driftline.store import Store
+from driftline.store.keys import KeyChecker
+
+if TYPE_CHECKING:  # the detectors extra (torch) may not be installed
+    from driftline.detectors.scheduler import DetectorLoop
+
+
+class ApiError(Exception):
+    """An HTTP error whose message tells the caller what to fix."""
+
+    def __init__(self, status: int, message: str, headers: dict[str, str] | None = None) -> None:
+        super().__init__(message)
+        self.status, self.message, self.headers = status, message, headers or {}
+
+
+@dataclass
+class Runtime:
+    settings: Settings
+    store: Store
+    wal: WriteAheadLog
+    writer: Writer
+    keys: KeyChecker
+    limiter: RateLimiter
+    metrics: CollectorMetrics
+    detectors: DetectorLoop | None = None  # None: turned off, or the detectors extra is missing
+    alerts: AlertLoop | None = None  # None: turned off, or no rules file
+
+
+def runtime(request: Request) -> Runtime:
+    rt: Runtime = request.app.state.runtime
+    return rt

@@ -1,0 +1,66 @@
+"""The one HTTP client of the command line: a driftline server's API with a key, JSON in and
+out, and its errors as typed exceptions (click prints their message)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import click
+import httpx
+
+from driftline.cli.local import read_control
+
+DEFAULT_URL = "http://127.0.0.1:4318"
+
+
+class Unreachable(click.ClickException):
+    """No answer from the server."""
+
+
+class ServerError(click.ClickException):
+    """The server refused the request; `status` is its HTTP status."""
+
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(f"{status}: {message}")
+        self.status = status
+
+
+class NotFound(ServerError):
+    """The server has no such thing (HTTP 404)."""
+
+
+class Client:
+    """A driftline server's API, called with one key."""
+
+    def __init__(self, url: str, key: str, timeout: float = 30) -> None:
+        self.url = url.rstrip("/")
+        self._http = httpx.Client(
+            base_url=self.url, headers={"Authorization": f"Bearer {key}"}, timeout=timeout
+        )
+
+    @classmethod
+    def local(cls, url: str | None, key: str) -> Client:
+        """`url`, or the server `driftline serve` runs on ./driftline-data, or the default."""
+        found = url or (read_control(Path("driftline-data")) or {}).get("url") or DEFAULT_URL
+        return cls(found, key)
+
+    def json(self, method: str, path: str, **kwargs: Any) -> Any:
+        return self._send(method, path, **kwargs).json()
+
+    def bytes(self, method: str, path: str, **kwargs: Any) -> bytes:
+        return self._send(method, path, **kwargs).content
+
+    def _send(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
+        try:
+            response = self._http.request(method, path, **kwargs)
+        except httpx.HTTPError as exc:
+            raise Unreachable(f"cannot reach the driftline server at {self.url}: {exc}") from None
+        if response.status_code < 400:
+            return response
+        try:
+            message = response.json().get("error", response.text)
+        except ValueError:
+            message = response.text
+        error = NotFound if response.status_code == 404 else ServerError
+        raise error(response.status_code, message)

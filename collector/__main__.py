@@ -1,3 +1,0 @@
-from driftline.collector import main
-
-main()

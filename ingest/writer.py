@@ -1,0 +1,170 @@
+"""The writer: drains the write-ahead log into the store in batches, never twice.
+
+A batch is committed in the log only after the store has it. A crash in between replays the
+batch; rows whose (trace_id, span_id) the store already has are skipped, so nothing is doubled.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import threading
+import time
+
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from driftline.ingest.mapping import MappedBatch, SpanDecoder, keys_of
+from driftline.ingest.metrics import CollectorMetrics
+from driftline.ingest.wal import Position, Record, WriteAheadLog, write_durably
+from driftline.store import Store, StoreError
+
+log = logging.getLogger(__name__)
+
+
+def existing_keys(store: Store, table: str, rows: pa.Table) -> set[str]:
+    """The `project/trace/span` keys among `rows` that the table already holds."""
+    if rows.num_rows == 0:
+        return set()
+    times = pc.min_max(rows.column("start_time").cast(pa.int64()))
+    found = store.query_with_values(
+        f"SELECT project_id, trace_id, span_id FROM {table} "
+        "WHERE project_id IN {projects:Array(String)} "
+        "AND start_time BETWEEN fromUnixTimestamp64Nano({lo:Int64}, 'UTC') "
+        "AND fromUnixTimestamp64Nano({hi:Int64}, 'UTC') "
+        "AND trace_id IN (SELECT value FROM {values})",
+        pc.unique(rows.column("trace_id")).to_pylist(),
+        {
+            "projects": pc.unique(rows.column("project_id")).to_pylist(),
+            "lo": times["min"].as_py(),
+            "hi": times["max"].as_py(),
+        },
+    )
+    return set(keys_of(pa.Table.from_pylist(found)).to_pylist()) if found else set()
+
+
+class Writer:
+    """A background thread moving acknowledged spans from the log into the store."""
+
+    def __init__(
+        self,
+        wal: WriteAheadLog,
+        store: Store,
+        decoder: SpanDecoder,
+        metrics: CollectorMetrics,
+        batch_bytes: int,
+        flush_interval: float,
+    ) -> None:
+        self.wal, self.store, self.decoder, self.metrics = wal, store, decoder, metrics
+        self.batch_bytes = batch_bytes
+        self.flush_interval = flush_interval
+        self.store_healthy = True
+        self._drain_deadline = float("inf")
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="driftline-writer", daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self, drain_timeout: float = 30.0) -> None:
+        """Store what is left in the log (up to the timeout), then stop."""
+        self._drain_deadline = time.monotonic() + drain_timeout
+        self._stop.set()
+        self._thread.join()
+
+    def _run(self) -> None:
+        position = self.wal.checkpoint
+        while True:
+            stopping = self._stop.is_set()
+            if stopping and (
+                self.wal.backlog_bytes() == 0 or time.monotonic() > self._drain_deadline
+            ):
+                return
+            try:
+                position = self._step(position, stopping)
+            except Exception:  # never let the writer die silently: /readyz shows it, we retry
+                self.store_healthy = False
+                log.exception("writer failed; retrying the same records")
+                if stopping and time.monotonic() > self._drain_deadline:
+                    return
+                self._stop.wait(1.0)
+
+    def _step(self, position: Position, stopping: bool) -> Position:
+        """Store the next run of records after `position`; return where the log now stands."""
+        if not self.wal.wait_for_data(position, timeout=0.2):
+            return position
+        if not stopping and self.wal.backlog_bytes() < self.batch_bytes:
+            self._stop.wait(self.flush_interval)  # let a small batch grow a little
+        records = self.wal.read(position, self.batch_bytes)
+        if not records:
+            self._stop.wait(0.2)  # nothing readable yet past `position`: do not spin
+            return position
+        if not self._store(self._decode(records)):
+            return position  # stopping while the store is down: the log keeps the batch
+        self.wal.commit(records[-1].end)
+        return records[-1].end
+
+    def _decode(self, records: list[Record]) -> MappedBatch:
+        """Decode a run of records; a record that cannot be decoded is set aside, loudly.
+
+        Records were checked at ingest, so a failure here means a decoder bug meeting unusual
+        data. Keeping the writer stuck on it would stop every later span; instead the record is
+        decoded alone to find it, written to `dead-letter/` and counted in the metrics.
+        """
+        try:
+            return self.decoder.decode([r.payload for r in records])
+        except (StoreError, pa.ArrowException, ValueError) as exc:
+            if not self.decoder.engine.ping():
+                raise
+            log.error("a batch of %d records failed to decode (%s); isolating", len(records), exc)
+        good = []
+        for record in records:
+            try:
+                self.decoder.decode([record.payload])
+                good.append(record.payload)
+            except (StoreError, pa.ArrowException, ValueError) as exc:
+                self._dead_letter(record, exc)
+        return self.decoder.decode(good) if good else MappedBatch(pa.table({}), pa.table({}))
+
+    def _dead_letter(self, record: Record, exc: Exception) -> None:
+        folder = self.wal.directory.parent / "dead-letter"
+        folder.mkdir(exist_ok=True)
+        path = folder / f"{record.end.segment:012d}-{record.end.offset:012d}.otlp"
+        write_durably(path, record.payload)  # before the log lets the record go
+        self.metrics.dead_letters.inc()
+        log.error("record ending at %s cannot be decoded and was moved to %s: %s",
+                  record.end, path, exc)  # fmt: skip
+
+    def _store(self, batch: MappedBatch) -> bool:
+        delay = 0.1
+        while True:
+            try:
+                self.write(batch)
+                self.store_healthy = True
+                return True
+            except StoreError as exc:
+                self.store_healthy = False
+                self.metrics.store_errors.inc()
+                log.warning("store write failed, retrying in %.1fs: %s", delay, exc)
+                if self._stop.is_set() and time.monotonic() > self._drain_deadline:
+                    return False
+                time.sleep(delay * (0.5 + random.random()))
+                delay = min(delay * 2, 5.0)
+
+    def write(self, batch: MappedBatch) -> None:
+        """Insert the batch's rows the store does not hold yet."""
+        self.metrics.duplicates.inc(batch.duplicates)
+        for name, table in (("llm_calls", batch.llm_calls), ("spans", batch.spans)):
+            if table.num_rows == 0:
+                continue
+            started = time.perf_counter()
+            known = existing_keys(self.store, name, table)
+            if known:
+                self.metrics.duplicates.inc(len(known))
+                table = table.filter(pc.invert(pc.is_in(keys_of(table), pa.array(list(known)))))
+            if table.num_rows:
+                self.store.insert_arrow(name, table)
+            self.metrics.store_write_seconds.labels(name).observe(time.perf_counter() - started)
+            self.metrics.store_rows.labels(name).inc(table.num_rows)
+            if name == "llm_calls":
+                self.metrics.observe_llm_calls(table)

@@ -1,0 +1,284 @@
+"""The review web UI at /review: sign in with a review key, the queue, one item with its
+forms, agreement, and an overview for people without Grafana. Server-rendered (Jinja2) with a
+little plain JavaScript for the keyboard and highlighting."""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Annotated, Any
+from urllib.parse import parse_qs, quote
+
+import pyarrow as pa
+from fastapi import APIRouter, Depends, Query, Request, Response
+from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse
+from fastapi.templating import Jinja2Templates
+from pydantic import ValidationError
+
+from driftline.review import overview, queue
+from driftline.review.agreement import Rating, agreement, reviewer_bias
+from driftline.review.config import ReviewSettings
+from driftline.review.feedback import check_targets, store_feedback
+from driftline.review.judgements import Judgement, JudgementError, check, to_feedback
+from driftline.store import Store
+from driftline.store.errors import Conflict, InputError, NotFound
+from driftline.store.keys import Principal, Role
+from driftline.store.times import parse_time
+
+COOKIE = "driftline_review"
+HERE = Path(__file__).parent
+templates = Jinja2Templates(directory=HERE / "templates")
+router = APIRouter(prefix="/review", tags=["review"], include_in_schema=False)
+
+
+Charts = Callable[[Store, str, int], list[str]]
+"""A later room's part of the overview: (store, project, days) → charts as SVG."""
+
+
+@dataclass
+class ReviewSite:
+    """What the review pages need from the server that mounts them (`app.state.review`)."""
+
+    store: Store
+    settings: ReviewSettings
+    check_key: Callable[[str], Principal | None]
+    charts: Sequence[Charts] = ()
+    models: Callable[[Store, str], list[dict[str, Any]]] = field(default=lambda _s, _p: [])
+
+
+def site(request: Request) -> ReviewSite:
+    found: ReviewSite = request.app.state.review
+    return found
+
+
+class SignIn(Exception):
+    """The request has no valid review key: pages go to the sign-in form, the API says 401."""
+
+
+def reviewer(request: Request) -> Principal:
+    header = request.headers.get("authorization", "")
+    key = request.cookies.get(COOKIE) or header.removeprefix("Bearer ").strip()
+    principal = site(request).check_key(key) if key else None
+    if principal is None or principal.project is None or not principal.role.allows(Role.REVIEW):
+        raise SignIn
+    return principal
+
+
+Reviewer = Annotated[Principal, Depends(reviewer)]
+
+
+def name_of(principal: Principal) -> str:
+    return principal.name or principal.key_id
+
+
+def page(request: Request, template: str, principal: Principal, **context: Any) -> HTMLResponse:
+    return templates.TemplateResponse(
+        request, template, {"me": name_of(principal), "project": principal.project, **context}
+    )
+
+
+# -- signing in ------------------------------------------------------------------------------
+
+
+@router.get("/login", response_class=HTMLResponse)
+def login_form(request: Request, error: str = "", next: str = "/review") -> HTMLResponse:
+    return templates.TemplateResponse(request, "login.html", {"error": error, "next": next})
+
+
+@router.post("/login")
+async def login(request: Request) -> Response:
+    form = parse_qs((await request.body()).decode())
+    key = (form.get("key") or [""])[0].strip()
+    target = (form.get("next") or ["/review"])[0]
+    target = target if target.startswith("/review") else "/review"
+    principal = site(request).check_key(key) if key else None
+    if principal is None or principal.project is None or not principal.role.allows(Role.REVIEW):
+        message = quote("that key is unknown, revoked, or not a review key")
+        return RedirectResponse(f"/review/login?error={message}&next={quote(target)}", 303)
+    response = RedirectResponse(target, 303)
+    response.set_cookie(COOKIE, key, httponly=True, samesite="strict", path="/review",
+                        secure=request.url.scheme == "https")  # fmt: skip
+    return response
+
+
+@router.post("/logout")
+def logout() -> Response:
+    response = RedirectResponse("/review/login", 303)
+    response.delete_cookie(COOKIE, path="/review")
+    return response
+
+
+# -- pages -----------------------------------------------------------------------------------
+
+
+@router.get("", response_class=HTMLResponse)
+def queue_page(
+    request: Request,
+    principal: Reviewer,
+    reason: str | None = None,
+    model: str | None = None,
+    service: str | None = None,
+    since: str | None = None,
+    until: str | None = None,
+    status: queue.Status = "todo",
+) -> HTMLResponse:
+    rt = site(request)
+    filters = queue.QueueFilter(
+        reason=reason or None, model=model or None, service=service or None,
+        since_ns=parse_time(since or None, "since"), until_ns=parse_time(until or None, "until"),
+        status=status,
+    )  # fmt: skip
+    assert principal.project is not None
+    items = queue.queue(rt.store, principal.project, name_of(principal),
+                        rt.settings.reviews_per_item, filters)  # fmt: skip
+    return page(request, "queue.html", principal, items=items, filters=filters,
+                per_item=rt.settings.reviews_per_item)  # fmt: skip
+
+
+@router.get("/items/{trace_id}/{span_id}", response_class=HTMLResponse)
+def item_page(request: Request, principal: Reviewer, trace_id: str, span_id: str) -> HTMLResponse:
+    rt = site(request)
+    assert principal.project is not None
+    found = queue.item(rt.store, principal.project, name_of(principal), trace_id, span_id)
+    if found is None:
+        raise NotFound(f"no queued call {trace_id}/{span_id} in project {principal.project!r}")
+    return page(
+        request, "item.html", principal, item=found,
+        other=queue.alternative(rt.store, principal.project, found),
+        nearest=queue.nearest_reference(rt.store, principal.project, found),
+        rubric=rt.settings.rubric_for(principal.project),
+        draft_json=_script_json(found["draft"]),
+        response_json=_script_json(found["output_text"] or ""),
+    )  # fmt: skip
+
+
+@router.get("/agreement", response_class=HTMLResponse)
+def agreement_page(request: Request, principal: Reviewer) -> HTMLResponse:
+    ratings = review_ratings(site(request).store, principal.project or "")
+    return page(
+        request, "agreement.html", principal, criteria=agreement(ratings),
+        bias=reviewer_bias(ratings), reviewers=sorted({r.reviewer for r in ratings}),
+    )  # fmt: skip
+
+
+@router.get("/overview", response_class=HTMLResponse)
+def overview_page(
+    request: Request, principal: Reviewer, days: Annotated[int, Query(ge=1, le=90)] = 7
+) -> HTMLResponse:
+    rt = site(request)
+    project = principal.project or ""
+    charts = overview.charts(rt.store, project, days, rt.settings.reviews_per_item)
+    charts += [chart for part in rt.charts for chart in part(rt.store, project, days)]
+    models = rt.models(rt.store, project)
+    return page(request, "overview.html", principal, charts=charts, days=days, models=models)
+
+
+# -- the forms' API --------------------------------------------------------------------------
+
+
+@router.post("/api/items/{trace_id}/{span_id}")
+async def submit(
+    request: Request, principal: Reviewer, trace_id: str, span_id: str
+) -> dict[str, Any]:
+    rt = site(request)
+    project = principal.project or ""
+    found = queue.item(rt.store, project, name_of(principal), trace_id, span_id)
+    if found is None:
+        raise NotFound(f"no queued call {trace_id}/{span_id} in project {project!r}")
+    if found["mine"]:
+        raise Conflict("you have already judged this call")
+    try:
+        judgement = Judgement.model_validate_json(await request.body())
+        check(judgement, rt.settings.rubric_for(project))
+        records = to_feedback(judgement, trace_id, span_id, found["output_text"] or "",
+                              name_of(principal))  # fmt: skip
+    except ValidationError as exc:
+        problems = [f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in exc.errors()]
+        raise InputError("; ".join(problems)) from None
+    except JudgementError as exc:
+        raise InputError(str(exc)) from None
+    check_targets(rt.store, project, records, batched=False)
+    ids, _ = store_feedback(rt.store, project, records, "review")
+    mark(request, principal, trace_id, span_id, "submitted", {})
+    return {"review_id": records[0].review_id, "feedback_ids": ids}
+
+
+@router.post("/api/items/{trace_id}/{span_id}/draft")
+async def save_draft(
+    request: Request, principal: Reviewer, trace_id: str, span_id: str
+) -> dict[str, str]:
+    try:
+        body = json.loads(await request.body() or b"{}")
+    except ValueError:
+        raise InputError("the draft is not JSON") from None
+    mark(request, principal, trace_id, span_id, "draft", body)
+    return {"status": "draft"}
+
+
+@router.post("/api/items/{trace_id}/{span_id}/skip")
+def skip(request: Request, principal: Reviewer, trace_id: str, span_id: str) -> dict[str, str]:
+    mark(request, principal, trace_id, span_id, "skipped", {})
+    return {"status": "skipped"}
+
+
+def mark(
+    request: Request, principal: Principal, trace_id: str, span_id: str, status: str, body: Any
+) -> None:
+    """Record this reviewer's draft, skip or submission of a call of their project."""
+    store = site(request).store
+    project = principal.project or ""
+    queued = store.query(
+        "SELECT count() AS n FROM review_queue WHERE project_id = {p:String} "
+        "AND trace_id = {t:String} AND span_id = {s:String}",
+        {"p": project, "t": trace_id, "s": span_id},
+    )
+    if not queued[0]["n"]:
+        raise NotFound(f"no queued call {trace_id}/{span_id} in project {project!r}")
+    store.insert_arrow(
+        "review_marks",
+        pa.table(
+            {
+                "project_id": [project],
+                "trace_id": [trace_id],
+                "span_id": [span_id],
+                "reviewer": [name_of(principal)],
+                "status": [status],
+                "body": [json.dumps(body)],
+                "updated_at": pa.array([time.time_ns() // 10**6], pa.timestamp("ms", "UTC")),
+            }
+        ),
+    )
+
+
+def review_ratings(store: Any, project: str) -> list[Rating]:
+    """Reviewers' scores, and each label as applied or not, oldest first."""
+    rows = store.query(
+        "SELECT concat(trace_id, ':', span_id) AS item, user_id, review_id, name, kind, "
+        "value_number, value_string FROM feedback FINAL WHERE project_id = {p:String} "
+        "AND source = 'review' AND kind IN ('numeric', 'categorical') ORDER BY created_at, id",
+        {"p": project},
+    )
+    ratings = [Rating(r["item"], r["user_id"], r["name"], r["value_number"])
+               for r in rows if r["kind"] == "numeric"]  # fmt: skip
+    labels = sorted({r["value_string"] for r in rows if r["name"] == "label"})
+    submitted: dict[tuple[str, str], set[str]] = {(r["item"], r["user_id"]): set() for r in rows}
+    for r in rows:
+        if r["name"] == "label":
+            submitted[(r["item"], r["user_id"])].add(r["value_string"])
+    for (item, user), applied in submitted.items():
+        ratings += [Rating(item, user, f"label:{label}", label in applied) for label in labels]
+    return ratings
+
+
+def _script_json(value: Any) -> str:
+    """JSON safe inside a <script> element."""
+    return json.dumps(value).replace("</", "<\\/")
+
+
+def sign_in_handler(request: Request, exc: SignIn) -> Response:
+    if request.url.path.startswith("/review/api/"):
+        return JSONResponse({"error": "sign in with a review key"}, 401)
+    return RedirectResponse(f"/review/login?next={quote(request.url.path)}", 303)
