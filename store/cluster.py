@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import re
 
-from driftline.store.migrations import MIGRATIONS
+from driftline.store.migrations import migrations
 
 ZOOKEEPER_PATH = "/clickhouse/tables/{shard}/{database}/{table}"
 _CREATE = re.compile(r"^\s*CREATE TABLE IF NOT EXISTS (\w+) \(")
@@ -32,7 +32,7 @@ def cluster_ddl(cluster: str, database: str = "driftline") -> list[str]:
     ReplacingMergeTree collapses lands on the same shard and FINAL stays correct."""
     on = f"ON CLUSTER {_quote(cluster)}"
     statements = [f"CREATE DATABASE IF NOT EXISTS {database} {on}"]
-    for sql in (_MIGRATIONS_TABLE, *(s for m in MIGRATIONS for s in m.statements)):
+    for sql in (_MIGRATIONS_TABLE, *(s for m in migrations() for s in m.statements)):
         if created := _CREATE.match(sql):
             statements += _create(sql, created.group(1), database, cluster, on)
         elif view := _VIEW.match(sql):
@@ -55,7 +55,7 @@ def cluster_ddl(cluster: str, database: str = "driftline") -> list[str]:
                 statements.append(f"ALTER TABLE {database}.{table} {on} {rest}")
         else:
             raise ValueError(f"a migration statement this renderer does not know: {sql[:80]}")
-    versions = ", ".join(f"({m.version}, {_string(m.name)})" for m in MIGRATIONS)
+    versions = ", ".join(f"({m.version}, {_string(m.name)})" for m in migrations())
     statements.append(f"INSERT INTO {database}.schema_migrations (version, name) VALUES {versions}")
     return statements
 

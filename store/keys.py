@@ -12,10 +12,34 @@ from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any
 
-from driftline.store import Store
+from driftline.store.base import Store
+from driftline.store.migrations import Migration
 
 _PROJECT = re.compile(r"^[a-z0-9][a-z0-9_-]{0,62}$")
 _KEY = re.compile(r"^dl_([0-9a-f]{12})_([0-9a-f]{40})$")
+
+_PROJECTS = """
+CREATE TABLE IF NOT EXISTS projects (
+    project_id String,
+    created_at DateTime64(3, 'UTC') DEFAULT now64(3)
+) ENGINE = ReplacingMergeTree ORDER BY project_id"""
+
+
+# A revocation is a newer version of the key's row; reads take the latest with FINAL.
+_API_KEYS = """
+CREATE TABLE IF NOT EXISTS api_keys (
+    key_id String,
+    project_id String,
+    role LowCardinality(String),
+    secret_sha256 FixedString(64),
+    name String,
+    created_at DateTime64(3, 'UTC'),
+    revoked UInt8,
+    revoked_at Nullable(DateTime64(3, 'UTC')),
+    version UInt64
+) ENGINE = ReplacingMergeTree(version) ORDER BY key_id"""
+
+MIGRATIONS = (Migration(1, "projects and api keys", (_PROJECTS, _API_KEYS)),)
 
 
 class Role(StrEnum):

@@ -21,7 +21,7 @@ from driftline.api.app import build_runtime, create_app
 from driftline.api.config import Settings, load_settings
 from driftline.api.runtime import Runtime
 from driftline.store import Store, keys, migrate, open_store
-from driftline.store.migrations import MIGRATIONS
+from driftline.store.migrations import migrations
 
 T = TypeVar("T")
 
@@ -47,7 +47,7 @@ def migrate_to(store: Store, version: int) -> None:
         "CREATE TABLE schema_migrations (version UInt32, name String, "
         "applied_at DateTime64(3, 'UTC') DEFAULT now64(3)) ENGINE = MergeTree ORDER BY version"
     )
-    for migration in MIGRATIONS:
+    for migration in migrations():
         if migration.version <= version:
             for statement in migration.statements:
                 store.command(statement)

@@ -17,7 +17,7 @@ from driftline.detectors.metrics import DetectorMetrics
 from driftline.detectors.references import create_reference, list_references
 from driftline.detectors.runner import Runner
 from driftline.store import Store, open_store
-from driftline.store.migrations import MIGRATIONS, migrate
+from driftline.store.migrations import migrate, migrations
 from tests.conftest import migrate_to
 from tests.detectors.conftest import store_calls
 from tests.detectors.recording import RecordingStore
@@ -244,7 +244,7 @@ def upgrade_a_folder_at_migration_7(store: Store) -> None:
             }
         ),
     )
-    assert migrate(store) == [MIGRATIONS[-1].version]
+    assert migrate(store) == [migrations()[-1].version]
     (reference,) = list_references(store)
     assert reference.first_ns == now - 200 * 10**9
     assert reference.last_ns == now - 141 * 10**9

@@ -9,7 +9,7 @@ import pytest
 
 from driftline.store import Store, StoreError
 from driftline.store.cluster import cluster_ddl
-from driftline.store.migrations import MIGRATIONS
+from driftline.store.migrations import migrations
 
 
 def single_node(sql: str) -> str:
@@ -50,7 +50,7 @@ def test_local_tables_run_on_chdb_and_match_the_migrations(store: Store) -> None
             f"'{name.removesuffix('_local')}'"
         )[0]["engine_full"]
         assert engine == plain, name
-    created = {s.split()[5] for m in MIGRATIONS for s in m.statements if "CREATE TABLE" in s}
+    created = {s.split()[5] for m in migrations() for s in m.statements if "CREATE TABLE" in s}
     assert {t.removesuffix("_local") for t in tables} == created | {"schema_migrations"}
 
 

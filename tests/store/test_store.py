@@ -10,7 +10,7 @@ import pyarrow as pa
 import pytest
 
 from driftline.store import Store, StoreError, apply_retention, migrate, open_store
-from driftline.store.migrations import MIGRATIONS, schema_version
+from driftline.store.migrations import migrations, schema_version
 from tests.conftest import migrate_to
 from tests.deploy.seed import seed
 
@@ -24,10 +24,10 @@ def _engine_full(store: Store, table: str) -> str:
 
 
 def test_migrations_are_versioned_and_run_once(store: Store) -> None:
-    assert schema_version(store) == MIGRATIONS[-1].version
+    assert schema_version(store) == migrations()[-1].version
     assert migrate(store) == []
     rows = store.query("SELECT version FROM schema_migrations ORDER BY version")
-    assert [r["version"] for r in rows] == [m.version for m in MIGRATIONS]
+    assert [r["version"] for r in rows] == [m.version for m in migrations()]
 
 
 def test_a_newer_schema_is_refused(store: Store) -> None:
@@ -96,7 +96,7 @@ def test_server_backend_runs_the_same_sql() -> None:
     server = open_store(clickhouse_url=os.environ["DRIFTLINE_CLICKHOUSE_URL"])
     try:
         migrate(server)
-        assert schema_version(server) == MIGRATIONS[-1].version
+        assert schema_version(server) == migrations()[-1].version
         apply_retention(server, {"llm_calls": 90, "spans": 30})
         found = server.query_with_values(
             "SELECT value FROM {values} WHERE value != 'b'", ["a", "b", "c"]
@@ -145,10 +145,10 @@ def test_the_hourly_rollup_backfills_old_calls_once_and_follows_new_ones(tmp_pat
         seed(store, 2000, days=3)
         raw = store.query(_RAW)
         assert raw[0]["calls"] == 2000 and raw[0]["errors"] > 0
-        assert migrate(store) == [m.version for m in MIGRATIONS if m.version >= 7]
-        assert schema_version(store) == MIGRATIONS[-1].version
+        assert migrate(store) == [m.version for m in migrations() if m.version >= 7]
+        assert schema_version(store) == migrations()[-1].version
         assert store.query(_ROLLUP) == raw
-        backfill = next(m for m in MIGRATIONS if m.version == 7).statements[-1]
+        backfill = next(m for m in migrations() if m.version == 7).statements[-1]
         store.command(backfill)  # a start that died before recording the migration runs it again
         assert store.query(_ROLLUP) == raw
         hours = store.query("SELECT uniqExact(toStartOfHour(start_time)) AS n FROM llm_calls")

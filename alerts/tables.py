@@ -1,0 +1,111 @@
+"""The alert engine's tables: alert states, groups, silences, the outbox, retraining jobs."""
+
+from __future__ import annotations
+
+from driftline.store.migrations import Migration
+
+_ALERTS = """
+CREATE TABLE IF NOT EXISTS alerts (
+    project_id LowCardinality(String),
+    fingerprint String,
+    rule LowCardinality(String),
+    labels Map(LowCardinality(String), String),
+    annotations Map(LowCardinality(String), String),
+    state LowCardinality(String),
+    value Float64,
+    evidence String CODEC(ZSTD(3)),
+    active_at DateTime64(3, 'UTC'),
+    fired_at Nullable(DateTime64(3, 'UTC')),
+    resolved_at Nullable(DateTime64(3, 'UTC')),
+    updated_at DateTime64(3, 'UTC')
+) ENGINE = ReplacingMergeTree(updated_at)
+ORDER BY (project_id, fingerprint, active_at)"""
+
+
+# What each notification group last told its receiver, so a restart repeats nothing.
+_ALERT_GROUPS = """
+CREATE TABLE IF NOT EXISTS alert_groups (
+    group_key String,
+    receiver LowCardinality(String),
+    sequence UInt64,
+    notified Map(String, String),
+    notified_at DateTime64(3, 'UTC'),
+    updated_at DateTime64(3, 'UTC')
+) ENGINE = ReplacingMergeTree(updated_at)
+ORDER BY (receiver, group_key)"""
+
+
+_SILENCES = """
+CREATE TABLE IF NOT EXISTS silences (
+    project_id LowCardinality(String),
+    id String,
+    matchers String,
+    starts_at DateTime64(3, 'UTC'),
+    ends_at DateTime64(3, 'UTC'),
+    created_by String,
+    comment String,
+    updated_at DateTime64(3, 'UTC')
+) ENGINE = ReplacingMergeTree(updated_at)
+ORDER BY (project_id, id)"""
+
+
+# The outbox: every message is stored before its first attempt and kept after its last.
+_NOTIFICATIONS = """
+CREATE TABLE IF NOT EXISTS notifications (
+    project_id LowCardinality(String),
+    id String,
+    receiver LowCardinality(String),
+    kind LowCardinality(String),
+    group_key String,
+    body String CODEC(ZSTD(3)),
+    status LowCardinality(String),
+    attempts UInt32,
+    next_attempt_at DateTime64(3, 'UTC'),
+    last_error String,
+    created_at DateTime64(3, 'UTC'),
+    updated_at DateTime64(3, 'UTC')
+) ENGINE = ReplacingMergeTree(updated_at)
+PARTITION BY toYYYYMM(created_at)
+ORDER BY (project_id, id)"""
+
+
+_NOTIFICATION_ATTEMPTS = """
+CREATE TABLE IF NOT EXISTS notification_attempts (
+    project_id LowCardinality(String),
+    notification_id String,
+    attempt UInt32,
+    at DateTime64(3, 'UTC'),
+    status_code UInt16,
+    error String,
+    duration_ms Float64
+) ENGINE = MergeTree
+PARTITION BY toYYYYMM(at)
+ORDER BY (project_id, notification_id, attempt)"""
+
+
+_RETRAIN_JOBS = """
+CREATE TABLE IF NOT EXISTS retrain_jobs (
+    project_id LowCardinality(String),
+    id String,
+    rule LowCardinality(String),
+    fingerprint String,
+    reason String,
+    evidence String CODEC(ZSTD(3)),
+    snapshot String CODEC(ZSTD(3)),
+    launcher LowCardinality(String),
+    status LowCardinality(String),
+    exit_code Nullable(Int32),
+    output String CODEC(ZSTD(3)),
+    created_at DateTime64(3, 'UTC'),
+    updated_at DateTime64(3, 'UTC')
+) ENGINE = ReplacingMergeTree(updated_at)
+ORDER BY (project_id, id)"""
+
+
+MIGRATIONS = (
+    Migration(
+        4,
+        "alert states, groups, silences, outbox, retraining jobs",
+        (_ALERTS, _ALERT_GROUPS, _SILENCES, _NOTIFICATIONS, _NOTIFICATION_ATTEMPTS, _RETRAIN_JOBS),
+    ),
+)
