@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-from typing import Any
 
 from driftline.alerts.rules import (
     DriftCondition,
@@ -14,75 +13,42 @@ from driftline.alerts.rules import (
     Rule,
 )
 from driftline.alerts.state import Sample
+from driftline.alerts.tables import last_jobs
+from driftline.detectors.tables import flag_totals, latest_windows, window_tests
+from driftline.finetune.tables import versions_changed
+from driftline.ingest.tables import metric_by
+from driftline.review.tables import new_feedback
 from driftline.store import Store
 
-_SINCE = "fromUnixTimestamp64Milli({since:Int64}, 'UTC')"
-_NOW = "fromUnixTimestamp64Milli({now:Int64}, 'UTC')"
-
-_METRICS = {
-    "calls": "toFloat64(count())",
-    "error_rate": "countIf(error_type != '' OR status_code = 'error') / count()",
-    "p50_latency_ms": "quantile(0.5)(duration_ms)",
-    "p95_latency_ms": "quantile(0.95)(duration_ms)",
-    "p99_latency_ms": "quantile(0.99)(duration_ms)",
-    "tokens_per_call": "avg(total_tokens)",
-    "cost_per_call": "avg(cost_usd)",
-}
-_DIMENSIONS = {
-    "service": "service",
-    "model": "if(response_model != '', response_model, request_model)",
-    "agent": "agent_name",
-    "environment": "environment",
-    "service_version": "service_version",
-    "provider": "provider",
-}
+_NS_PER_MS = 1_000_000
 
 
 def evaluate(store: Store, rule: Rule, now: float) -> list[Sample]:
     """The label sets for which `rule`'s condition holds at `now` (epoch seconds)."""
     condition = rule.when.condition
-    params: dict[str, Any] = {"now": round(now * 1000)}
+    now_ns = round(now * 1000) * _NS_PER_MS  # the engine's clock keeps milliseconds
     if isinstance(condition, DriftCondition):
-        samples = _drift(store, condition, params)
+        samples = _drift(store, condition, now_ns)
     elif isinstance(condition, FlagsCondition):
-        samples = _flags(store, condition, params)
+        samples = _flags(store, condition, now_ns)
     elif isinstance(condition, MetricCondition):
-        samples = _metric(store, condition, params)
+        samples = _metric(store, condition, now_ns)
     elif isinstance(condition, ModelCondition):
-        samples = _model(store, condition, params)
+        samples = _model(store, condition, now_ns)
     else:
-        samples = _feedback(store, condition, rule.alert, params)
+        samples = _feedback(store, condition, rule.alert, now_ns)
     for sample in samples:
         sample.labels = {**sample.labels, **rule.labels, "alertname": rule.alert}
     return samples
 
 
-def _of_reference(reference: str | None, params: dict[str, Any]) -> str:
-    """The SQL condition for one reference's windows (empty for every reference)."""
-    if not reference:
-        return ""
-    params["reference"] = reference
-    return " AND reference = {reference:String}"
-
-
-def _drift(store: Store, c: DriftCondition, params: dict[str, Any]) -> list[Sample]:
-    where = "window_end <= " + _NOW + _of_reference(c.reference, params)
-    rows = store.query(
-        "SELECT project_id, reference, argMax(reference_version, window_end) AS version, "
-        "argMax(scope, window_end) AS scope, argMax(consecutive, window_end) AS consecutive, "
-        "argMax(window_key, window_end) AS window_key "
-        f"FROM detector_runs FINAL WHERE {where} GROUP BY project_id, reference",
-        params,
-    )
+def _drift(store: Store, c: DriftCondition, now_ns: int) -> list[Sample]:
+    rows = latest_windows(store, now_ns, c.reference)
     samples = []
     for row in rows:
         if row["consecutive"] < c.consecutive:
             continue
-        tests = store.query(
-            "SELECT detector, statistic, p_value, rejected FROM findings FINAL "
-            "WHERE project_id = {p:String} AND window_key = {k:String} ORDER BY detector",
-            {"p": row["project_id"], "k": row["window_key"]},
-        )
+        tests = window_tests(store, row["project_id"], row["window_key"])
         samples.append(
             Sample(
                 labels={
@@ -95,23 +61,16 @@ def _drift(store: Store, c: DriftCondition, params: dict[str, Any]) -> list[Samp
                     "reference_version": row["version"],
                     "window_key": row["window_key"],
                     "consecutive_windows": row["consecutive"],
-                    "tests": [{**t, "rejected": bool(t["rejected"])} for t in tests],
+                    "tests": tests,
                 },
             )
         )
     return samples
 
 
-def _flags(store: Store, c: FlagsCondition, params: dict[str, Any]) -> list[Sample]:
-    params.update(since=params["now"] - round(c.over * 1000), reason=c.reason)
-    where = f"window_end > {_SINCE} AND window_end <= {_NOW}" + _of_reference(c.reference, params)
-    rows = store.query(
-        "SELECT project_id, reference, argMax(scope, window_end) AS scope, "
-        "sum(n_current) AS calls, sum(flag_counts[{reason:String}]) AS flagged, "
-        "groupArray(window_key) AS windows "
-        f"FROM detector_runs FINAL WHERE {where} GROUP BY project_id, reference",
-        params,
-    )
+def _flags(store: Store, c: FlagsCondition, now_ns: int) -> list[Sample]:
+    since = now_ns - round(c.over * 1000) * _NS_PER_MS
+    rows = flag_totals(store, since, now_ns, c.reason, c.reference)
     samples = []
     for row in rows:
         rate = row["flagged"] / row["calls"] if row["calls"] else 0.0
@@ -140,17 +99,9 @@ def _flags(store: Store, c: FlagsCondition, params: dict[str, Any]) -> list[Samp
     return samples
 
 
-def _metric(store: Store, c: MetricCondition, params: dict[str, Any]) -> list[Sample]:
-    params.update(since=params["now"] - round(c.over * 1000), min_calls=c.min_calls)
-    dims = ", ".join(f"{_DIMENSIONS[d]} AS {d}" for d in c.by)
-    group = ", ".join(["project_id", *c.by])
-    rows = store.query(
-        f"SELECT project_id, {dims + ', ' if dims else ''}count() AS calls, "
-        f"{_METRICS[c.metric]} AS value FROM llm_calls "
-        f"WHERE start_time > {_SINCE} AND start_time <= {_NOW} "
-        f"GROUP BY {group} HAVING calls >= {{min_calls:UInt32}}",
-        params,
-    )
+def _metric(store: Store, c: MetricCondition, now_ns: int) -> list[Sample]:
+    since = now_ns - round(c.over * 1000) * _NS_PER_MS
+    rows = metric_by(store, c.metric, c.by, since, now_ns, c.min_calls)
     return [
         Sample(
             labels={"project": row["project_id"], **{d: str(row[d]) for d in c.by}},
@@ -162,23 +113,11 @@ def _metric(store: Store, c: MetricCondition, params: dict[str, Any]) -> list[Sa
     ]
 
 
-def _feedback(
-    store: Store, c: FeedbackCondition, rule: str, params: dict[str, Any]
-) -> list[Sample]:
-    where = "f.ingested_at <= " + _NOW
-    if c.names:
-        where += " AND f.name IN {names:Array(String)}"
-        params["names"] = c.names
-    params.update(rule=rule, at_least=c.at_least)
-    rows = store.query(
-        "SELECT f.project_id AS project_id, count() AS n, "
-        "toUnixTimestamp64Milli(max(f.ingested_at)) AS last_ms FROM feedback AS f FINAL "
-        "LEFT JOIN (SELECT project_id, max(created_at) AS since FROM retrain_jobs FINAL "
-        "WHERE rule = {rule:String} GROUP BY project_id) AS j ON f.project_id = j.project_id "
-        f"WHERE {where} AND f.ingested_at > j.since "
-        "GROUP BY f.project_id HAVING n >= {at_least:UInt64}",
-        params,
-    )
+def _feedback(store: Store, c: FeedbackCondition, rule: str, now_ns: int) -> list[Sample]:
+    """Projects with at least `at_least` feedback rows since this rule last started a job."""
+    after = {project: ms * _NS_PER_MS for project, ms in last_jobs(store, rule).items()}
+    found = new_feedback(store, now_ns, c.names or [], after)
+    rows = [row for row in found if row["n"] >= c.at_least]
     return [
         Sample(
             labels={"project": row["project_id"]},
@@ -189,15 +128,9 @@ def _feedback(
     ]
 
 
-def _model(store: Store, c: ModelCondition, params: dict[str, Any]) -> list[Sample]:
-    params.update(status=c.status, since=params["now"] - round(c.over * 1000))
-    rows = store.query(
-        "SELECT project_id, version, method, path, base_version, "
-        "JSONExtractFloat(verdict, 'win_rate', 'rate') AS win_rate, "
-        "JSONExtractArrayRaw(verdict, 'reasons') AS reasons FROM model_versions FINAL "
-        f"WHERE status = {{status:String}} AND updated_at > {_SINCE} AND updated_at <= {_NOW}",
-        params,
-    )
+def _model(store: Store, c: ModelCondition, now_ns: int) -> list[Sample]:
+    since = now_ns - round(c.over * 1000) * _NS_PER_MS
+    rows = versions_changed(store, c.status, since, now_ns)
     return [
         Sample(
             labels={

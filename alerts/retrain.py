@@ -23,7 +23,9 @@ from driftline.alerts.notifiers import Message
 from driftline.alerts.rules import RetrainingLauncher, Rule
 from driftline.alerts.state import Alert
 from driftline.alerts.timestamps import ms_column, parse_rfc3339, rfc3339
-from driftline.store import Store
+from driftline.detectors.tables import queue_size
+from driftline.review.tables import feedback_until
+from driftline.store import Store, env
 
 log = logging.getLogger("driftline.alerts")
 RETRAIN_RECEIVER = "retraining"
@@ -99,15 +101,15 @@ class RetrainTrigger:
                   "job_file": str(job_file)}  # fmt: skip
         assert self.launcher.command is not None
         argv = [part.format_map(fields) for part in self.launcher.command]
-        env = {
+        job_env = {
             **os.environ,
-            "DRIFTLINE_RETRAIN_JOB_ID": job["id"],
-            "DRIFTLINE_RETRAIN_JOB_FILE": str(job_file),
-            "DRIFTLINE_PROJECT": job["project"],
-            "DRIFTLINE_URL": os.environ.get("DRIFTLINE_URL") or self.api_url,
+            env.RETRAIN_JOB_ID: job["id"],
+            env.RETRAIN_JOB_FILE: str(job_file),
+            env.PROJECT: job["project"],
+            env.URL: os.environ.get(env.URL) or self.api_url,
         }
         thread = threading.Thread(
-            target=self._run, args=(job, argv, env), name=f"retrain-{job['id']}", daemon=True
+            target=self._run, args=(job, argv, job_env), name=f"retrain-{job['id']}", daemon=True
         )
         self._threads = [t for t in self._threads if t.is_alive()] + [thread]
         thread.start()
@@ -148,22 +150,11 @@ class RetrainTrigger:
 
     def _snapshot(self, project: str, now: float) -> dict[str, Any]:
         """What a training run started now would read: feedback up to this moment."""
-        rows = self.store.query(
-            "SELECT count() AS feedback_rows, countIf(source = 'api') AS reviewer_rows, "
-            "toUnixTimestamp64Milli(max(ingested_at)) AS until_ms FROM feedback FINAL "
-            "WHERE project_id = {p:String} "
-            "AND ingested_at <= fromUnixTimestamp64Milli({now:Int64}, 'UTC')",
-            {"p": project, "now": round(now * 1000)},
-        )
-        queued = self.store.query(
-            "SELECT count() AS n FROM review_queue FINAL WHERE project_id = {p:String}",
-            {"p": project},
-        )
-        row = rows[0]
+        rows, until_ms = feedback_until(self.store, project, round(now * 1000) * 1_000_000)
         return {
-            "feedback_rows": row["feedback_rows"],
-            "feedback_until": rfc3339(row["until_ms"] / 1000) if row["feedback_rows"] else None,
-            "review_queue_rows": queued[0]["n"],
+            "feedback_rows": rows,
+            "feedback_until": rfc3339(until_ms / 1000) if rows else None,
+            "review_queue_rows": queue_size(self.store, project),
         }
 
     def _last_job(self, project: str, rule: str) -> float | None:

@@ -22,6 +22,7 @@ from pydantic import (
 
 from driftline.alerts.durations import parse_duration
 from driftline.alerts.labels import Matcher, MatcherError, parse_matcher
+from driftline.ingest import tables as ingest_tables
 
 Duration = Annotated[float, BeforeValidator(parse_duration), Field(ge=0)]
 _NAME = r"^[a-zA-Z_][a-zA-Z0-9_]*$"
@@ -29,11 +30,8 @@ _NAME = r"^[a-zA-Z_][a-zA-Z0-9_]*$"
 FLAG_REASONS = (
     "error", "empty", "refusal", "low_relevance", "novel", "truncated", "latency", "tokens", "cost",
 )  # fmt: skip
-METRICS = (
-    "calls", "error_rate", "p50_latency_ms", "p95_latency_ms", "p99_latency_ms",
-    "tokens_per_call", "cost_per_call",
-)  # fmt: skip
-CALL_DIMENSIONS = ("service", "model", "agent", "environment", "service_version", "provider")
+METRICS = tuple(ingest_tables.CALL_METRICS)
+CALL_DIMENSIONS = tuple(ingest_tables.CALL_DIMENSIONS)
 
 
 class RulesError(ValueError):

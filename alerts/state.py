@@ -4,6 +4,7 @@ restart neither loses nor repeats one."""
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -12,6 +13,7 @@ import pyarrow as pa
 from driftline.alerts.labels import fingerprint
 from driftline.alerts.timestamps import ms_column, seconds
 from driftline.store import Store
+from driftline.store.sql import Where, bind
 
 State = Literal["pending", "firing", "resolved", "inactive"]
 
@@ -110,17 +112,34 @@ class AlertLog:
 
     def load(self, resolved_since: float) -> dict[str, Alert]:
         """Pending and firing alerts, and those resolved after `resolved_since`, by fingerprint."""
-        rows = self.query(
-            "state IN ('pending', 'firing') OR (state = 'resolved' "
-            "AND resolved_at >= fromUnixTimestamp64Milli({since:Int64}, 'UTC'))",
-            {"since": round(resolved_since * 1000)},
+        rows = self._select(
+            Where(
+                "state IN ('pending', 'firing') OR (state = 'resolved' "
+                "AND resolved_at >= fromUnixTimestamp64Milli({since:Int64}, 'UTC'))",
+                since=round(resolved_since * 1000),
+            )
         )
         latest: dict[str, Alert] = {}
         for alert in sorted(rows, key=lambda a: a.active_at):
             latest[alert.fingerprint] = alert
         return latest
 
-    def query(self, where: str, params: dict[str, Any], limit: int = 100_000) -> list[Alert]:
+    def query(
+        self,
+        project: str | None = None,
+        states: Sequence[str] = (),
+        rule: str | None = None,
+        fingerprint: str | None = None,
+        limit: int = 100_000,
+    ) -> list[Alert]:
+        """Alerts newest first: all, or those of `project`, in `states`, of `rule`..."""
+        where = Where().equals("project_id", project).equals("rule", rule)
+        where.equals("fingerprint", fingerprint)
+        if states:
+            where.add("state IN {states:Array(String)}", states=list(states))
+        return self._select(where, limit)
+
+    def _select(self, where: Where, limit: int = 100_000) -> list[Alert]:
         rows = self.store.query(
             "SELECT rule, labels, annotations, state, value, evidence, "
             "toUnixTimestamp64Milli(active_at) AS active_ms, "
@@ -128,7 +147,7 @@ class AlertLog:
             "toUnixTimestamp64Milli(resolved_at) AS resolved_ms, "
             "toUnixTimestamp64Milli(updated_at) AS updated_ms "
             f"FROM alerts FINAL WHERE {where} ORDER BY active_at DESC LIMIT {{limit:UInt32}}",
-            {**params, "limit": limit},
+            bind(where, {"limit": limit}),
         )
         return [
             Alert(

@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+from typing import Any
+
+from driftline.store.base import Store
 from driftline.store.migrations import Migration
+from driftline.store.sql import Where, bind
 
 _ALERTS = """
 CREATE TABLE IF NOT EXISTS alerts (
@@ -109,3 +113,50 @@ MIGRATIONS = (
         (_ALERTS, _ALERT_GROUPS, _SILENCES, _NOTIFICATIONS, _NOTIFICATION_ATTEMPTS, _RETRAIN_JOBS),
     ),
 )
+
+
+def last_jobs(store: Store, rule: str) -> dict[str, int]:
+    """project → when `rule` last started a retraining job there (Unix ms)."""
+    rows = store.query(
+        "SELECT project_id, toUnixTimestamp64Milli(max(created_at)) AS ms FROM retrain_jobs FINAL "
+        "WHERE rule = {rule:String} GROUP BY project_id",
+        {"rule": rule},
+    )
+    return {row["project_id"]: int(row["ms"]) for row in rows}
+
+
+def notifications(
+    store: Store, project: str, status: str | None, receiver: str | None, limit: int
+) -> list[dict[str, Any]]:
+    """The project's notifications, newest first, each with its delivery `attempts`."""
+    where = Where("project_id = {p:String}", p=project).equals("status", status)
+    where.equals("receiver", receiver)
+    rows = store.query(
+        "SELECT id, receiver, kind, group_key, status, attempts, last_error, body, "
+        "toUnixTimestamp64Milli(created_at) AS created_ms, "
+        "toUnixTimestamp64Milli(next_attempt_at) AS next_ms, "
+        "toUnixTimestamp64Milli(updated_at) AS updated_ms "
+        f"FROM notifications FINAL WHERE {where} ORDER BY created_at DESC LIMIT {{limit:UInt32}}",
+        bind(where, {"limit": limit}),
+    )
+    tried: dict[str, list[dict[str, Any]]] = {row["id"]: [] for row in rows}
+    if rows:
+        for attempt in store.query(
+            "SELECT notification_id, attempt, toUnixTimestamp64Milli(at) AS at_ms, status_code, "
+            "error, duration_ms FROM notification_attempts WHERE project_id = {p:String} "
+            "AND notification_id IN {ids:Array(String)} ORDER BY attempt",
+            {"p": project, "ids": list(tried)},
+        ):
+            tried[attempt.pop("notification_id")].append(attempt)
+    return [{**row, "tried": tried[row["id"]]} for row in rows]
+
+
+def retrain_jobs(store: Store, project: str, limit: int) -> list[dict[str, Any]]:
+    """The project's retraining jobs, newest first."""
+    return store.query(
+        "SELECT id, rule, fingerprint, reason, evidence, snapshot, launcher, status, exit_code, "
+        "output, toUnixTimestamp64Milli(created_at) AS created_ms, "
+        "toUnixTimestamp64Milli(updated_at) AS updated_ms FROM retrain_jobs FINAL "
+        "WHERE project_id = {p:String} ORDER BY created_at DESC LIMIT {limit:UInt32}",
+        {"p": project, "limit": limit},
+    )

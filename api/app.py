@@ -1,4 +1,4 @@
-"""The collector's FastAPI app: ingest, read API, key admin, health and metrics."""
+"""The collector's FastAPI app: the runtime behind it, its routers (one per resource) and errors."""
 
 from __future__ import annotations
 
@@ -12,39 +12,16 @@ from fastapi import FastAPI, Request, Response
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from fastapi.staticfiles import StaticFiles
-from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
+from prometheus_client import CollectorRegistry
 
 from driftline.alerts.engine import AlertEngine, AlertLoop
 from driftline.alerts.rules import RulesError, load_rules
 from driftline.api.config import ConfigError, Settings
-from driftline.api.model_metrics import ModelMetrics
 from driftline.api.ratelimit import RateLimiter
-from driftline.api.routes import (
-    alerts as routes_alerts,
-)
-from driftline.api.routes import (
-    calls as routes_read,
-)
-from driftline.api.routes import (
-    datasets as routes_datasets,
-)
-from driftline.api.routes import (
-    drift as routes_drift,
-)
-from driftline.api.routes import (
-    feedback as routes_feedback,
-)
-from driftline.api.routes import (
-    ingest as routes_ingest,
-)
-from driftline.api.routes import (
-    keys as routes_admin,
-)
-from driftline.api.routes import (
-    models as routes_models,
-)
+from driftline.api.routes import ROUTERS
 from driftline.api.runtime import ApiError, Runtime
 from driftline.finetune import overview as finetune_overview
+from driftline.finetune.metrics import ModelMetrics
 from driftline.ingest import otlp
 from driftline.ingest.mapping import SpanDecoder
 from driftline.ingest.metrics import CollectorMetrics
@@ -166,13 +143,8 @@ def create_app(rt: Runtime) -> FastAPI:
         charts=[finetune_overview.charts],
         models=finetune_overview.model_versions,
     )
-    app.include_router(routes_ingest.router)
-    app.include_router(routes_read.router)
-    app.include_router(routes_feedback.router)
-    app.include_router(routes_drift.router)
-    app.include_router(routes_alerts.router)
-    app.include_router(routes_datasets.router)
-    app.include_router(routes_models.router)
+    for router in ROUTERS:
+        app.include_router(router)
     app.include_router(review_routes.router)
     # follow_symlink: an editable (strict) install serves these files through links.
     app.mount(
@@ -181,7 +153,6 @@ def create_app(rt: Runtime) -> FastAPI:
         "review-static",
     )
     app.add_exception_handler(review_routes.SignIn, review_routes.sign_in_handler)  # type: ignore[arg-type]
-    app.include_router(routes_admin.router)
 
     @app.exception_handler(ApiError)
     async def api_error(request: Request, exc: ApiError) -> Response:
@@ -216,29 +187,6 @@ def create_app(rt: Runtime) -> FastAPI:
     async def bad_params(request: Request, exc: RequestValidationError) -> Response:
         problems = [f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in exc.errors()]
         return JSONResponse({"error": "; ".join(problems)}, 400)
-
-    @app.get("/healthz", tags=["health"], summary="The process is up")
-    def healthz() -> dict[str, str]:
-        return {"status": "ok"}
-
-    @app.get("/readyz", tags=["health"], summary="Store reachable and log backlog under budget")
-    def readyz() -> Response:
-        problems = []
-        if not rt.store.ping() or not rt.writer.store_healthy:
-            problems.append("store unreachable")
-        backlog = rt.wal.backlog_bytes()
-        if backlog >= rt.settings.wal_budget_bytes:
-            problems.append(f"log backlog {backlog} bytes at its budget")
-        body = {
-            "status": "not ready" if problems else "ready",
-            "problems": problems,
-            "wal_backlog_bytes": backlog,
-        }
-        return JSONResponse(body, 503 if problems else 200)
-
-    @app.get("/metrics", tags=["health"], summary="Prometheus metrics")
-    def metrics() -> Response:
-        return Response(generate_latest(rt.metrics.registry), media_type=CONTENT_TYPE_LATEST)
 
     return app
 

@@ -19,6 +19,7 @@ from driftline.detectors.config import DetectorSettings
 from driftline.finetune.config import FinetuneSettings
 from driftline.ingest.pricing import Price
 from driftline.review.config import ReviewSettings
+from driftline.store import env
 
 MiB = 1024 * 1024
 # Days each table keeps its rows (0 = forever). Feedback is training data: kept by default.
@@ -42,13 +43,13 @@ class Settings(BaseSettings):
     """Every setting of `driftline serve`; each is also `DRIFTLINE_<NAME>` and a TOML key."""
 
     model_config = SettingsConfigDict(
-        env_prefix="DRIFTLINE_", env_nested_delimiter="__", extra="forbid"
+        env_prefix=env.PREFIX, env_nested_delimiter="__", extra="forbid"
     )
 
-    data: Path = Field(Path("driftline-data"), description="data folder (embedded store, log)")
+    data: Path = Field(env.DEFAULT_DATA, description="data folder (embedded store, log)")
     clickhouse_url: str | None = Field(None, description="ClickHouse server instead of embedded")
-    host: str = "127.0.0.1"
-    port: int = Field(4318, ge=1, le=65535)
+    host: str = env.DEFAULT_HOST
+    port: int = Field(env.DEFAULT_PORT, ge=1, le=65535)
     max_body_bytes: int = Field(16 * MiB, ge=1024, description="largest request body accepted")
     max_decompressed_bytes: int = Field(64 * MiB, ge=1024)
     max_concurrent_requests: int = Field(
@@ -94,9 +95,7 @@ class Settings(BaseSettings):
 
 def load_settings(config_file: Path | None = None, **flags: Any) -> Settings:
     """Flags that were given override the environment, which overrides the file."""
-    path = config_file or (
-        Path(os.environ["DRIFTLINE_CONFIG"]) if os.environ.get("DRIFTLINE_CONFIG") else None
-    )
+    path = config_file or (Path(os.environ[env.CONFIG]) if os.environ.get(env.CONFIG) else None)
     if path is not None and not path.is_file():
         raise ConfigError(f"config file {path} does not exist")
 

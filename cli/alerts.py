@@ -23,6 +23,7 @@ from driftline.cli.group import (
     store_options,
 )
 from driftline.cli.store import exclusive_store
+from driftline.store import env
 
 
 @main.group(name="rules")
@@ -56,13 +57,13 @@ def rules_check(files: tuple[Path, ...]) -> None:
 def _api_options(func: Any) -> Any:
     func = click.option(
         "--key",
-        envvar="DRIFTLINE_API_KEY",
+        envvar=env.API_KEY,
         required=True,
         help="a project key (admin to add or expire) [env DRIFTLINE_API_KEY]",
     )(func)
     return click.option(
         "--url",
-        envvar="DRIFTLINE_URL",
+        envvar=env.URL,
         default=None,
         help="collector URL [default: the local `driftline serve`, else http://127.0.0.1:4318]",
     )(func)

@@ -3,15 +3,13 @@ out, and its errors as typed exceptions (click prints their message)."""
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any
 
 import click
 import httpx
 
 from driftline.cli.local import read_control
-
-DEFAULT_URL = "http://127.0.0.1:4318"
+from driftline.store import env
 
 
 class Unreachable(click.ClickException):
@@ -42,7 +40,7 @@ class Client:
     @classmethod
     def local(cls, url: str | None, key: str) -> Client:
         """`url`, or the server `driftline serve` runs on ./driftline-data, or the default."""
-        found = url or (read_control(Path("driftline-data")) or {}).get("url") or DEFAULT_URL
+        found = url or (read_control(env.DEFAULT_DATA) or {}).get("url") or env.DEFAULT_URL
         return cls(found, key)
 
     def json(self, method: str, path: str, **kwargs: Any) -> Any:

@@ -18,6 +18,7 @@ from driftline.cli.group import (
 )
 from driftline.cli.store import exclusive_store
 from driftline.finetune.datasets import FORMATS, ExportFilters, held_out_path, record, write
+from driftline.store import env
 
 
 @main.command(name="export")
@@ -32,11 +33,11 @@ from driftline.finetune.datasets import FORMATS, ExportFilters, held_out_path, r
 @click.option("--plain", is_flag=True, help="plain strings instead of chat messages")
 @click.option(
     "--url",
-    envvar="DRIFTLINE_URL",
+    envvar=env.URL,
     default=None,
     help="export through a running collector's API ...",
 )
-@click.option("--key", envvar="DRIFTLINE_API_KEY", default=None, help="... with this admin key")
+@click.option("--key", envvar=env.API_KEY, default=None, help="... with this admin key")
 def export_command(
     data: Path | None,
     clickhouse_url: str | None,

@@ -10,9 +10,10 @@ import click
 from prometheus_client import CollectorRegistry, start_http_server
 
 from driftline.api.config import ConfigError, Settings, load_settings
+from driftline.store import env
 
 F = TypeVar("F", bound=Callable[..., Any])
-DEFAULT_PROJECT = "default"
+DEFAULT_PROJECT = env.DEFAULT_PROJECT
 
 
 def store_options(func: F) -> F:
@@ -46,15 +47,15 @@ def metrics_options(default_port: int) -> Callable[[F], F]:
             type=click.IntRange(0, 65535),
             default=default_port,
             show_default=True,
-            envvar="DRIFTLINE_METRICS_PORT",
+            envvar=env.METRICS_PORT,
             show_envvar=True,
             help="port for Prometheus /metrics while running; 0: off",
         )(func)
         return click.option(
             "--metrics-host",
-            default="127.0.0.1",
+            default=env.DEFAULT_HOST,
             show_default=True,
-            envvar="DRIFTLINE_METRICS_HOST",
+            envvar=env.METRICS_HOST,
             show_envvar=True,
             help="address for /metrics; 0.0.0.0 in a container",
         )(func)

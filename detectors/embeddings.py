@@ -28,7 +28,9 @@ from typing import TYPE_CHECKING, Any, Protocol
 import numpy as np
 import pyarrow as pa
 
+from driftline.ingest.tables import arrivals, selected, texts_of
 from driftline.store import Store
+from driftline.store.sql import Relation, bind
 
 if TYPE_CHECKING:
     from driftline.detectors.metrics import DetectorMetrics
@@ -83,17 +85,11 @@ class Cursor:
     ingested_ms: int
     key: tuple[str, str, str] = ("", "", "")
 
-    def condition(self, params: dict[str, Any]) -> str:
-        params["cursor_ms"] = self.ingested_ms
-        at = "fromUnixTimestamp64Milli({cursor_ms:Int64}, 'UTC')"
-        if not any(self.key):
-            return f"c.ingested_at > {at}"
-        params["cursor_p"], params["cursor_t"], params["cursor_s"] = self.key
-        return (
-            f"c.ingested_at >= {at} AND (c.ingested_at > {at} OR "
-            "(c.project_id, c.trace_id, c.span_id) > "
-            "({cursor_p:String}, {cursor_t:String}, {cursor_s:String}))"
-        )
+    def arrivals(self, columns: str, upto_ms: int, lookback_ms: int) -> Relation:
+        """What arrived after this position by `upto_ms`, and started at most `lookback_ms`
+        before it."""
+        since_ns = (self.ingested_ms - lookback_ms) * 1_000_000
+        return arrivals(columns, self.ingested_ms, self.key, upto_ms, since_ns, TEXT_OPERATIONS)
 
 
 @dataclass(frozen=True)
@@ -180,27 +176,12 @@ class EmbeddingJob:
 
     # -- what is waiting -------------------------------------------------------------------------
 
-    def _pending_where(self, cursor: Cursor, upto_ms: int, params: dict[str, Any]) -> str:
-        params.update(
-            since=(cursor.ingested_ms - self.lookback_ms) * 1_000_000,
-            upto_ms=upto_ms,
-            operations=list(TEXT_OPERATIONS),
-        )
-        return (
-            f"{cursor.condition(params)} "
-            "AND c.ingested_at <= fromUnixTimestamp64Milli({upto_ms:Int64}, 'UTC') "
-            "AND c.start_time >= fromUnixTimestamp64Nano({since:Int64}, 'UTC') "
-            "AND c.operation IN {operations:Array(String)} AND notEmpty(c.output_text)"
-        )
-
     def backlog(self, cursor: Cursor | None = None) -> Backlog:
         cursor = cursor or self.cursor()
         upto = self._now_ms() - self.settle_ms
-        params: dict[str, Any] = {}
+        waiting = cursor.arrivals("c.project_id", upto, self.lookback_ms)
         rows = self.store.query(
-            "SELECT count() AS n, toUnixTimestamp64Milli(min(c.ingested_at)) AS oldest "
-            f"FROM llm_calls AS c WHERE {self._pending_where(cursor, upto, params)}",
-            params,
+            f"SELECT count() AS n, min(ingested_ms) AS oldest FROM {waiting}", waiting.params
         )
         return Backlog(int(rows[0]["n"]), int(rows[0]["oldest"] or 0), upto)
 
@@ -223,17 +204,15 @@ class EmbeddingJob:
             self._observe(0, 0.0, 0)
             return BatchOutcome(0, 0, 0.0, 0)
         sampling = lag > self.max_lag_seconds and backlog.calls > self.batch
-        params: dict[str, Any] = {"limit": self.batch}
         order = (
-            "cityHash64(c.trace_id, c.span_id)"
+            "cityHash64(trace_id, span_id)"
             if sampling
-            else "c.ingested_at, c.project_id, c.trace_id, c.span_id"
+            else "ingested_ms, project_id, trace_id, span_id"
         )
+        waiting = cursor.arrivals(_CALL_COLUMNS, backlog.upto_ms, self.lookback_ms)
         calls = self.store.query_arrow(
-            f"SELECT {_CALL_COLUMNS}, toUnixTimestamp64Milli(c.ingested_at) AS ingested_ms "
-            f"FROM llm_calls AS c WHERE {self._pending_where(cursor, backlog.upto_ms, params)} "
-            f"ORDER BY {order} LIMIT {{limit:UInt32}}",
-            params,
+            f"SELECT * FROM {waiting} ORDER BY {order} LIMIT {{limit:UInt32}}",
+            bind(waiting, {"limit": self.batch}),
         )
         if sampling or calls.num_rows < self.batch or calls.num_rows >= backlog.calls:
             after = Cursor(backlog.upto_ms)  # all of it: embedded, or sampled out
@@ -282,11 +261,8 @@ class EmbeddingJob:
     ) -> int:
         """Embed the calls of `project` matching `where` (SQL on llm_calls `c`, bounding
         `c.start_time`) that this model has no vectors for: a reference's, for one."""
-        calls = self.store.query_arrow(
-            f"SELECT {_CALL_COLUMNS} FROM llm_calls AS c FINAL WHERE c.project_id = "
-            "{project:String} AND notEmpty(c.output_text) AND " + where,
-            {**params, "project": project},
-        )
+        found = selected(project, _CALL_COLUMNS, "notEmpty(c.output_text) AND " + where, params)
+        calls = self.store.query_arrow(f"SELECT * FROM {found}", found.params)
         total = 0
         for start in range(0, calls.num_rows, self.batch):
             total += self.embed(calls.slice(start, self.batch))
@@ -398,15 +374,7 @@ def _with_texts(store: Store, project: str, table: pa.Table) -> pa.Table:
         return table.append_column("input_text", empty).append_column("output_text", empty)
     keys = call_keys(table)
     starts = table.column("start_ns").to_numpy()
-    rows = store.query(
-        "SELECT concat(trace_id, span_id) AS k, any(input_text) AS i, any(output_text) AS o "
-        "FROM llm_calls WHERE project_id = {p:String} "
-        "AND start_time >= fromUnixTimestamp64Nano({first:Int64}, 'UTC') "
-        "AND start_time <= fromUnixTimestamp64Nano({last:Int64}, 'UTC') "
-        "AND concat(trace_id, span_id) IN {keys:Array(String)} GROUP BY k",
-        {"p": project, "first": int(starts.min()), "last": int(starts.max()), "keys": keys},
-    )
-    texts = {row["k"]: (row["i"], row["o"]) for row in rows}
+    texts = texts_of(store, project, keys, int(starts.min()), int(starts.max()))
     found = [texts.get(k, ("", "")) for k in keys]
     for i, name in enumerate(_TEXTS):
         table = table.append_column(name, pa.array([f[i] for f in found], pa.string()))

@@ -8,12 +8,14 @@ under the same name freezes a new version; detectors use the latest.
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
 import pyarrow as pa
 
+from driftline.ingest.tables import selected
 from driftline.store import Store
 
 SCOPE_COLUMNS = {
@@ -87,11 +89,15 @@ def create_reference(
         where += " AND c.start_time < fromUnixTimestamp64Nano({until:Int64}, 'UTC')"
         params["until"] = _ns(until)
     limit_sql = f" LIMIT {int(limit)}" if limit else ""
-    members = store.query_arrow(
-        f"SELECT c.trace_id AS trace_id, c.span_id AS span_id, "
-        "toUnixTimestamp64Nano(c.start_time) AS start_ns FROM llm_calls AS c FINAL "
-        f"WHERE {where} ORDER BY c.start_time, c.trace_id, c.span_id{limit_sql}",
+    found = selected(
+        project,
+        "c.trace_id AS trace_id, c.span_id AS span_id, "
+        "toUnixTimestamp64Nano(c.start_time) AS start_ns",
+        where,
         params,
+    )
+    members = store.query_arrow(
+        f"SELECT * FROM {found} ORDER BY start_ns, trace_id, span_id{limit_sql}", found.params
     )
     if members.num_rows < min_calls:
         raise ReferenceError(
@@ -220,3 +226,45 @@ def _next_version(store: Store, project: str, name: str) -> int:
         {"p": project, "n": name},
     )
     return int(rows[0]["v"] or 0) + 1
+
+
+def nearest_answers(
+    store: Store,
+    project: str,
+    window_key: str,
+    trace_id: str,
+    span_id: str,
+    call_ms: int,
+    k: int = 3,
+) -> list[dict[str, Any]]:
+    """The reference calls whose responses are closest to this call's (cosine, by the
+    detectors' embeddings): what "normal" looked like for the window that flagged it; rows of
+    input_text, output_text and similarity."""
+    # `{reference}@{version}/{window}`; a per-version reference's name holds an @ itself.
+    match = re.fullmatch(r"(.+)@(\d+)/.*", window_key, re.S)
+    if match is None:
+        return []
+    name, version = match.groups()
+    try:
+        reference = get_reference(store, project, name, int(version))
+    except ReferenceError:
+        return []
+    params: dict[str, Any] = {"p": project, "t": trace_id, "s": span_id, "call": call_ms, "k": k}
+    members = members_condition(reference, 1_000_000, params)
+    texts = selected(
+        project, "c.trace_id AS trace_id, c.span_id AS span_id, c.input_text AS input_text, "
+        "c.output_text AS output_text", members, params,
+    )  # fmt: skip
+    # Both sides read within their own time spans: the call's instant and the reference's.
+    return store.query(
+        "WITH (SELECT any(response_vector) FROM call_vectors WHERE project_id = {p:String} "
+        "AND start_time >= fromUnixTimestamp64Milli({call:Int64}, 'UTC') "
+        "AND start_time < fromUnixTimestamp64Milli({call:Int64} + 1, 'UTC') "
+        "AND trace_id = {t:String} AND span_id = {s:String}) AS mine "
+        "SELECT t.input_text AS input_text, t.output_text AS output_text, "
+        "1 - cosineDistance(c.response_vector, mine) AS similarity FROM call_vectors AS c "
+        f"JOIN {texts} AS t ON t.trace_id = c.trace_id AND t.span_id = c.span_id "
+        f"WHERE c.project_id = {{p:String}} AND length(mine) > 0 AND {members} "
+        "ORDER BY similarity DESC LIMIT {k:UInt32}",
+        texts.params,
+    )

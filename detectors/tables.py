@@ -2,7 +2,13 @@
 
 from __future__ import annotations
 
+import json
+from typing import Any
+
+from driftline.ingest.tables import review_texts
+from driftline.store.base import Store
 from driftline.store.migrations import BODY, Migration
+from driftline.store.sql import Relation, Where, bind, iso
 
 # Detectors. Embeddings of each call's prompt and response, computed once per call and model.
 _CALL_EMBEDDINGS = """
@@ -232,3 +238,229 @@ MIGRATIONS = (
         ),
     ),
 )
+
+
+# -- reads other rooms make (they never name these tables) -------------------------------------
+
+
+def latest_windows(store: Store, until_ns: int, reference: str | None) -> list[dict[str, Any]]:
+    """Per project and reference (or just `reference`), its last window ended by `until_ns`:
+    project_id, reference, version, scope, consecutive (drifting windows in a row), window_key."""
+    where = Where("window_end <= fromUnixTimestamp64Nano({until:Int64}, 'UTC')", until=until_ns)
+    where.equals("reference", reference)
+    return store.query(
+        "SELECT project_id, reference, argMax(reference_version, window_end) AS version, "
+        "argMax(scope, window_end) AS scope, argMax(consecutive, window_end) AS consecutive, "
+        "argMax(window_key, window_end) AS window_key "
+        f"FROM detector_runs FINAL WHERE {where} GROUP BY project_id, reference",
+        where.params,
+    )
+
+
+def window_tests(store: Store, project: str, window_key: str) -> list[dict[str, Any]]:
+    """Each test of one window: detector, statistic, p_value, rejected (a bool)."""
+    rows = store.query(
+        "SELECT detector, statistic, p_value, rejected FROM findings FINAL "
+        "WHERE project_id = {p:String} AND window_key = {k:String} ORDER BY detector",
+        {"p": project, "k": window_key},
+    )
+    return [{**row, "rejected": bool(row["rejected"])} for row in rows]
+
+
+def flag_totals(
+    store: Store, since_ns: int, until_ns: int, reason: str, reference: str | None
+) -> list[dict[str, Any]]:
+    """Per project and reference, over the windows ended in (since, until]: the last scope,
+    calls tested, calls flagged for `reason`, and the windows' keys."""
+    where = Where(
+        "window_end > fromUnixTimestamp64Nano({since:Int64}, 'UTC') "
+        "AND window_end <= fromUnixTimestamp64Nano({until:Int64}, 'UTC')",
+        since=since_ns, until=until_ns,
+    ).equals("reference", reference)  # fmt: skip
+    return store.query(
+        "SELECT project_id, reference, argMax(scope, window_end) AS scope, "
+        "sum(n_current) AS calls, sum(flag_counts[{reason:String}]) AS flagged, "
+        "groupArray(window_key) AS windows "
+        f"FROM detector_runs FINAL WHERE {where} GROUP BY project_id, reference",
+        bind(where, {"reason": reason}),
+    )
+
+
+def window_effects(store: Store, project: str, days: int) -> list[dict[str, Any]]:
+    """The last `days` of windows: reference, test (reference and detector), t (window end,
+    Unix seconds), p and effect, oldest first."""
+    return store.query(
+        "SELECT r.reference AS reference, concat(r.reference, ' ', f.detector) AS test, "
+        "toUnixTimestamp(r.window_end) AS t, f.p_value AS p, f.effect_size AS effect "
+        "FROM detector_runs AS r FINAL JOIN (SELECT window_key, detector, p_value, effect_size "
+        "FROM findings FINAL WHERE project_id = {p:String}) AS f ON f.window_key = r.window_key "
+        "WHERE r.project_id = {p:String} AND r.window_end > now() - toIntervalDay({days:UInt32}) "
+        "ORDER BY t",
+        {"p": project, "days": days},
+    )
+
+
+def flag_rates(store: Store, project: str, days: int) -> list[dict[str, Any]]:
+    """The last `days` of windows: reference, t (Unix seconds) and the share of calls flagged."""
+    return store.query(
+        "SELECT reference, toUnixTimestamp(window_end) AS t, flagged / n_current AS rate "
+        "FROM detector_runs FINAL WHERE project_id = {p:String} AND n_current > 0 "
+        "AND window_end > now() - toIntervalDay({days:UInt32}) ORDER BY t",
+        {"p": project, "days": days},
+    )
+
+
+QUEUE_COLUMNS = (
+    "trace_id, span_id, call_time, reasons, scores, thresholds, notes, priority, source, "
+    "window_key, scope, enqueued_at"
+)
+
+
+def queued(project: str) -> Relation:
+    """The project's review queue: one row per flagged call, with QUEUE_COLUMNS."""
+    return Relation(
+        f"SELECT {QUEUE_COLUMNS} FROM review_queue FINAL WHERE project_id = {{queue_p:String}}",
+        {"queue_p": project},
+    )
+
+
+def queued_keys(project: str) -> Relation:
+    """trace_id and span_id of the project's queued calls."""
+    return Relation(
+        "SELECT trace_id, span_id FROM review_queue WHERE project_id = {queue_p:String}",
+        {"queue_p": project},
+    )
+
+
+def is_queued(store: Store, project: str, trace_id: str, span_id: str) -> bool:
+    rows = store.query(
+        "SELECT count() AS n FROM review_queue WHERE project_id = {p:String} "
+        "AND trace_id = {t:String} AND span_id = {s:String}",
+        {"p": project, "t": trace_id, "s": span_id},
+    )
+    return bool(rows[0]["n"])
+
+
+def queue_size(store: Store, project: str) -> int:
+    rows = store.query(
+        "SELECT count() AS n FROM review_queue FINAL WHERE project_id = {p:String}",
+        {"p": project},
+    )
+    return int(rows[0]["n"])
+
+
+# Not a prefix of the window key: `chat@1.0`'s keys (`chat@1.0@1/...`) start with `chat@` too.
+_REFERENCE_WINDOWS = (
+    "SELECT window_key FROM detector_runs WHERE project_id = {p:String} "
+    "AND reference = {ref:String}"
+)
+
+
+def drift_windows(
+    store: Store,
+    project: str,
+    reference: str | None,
+    since_ns: int | None,
+    until_ns: int | None,
+    limit: int,
+) -> list[dict[str, Any]]:
+    """The latest `limit` windows that ended in [since, until), oldest first, each with its
+    `tests` (by detector)."""
+    where = Where("r.project_id = {p:String}", p=project).equals("r.reference", reference)
+    where.between("r.window_end", since_ns, until_ns)
+    runs = store.query(
+        "SELECT r.window_key AS window_key, r.reference AS reference, "
+        "r.reference_version AS reference_version, r.scope AS scope, "
+        f"{iso('r.window_start', 'window_start')}, {iso('r.window_end', 'window_end')}, "
+        "r.n_reference AS n_reference, r.n_current AS n_current, r.drifting AS drifting, "
+        "r.consecutive AS consecutive, r.alerting AS alerting, r.flagged AS flagged, "
+        "r.flag_counts AS flag_counts, r.queued AS queued "
+        f"FROM detector_runs AS r FINAL WHERE {where} ORDER BY r.window_end DESC "
+        "LIMIT {limit:UInt32}",
+        bind(where, {"limit": limit}),
+    )
+    tests: dict[str, list[dict[str, Any]]] = {run["window_key"]: [] for run in runs}
+    if runs:
+        for row in store.query(
+            "SELECT window_key, detector, statistic, effect_size, p_value, rejected "
+            "FROM findings FINAL WHERE project_id = {p:String} AND window_key IN {k:Array(String)}",
+            {"p": project, "k": list(tests)},
+        ):
+            tests[row.pop("window_key")].append({**row, "rejected": bool(row["rejected"])})
+    for run in runs:
+        run["scope"] = dict(run["scope"])
+        run["flag_counts"] = dict(run["flag_counts"])
+        for flag in ("drifting", "alerting"):
+            run[flag] = bool(run[flag])
+        run["tests"] = sorted(tests[run["window_key"]], key=lambda t: t["detector"])
+    return runs[::-1]
+
+
+def findings(
+    store: Store,
+    project: str,
+    reference: str | None,
+    detector: str | None,
+    rejected: bool | None,
+    since_ns: int | None,
+    until_ns: int | None,
+    limit: int,
+) -> list[dict[str, Any]]:
+    """Each test's result per window that ended in [since, until), newest first."""
+    where = Where("f.project_id = {p:String}", p=project)
+    where.between("f.window_end", since_ns, until_ns)
+    if reference:
+        where.add(f"f.window_key IN ({_REFERENCE_WINDOWS})", ref=reference)
+    where.equals("f.detector", detector)
+    if rejected is not None:
+        where.add("f.rejected = {rejected:UInt8}", rejected=int(rejected))
+    rows = store.query(
+        "SELECT f.window_key AS window_key, f.scope AS scope, "
+        f"{iso('f.window_end', 'window_end')}, f.detector AS detector, "
+        "f.statistic AS statistic, f.effect_size AS effect_size, f.p_value AS p_value, "
+        "f.rejected AS rejected, f.details AS details "
+        f"FROM findings AS f FINAL WHERE {where} ORDER BY f.window_end DESC, f.detector "
+        "LIMIT {limit:UInt32}",
+        bind(where, {"limit": limit}),
+    )
+    for row in rows:
+        row["scope"] = dict(row["scope"])
+        row["rejected"] = bool(row["rejected"])
+        row["details"] = json.loads(row["details"]) if row["details"] else {}
+    return rows
+
+
+def queue_items(
+    store: Store,
+    project: str,
+    reason: str | None,
+    source: str | None,
+    reference: str | None,
+    window_key: str | None,
+    limit: int,
+) -> list[dict[str, Any]]:
+    """Queued calls with their texts, highest priority first."""
+    where = Where("q.project_id = {p:String}", p=project)
+    if reason:
+        where.add("has(q.reasons, {reason:String})", reason=reason)
+    where.equals("q.source", source)
+    if reference:
+        where.add(f"q.window_key IN ({_REFERENCE_WINDOWS})", ref=reference)
+    where.equals("q.window_key", window_key, name="window")
+    calls = review_texts(project, queued_keys(project))
+    rows = store.query(
+        "SELECT q.trace_id AS trace_id, q.span_id AS span_id, "
+        f"{iso('q.call_time', 'call_time')}, q.reasons AS reasons, "
+        "q.scores AS scores, q.thresholds AS thresholds, q.notes AS notes, "
+        "q.priority AS priority, q.source AS source, "
+        "q.window_key AS window_key, c.input_text AS input_text, c.output_text AS output_text, "
+        "c.model AS model, c.service AS service "
+        f"FROM review_queue AS q FINAL LEFT JOIN {calls} AS c "
+        "ON q.trace_id = c.trace_id AND q.span_id = c.span_id "
+        f"WHERE {where} ORDER BY q.priority DESC, q.call_time DESC LIMIT {{limit:UInt32}}",
+        bind(where, calls, {"limit": limit}),
+    )
+    for row in rows:
+        for name in ("scores", "thresholds", "notes"):
+            row[name] = dict(row[name])
+    return rows

@@ -41,6 +41,8 @@ from typing import Any
 
 import pyarrow as pa
 
+from driftline.ingest.tables import calls_named
+from driftline.review.tables import feedback_rows
 from driftline.store import Store
 
 FORMATS = ("dpo", "kto", "reward", "openai-dpo", "argilla", "label-studio")
@@ -188,20 +190,8 @@ def _utc_ms(moment: datetime) -> datetime:
 def _read_feedback(store: Store, filters: ExportFilters) -> list[_Feedback]:
     """The project's feedback ingested by the cutoff, oldest first."""
     assert filters.until is not None
-    where = [
-        "project_id = {project:String}",
-        "ingested_at <= fromUnixTimestamp64Milli({until:Int64}, 'UTC')",
-    ]
-    params: dict[str, Any] = {"project": filters.project, "until": _ms(filters.until)}
-    if filters.since is not None:
-        where.append("created_at >= fromUnixTimestamp64Milli({since:Int64}, 'UTC')")
-        params["since"] = _ms(filters.since)
-    rows = store.query(
-        "SELECT id, trace_id, span_id, name, kind, value_number, value_string, user_id, "
-        f"review_id, details FROM feedback FINAL WHERE {' AND '.join(where)} "
-        "ORDER BY created_at, id",
-        params,
-    )
+    since = _ms(filters.since) * 1_000_000 if filters.since is not None else None
+    rows = feedback_rows(store, filters.project, _ms(filters.until) * 1_000_000, since)
     return [_feedback(i, row) for i, row in enumerate(rows)]
 
 
@@ -269,15 +259,7 @@ def _read_calls(store: Store, project: str, feedback: list[_Feedback]) -> _Calls
     ids.discard("")
     if not ids:
         return _Calls([])
-    rows = store.query_with_values(
-        "SELECT trace_id, span_id, input_messages, input_text, output_text, conversation_id, "
-        "response_model, service FROM llm_calls FINAL WHERE project_id = {project:String} "
-        "AND (toString(span_id) IN (SELECT value FROM {values}) "
-        "OR toString(trace_id) IN (SELECT value FROM {values})) "
-        "ORDER BY start_time, trace_id, span_id",
-        sorted(ids),
-        {"project": project},
-    )
+    rows = calls_named(store, project, sorted(ids))
     return _Calls(_call(row) for row in rows)
 
 

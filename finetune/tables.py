@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from typing import Any
+
+from driftline.store.base import Store
 from driftline.store.migrations import Migration
 
 # What a fine-tune trained on: one row per export, with its filters, counts and content hash.
@@ -78,3 +81,22 @@ MIGRATIONS = (
         (_FINETUNE_RUNS, _FINETUNE_METRICS, _MODEL_VERSIONS),
     ),
 )
+
+
+# -- reads other rooms make (they never name these tables) -------------------------------------
+
+
+def versions_changed(
+    store: Store, status: str, since_ns: int, until_ns: int
+) -> list[dict[str, Any]]:
+    """Model versions that took `status` in (since, until]: project_id, version, method, path,
+    base_version, win_rate (the gate's) and reasons (JSON texts)."""
+    return store.query(
+        "SELECT project_id, version, method, path, base_version, "
+        "JSONExtractFloat(verdict, 'win_rate', 'rate') AS win_rate, "
+        "JSONExtractArrayRaw(verdict, 'reasons') AS reasons FROM model_versions FINAL "
+        "WHERE status = {status:String} "
+        "AND updated_at > fromUnixTimestamp64Nano({since:Int64}, 'UTC') "
+        "AND updated_at <= fromUnixTimestamp64Nano({until:Int64}, 'UTC')",
+        {"status": status, "since": since_ns, "until": until_ns},
+    )

@@ -24,6 +24,7 @@ from driftline.finetune.data import DataError, TrainingData
 from driftline.finetune.datasets import Row, Snapshot, SnapshotError
 from driftline.finetune.models import ModelError
 from driftline.finetune.records import Ledger, ModelVersion, Run, ScoredItem, VersionError
+from driftline.store import env
 
 log = logging.getLogger("driftline.finetune")
 
@@ -41,9 +42,6 @@ _FIGURES = {
     "margin": "reward_margin",
     "reward": "reward",
 }
-
-
-_RUN_ID_ENV = "DRIFTLINE_RUN_ID"
 
 
 class FinetuneError(RuntimeError):
@@ -84,7 +82,7 @@ def finetune(
     if request.method not in METHODS:
         raise FinetuneError(f"unknown method {request.method!r}; use one of {', '.join(METHODS)}")
     if int(os.environ.get("WORLD_SIZE", "1")) > 1 and not (
-        request.resume or os.environ.get(_RUN_ID_ENV)
+        request.resume or os.environ.get(env.RUN_ID)
     ):
         raise FinetuneError(
             "several processes train this run (accelerate launch): set DRIFTLINE_RUN_ID to a new "
@@ -137,7 +135,7 @@ def _start(ledger: Ledger, request: Request, settings: FinetuneSettings) -> Run:
         run.status, run.error = "running", ""
     else:
         run = Run(
-            id=os.environ.get(_RUN_ID_ENV, "") or uuid.uuid4().hex,
+            id=os.environ.get(env.RUN_ID, "") or uuid.uuid4().hex,
             project=ledger.project,
             snapshot_id=request.snapshot_id,
             method=request.method,

@@ -9,7 +9,7 @@ from typing import Any, Literal
 import orjson
 
 from driftline.store import Store
-from driftline.store.where import Where
+from driftline.store.sql import Where
 
 _TIMES = (
     "toUnixTimestamp64Nano(start_time) AS start_time_unix_nano, "

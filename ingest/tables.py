@@ -3,7 +3,12 @@ their DDL, by schema version."""
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from driftline.store.base import Store
 from driftline.store.migrations import ATTRS, BODY, Migration
+from driftline.store.sql import Relation, bind
 
 _SPAN_IDENTITY = """
     project_id LowCardinality(String),
@@ -138,3 +143,164 @@ MIGRATIONS = (
 
 # Tables whose retention is configurable, and the column their TTL counts from.
 RETENTION = {"llm_calls": "start_time", "spans": "start_time"}
+
+
+# -- reads other rooms make (they never name these tables) -------------------------------------
+
+# Figures over a set of calls, by name (the alert rules' `metric:` condition).
+CALL_METRICS = {
+    "calls": "toFloat64(count())",
+    "error_rate": "countIf(error_type != '' OR status_code = 'error') / count()",
+    "p50_latency_ms": "quantile(0.5)(duration_ms)",
+    "p95_latency_ms": "quantile(0.95)(duration_ms)",
+    "p99_latency_ms": "quantile(0.99)(duration_ms)",
+    "tokens_per_call": "avg(total_tokens)",
+    "cost_per_call": "avg(cost_usd)",
+}
+# What calls can be grouped by, and the column (or expression) that holds it.
+CALL_DIMENSIONS = {
+    "service": "service",
+    "model": "if(response_model != '', response_model, request_model)",
+    "agent": "agent_name",
+    "environment": "environment",
+    "service_version": "service_version",
+    "provider": "provider",
+}
+
+
+def metric_by(
+    store: Store,
+    metric: str,
+    by: Sequence[str],
+    since_ns: int,
+    until_ns: int,
+    min_calls: int,
+) -> list[dict[str, Any]]:
+    """`metric` of the calls that started in (since, until], per project and `by` dimensions,
+    where at least `min_calls` calls: rows of project_id, each dimension, calls and value."""
+    dims = "".join(f"{CALL_DIMENSIONS[d]} AS {d}, " for d in by)
+    return store.query(
+        f"SELECT project_id, {dims}count() AS calls, {CALL_METRICS[metric]} AS value "
+        "FROM llm_calls WHERE start_time > fromUnixTimestamp64Nano({since:Int64}, 'UTC') "
+        "AND start_time <= fromUnixTimestamp64Nano({until:Int64}, 'UTC') "
+        f"GROUP BY {', '.join(['project_id', *by])} HAVING calls >= {{min_calls:UInt32}}",
+        {"since": since_ns, "until": until_ns, "min_calls": min_calls},
+    )
+
+
+def hourly_by_model(store: Store, project: str, days: int) -> list[dict[str, Any]]:
+    """The last `days`, per hour (`t`, Unix seconds) and model: calls, p95 latency, error
+    rate and tokens."""
+    return store.query(
+        "SELECT toUnixTimestamp(toStartOfHour(start_time)) AS t, "
+        f"{CALL_DIMENSIONS['model']} AS model, count() AS calls, "
+        "quantile(0.95)(duration_ms) AS p95, countIf(status_code = 'error') / count() AS errors, "
+        "sum(total_tokens) AS tokens FROM llm_calls WHERE project_id = {p:String} "
+        "AND start_time > now() - toIntervalDay({days:UInt32}) GROUP BY t, model ORDER BY t",
+        {"p": project, "days": days},
+    )
+
+
+def other_answer(store: Store, project: str, call: Mapping[str, Any]) -> dict[str, Any] | None:
+    """The latest other answer to the same input as `call` (trace_id, span_id, input_text,
+    output_text): another model version's or prompt's, for an A/B choice."""
+    if not call["input_text"]:
+        return None
+    rows = store.query(
+        "SELECT toString(trace_id) AS trace_id, toString(span_id) AS span_id, output_text, "
+        f"{CALL_DIMENSIONS['model']} AS model, service_version "
+        "FROM llm_calls WHERE project_id = {p:String} AND input_text = {input:String} "
+        "AND span_id != {s:String} AND output_text != '' AND output_text != {out:String} "
+        "ORDER BY start_time DESC LIMIT 1",
+        {"p": project, "input": call["input_text"], "s": call["span_id"],
+         "out": call["output_text"] or ""},
+    )  # fmt: skip
+    return rows[0] if rows else None
+
+
+def calls_named(store: Store, project: str, ids: Sequence[str]) -> list[dict[str, Any]]:
+    """The calls whose trace or span id is among `ids`, oldest first, with their texts."""
+    return store.query_with_values(
+        "SELECT trace_id, span_id, input_messages, input_text, output_text, conversation_id, "
+        "response_model, service FROM llm_calls FINAL WHERE project_id = {project:String} "
+        "AND (toString(span_id) IN (SELECT value FROM {values}) "
+        "OR toString(trace_id) IN (SELECT value FROM {values})) "
+        "ORDER BY start_time, trace_id, span_id",
+        sorted(ids),
+        {"project": project},
+    )
+
+
+def review_texts(project: str, keys: Relation) -> Relation:
+    """The texts a reviewer reads of each call in `keys` (a relation of trace_id, span_id)."""
+    return Relation(
+        "SELECT trace_id, span_id, input_text, output_text, input_messages, "
+        f"{CALL_DIMENSIONS['model']} AS model, service, conversation_id "
+        f"FROM llm_calls FINAL WHERE project_id = {{calls_p:String}} "
+        f"AND (trace_id, span_id) IN {keys}",
+        bind(keys, {"calls_p": project}),
+    )
+
+
+def selected(project: str, columns: str, condition: str, params: Mapping[str, Any]) -> Relation:
+    """`columns` of the project's calls (alias `c`) that `condition` selects, e.g. a drift
+    reference's members; the condition must bound `c.start_time`."""
+    return Relation(
+        f"SELECT {columns} FROM llm_calls AS c FINAL "
+        f"WHERE c.project_id = {{selected_p:String}} AND {condition}",
+        bind(dict(params), {"selected_p": project}),
+    )
+
+
+def arrivals(
+    columns: str,
+    after_ms: int,
+    after_key: tuple[str, str, str],
+    upto_ms: int,
+    started_since_ns: int,
+    operations: Sequence[str],
+) -> Relation:
+    """`columns` (of alias `c`) and `ingested_ms` of the answered calls stored after position
+    (after_ms, after_key) in arrival order, by `upto_ms`, that started since
+    `started_since_ns`: what arrived for the embedder. An empty key means after all of
+    `after_ms`; the minmax index on `ingested_at` skips every older granule."""
+    at = "fromUnixTimestamp64Milli({after_ms:Int64}, 'UTC')"
+    params: dict[str, Any] = {
+        "after_ms": after_ms,
+        "upto_ms": upto_ms,
+        "since": started_since_ns,
+        "operations": list(operations),
+    }
+    if any(after_key):
+        after = (
+            f"c.ingested_at >= {at} AND (c.ingested_at > {at} OR "
+            "(c.project_id, c.trace_id, c.span_id) > "
+            "({after_p:String}, {after_t:String}, {after_s:String}))"
+        )
+        params.update(after_p=after_key[0], after_t=after_key[1], after_s=after_key[2])
+    else:
+        after = f"c.ingested_at > {at}"
+    return Relation(
+        f"SELECT {columns}, toUnixTimestamp64Milli(c.ingested_at) AS ingested_ms "
+        f"FROM llm_calls AS c WHERE {after} "
+        "AND c.ingested_at <= fromUnixTimestamp64Milli({upto_ms:Int64}, 'UTC') "
+        "AND c.start_time >= fromUnixTimestamp64Nano({since:Int64}, 'UTC') "
+        "AND c.operation IN {operations:Array(String)} AND notEmpty(c.output_text)",
+        params,
+    )
+
+
+def texts_of(
+    store: Store, project: str, keys: Sequence[str], first_ns: int, last_ns: int
+) -> dict[str, tuple[str, str]]:
+    """trace_id + span_id → (input_text, output_text) of the project's calls among `keys`
+    that started within [first_ns, last_ns] (the bound keeps the read on the sorting key)."""
+    rows = store.query(
+        "SELECT concat(trace_id, span_id) AS k, any(input_text) AS i, any(output_text) AS o "
+        "FROM llm_calls WHERE project_id = {p:String} "
+        "AND start_time >= fromUnixTimestamp64Nano({first:Int64}, 'UTC') "
+        "AND start_time <= fromUnixTimestamp64Nano({last:Int64}, 'UTC') "
+        "AND concat(trace_id, span_id) IN {keys:Array(String)} GROUP BY k",
+        {"p": project, "first": first_ns, "last": last_ns, "keys": list(keys)},
+    )
+    return {row["k"]: (row["i"], row["o"]) for row in rows}

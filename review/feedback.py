@@ -29,7 +29,7 @@ from pydantic import (
 from driftline.ingest.calls import response_lengths
 from driftline.store import Store
 from driftline.store.errors import InputError
-from driftline.store.where import Where
+from driftline.store.sql import Where
 
 Source = Literal["review", "sdk", "api", "judge"]
 _dedupe = threading.Lock()  # the check-then-insert in `store_feedback` must not interleave

@@ -6,8 +6,12 @@ from __future__ import annotations
 from collections import defaultdict
 from typing import Any
 
+from driftline.detectors.tables import flag_rates, queued, window_effects
+from driftline.ingest.tables import hourly_by_model
 from driftline.review.charts import Point, line_chart
+from driftline.review.tables import review_counts
 from driftline.store import Store
+from driftline.store.sql import bind
 
 
 def charts(store: Store, project: str, days: int, per_item: int) -> list[str]:
@@ -35,15 +39,7 @@ def _window_tests(
     store: Store, params: dict[str, Any]
 ) -> tuple[dict[str, list[Point]], dict[str, list[Point]]]:
     """Per reference, each window's smallest p-value; per reference and test, its effect size."""
-    rows = store.query(
-        "SELECT r.reference AS reference, concat(r.reference, ' ', f.detector) AS test, "
-        "toUnixTimestamp(r.window_end) AS t, f.p_value AS p, f.effect_size AS effect "
-        "FROM detector_runs AS r FINAL JOIN (SELECT window_key, detector, p_value, effect_size "
-        "FROM findings FINAL WHERE project_id = {p:String}) AS f ON f.window_key = r.window_key "
-        "WHERE r.project_id = {p:String} AND r.window_end > now() - toIntervalDay({days:UInt32}) "
-        "ORDER BY t",
-        params,
-    )
+    rows = window_effects(store, params["p"], params["days"])
     smallest: dict[tuple[str, float], float] = {}
     for row in rows:
         key = (row["reference"], row["t"])
@@ -55,26 +51,18 @@ def _window_tests(
 
 
 def _flag_rate(store: Store, params: dict[str, Any]) -> dict[str, list[Point]]:
-    rows = store.query(
-        "SELECT reference, toUnixTimestamp(window_end) AS t, flagged / n_current AS rate "
-        "FROM detector_runs FINAL WHERE project_id = {p:String} AND n_current > 0 "
-        "AND window_end > now() - toIntervalDay({days:UInt32}) ORDER BY t",
-        params,
-    )
-    return series(rows, "reference", "rate")
+    return series(flag_rates(store, params["p"], params["days"]), "reference", "rate")
 
 
 def _backlog(store: Store, params: dict[str, Any]) -> dict[str, list[Point]]:
+    queue, reviews = queued(params["p"]), review_counts(params["p"], "")
     rows = store.query(
         "SELECT toUnixTimestamp(toStartOfDay(q.enqueued_at)) AS t, "
         "countIf(ifNull(r.reviews, 0) < {k:UInt32}) AS backlog, count() AS queued "
-        "FROM review_queue AS q FINAL LEFT JOIN (SELECT trace_id, span_id, "
-        "uniqExact(user_id) AS reviews FROM feedback FINAL WHERE project_id = {p:String} "
-        "AND source = 'review' GROUP BY trace_id, span_id) AS r "
+        f"FROM {queue} AS q LEFT JOIN {reviews} AS r "
         "ON r.trace_id = toString(q.trace_id) AND r.span_id = toString(q.span_id) "
-        "WHERE q.project_id = {p:String} AND q.enqueued_at > now() - toIntervalDay({days:UInt32}) "
-        "GROUP BY t ORDER BY t",
-        params,
+        "WHERE q.enqueued_at > now() - toIntervalDay({days:UInt32}) GROUP BY t ORDER BY t",
+        bind(queue, reviews, {"k": params["k"], "days": params["days"]}),
     )
     return {
         "short of reviews": [(r["t"], float(r["backlog"])) for r in rows],
@@ -83,14 +71,7 @@ def _backlog(store: Store, params: dict[str, Any]) -> dict[str, list[Point]]:
 
 
 def _calls(store: Store, params: dict[str, Any]) -> list[str]:
-    rows = store.query(
-        "SELECT toUnixTimestamp(toStartOfHour(start_time)) AS t, "
-        "if(response_model != '', response_model, request_model) AS model, count() AS calls, "
-        "quantile(0.95)(duration_ms) AS p95, countIf(status_code = 'error') / count() AS errors, "
-        "sum(total_tokens) AS tokens FROM llm_calls WHERE project_id = {p:String} "
-        "AND start_time > now() - toIntervalDay({days:UInt32}) GROUP BY t, model ORDER BY t",
-        params,
-    )
+    rows = hourly_by_model(store, params["p"], params["days"])
     return [
         line_chart("Calls per hour, by model", series(rows, "model", "calls")),
         line_chart("p95 latency per hour", series(rows, "model", "p95"), unit=" ms"),

@@ -18,6 +18,9 @@ from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse
 from fastapi.templating import Jinja2Templates
 from pydantic import ValidationError
 
+from driftline.detectors.references import nearest_answers
+from driftline.detectors.tables import is_queued
+from driftline.ingest.tables import other_answer
 from driftline.review import overview, queue
 from driftline.review.agreement import Rating, agreement, reviewer_bias
 from driftline.review.config import ReviewSettings
@@ -147,8 +150,11 @@ def item_page(request: Request, principal: Reviewer, trace_id: str, span_id: str
         raise NotFound(f"no queued call {trace_id}/{span_id} in project {principal.project!r}")
     return page(
         request, "item.html", principal, item=found,
-        other=queue.alternative(rt.store, principal.project, found),
-        nearest=queue.nearest_reference(rt.store, principal.project, found),
+        other=other_answer(rt.store, principal.project, found),
+        nearest=nearest_answers(
+            rt.store, principal.project, found["window_key"], found["trace_id"],
+            found["span_id"], int(found["call_ms"]),
+        ),
         rubric=rt.settings.rubric_for(principal.project),
         draft_json=_script_json(found["draft"]),
         response_json=_script_json(found["output_text"] or ""),
@@ -230,12 +236,7 @@ def mark(
     """Record this reviewer's draft, skip or submission of a call of their project."""
     store = site(request).store
     project = principal.project or ""
-    queued = store.query(
-        "SELECT count() AS n FROM review_queue WHERE project_id = {p:String} "
-        "AND trace_id = {t:String} AND span_id = {s:String}",
-        {"p": project, "t": trace_id, "s": span_id},
-    )
-    if not queued[0]["n"]:
+    if not is_queued(store, project, trace_id, span_id):
         raise NotFound(f"no queued call {trace_id}/{span_id} in project {project!r}")
     store.insert_arrow(
         "review_marks",

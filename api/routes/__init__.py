@@ -1,0 +1,48 @@
+"""The API's routers, one per resource, in the order the app includes them."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter
+
+from driftline.api.routes import (
+    alerts,
+    calls,
+    datasets,
+    drift,
+    feedback,
+    health,
+    ingest,
+    keys,
+    metrics,
+    models,
+    notifications,
+    references,
+    retrain_jobs,
+    review_queue,
+    runs,
+    silences,
+    traces,
+)
+
+ROUTERS: tuple[APIRouter, ...] = tuple(
+    module.router
+    for module in (
+        ingest,
+        calls,
+        traces,
+        feedback,
+        references,
+        drift,
+        review_queue,
+        alerts,
+        silences,
+        notifications,
+        retrain_jobs,
+        datasets,
+        models,
+        runs,
+        keys,
+        health,
+        metrics,
+    )
+)

@@ -1,4 +1,4 @@
-"""Read API: calls with filters and cursor pagination, whole traces."""
+"""Calls API: LLM calls with filters and cursor pagination."""
 
 from __future__ import annotations
 
@@ -10,12 +10,12 @@ import orjson
 from fastapi import APIRouter, Query, Request
 
 from driftline.api.auth import ReadKey
+from driftline.api.routes.common import HEX32
 from driftline.api.runtime import ApiError, runtime
 from driftline.ingest import calls
 from driftline.store.times import MAX_NS, parse_time
 
 router = APIRouter(prefix="/api", tags=["read"])
-_HEX32 = re.compile(r"^[0-9a-f]{32}$")
 _HEX16 = re.compile(r"^[0-9a-f]{16}$")
 
 
@@ -30,7 +30,7 @@ def _decode_cursor(cursor: str) -> calls.Position:
         if not (
             type(ns) is int
             and 0 <= ns <= MAX_NS
-            and _HEX32.match(trace_id)
+            and HEX32.match(trace_id)
             and _HEX16.match(span_id)
         ):
             raise ValueError
@@ -68,14 +68,3 @@ def list_calls(
     )  # fmt: skip
     next_cursor = _encode_cursor(found[limit - 1]) if len(found) > limit else None
     return {"items": found[:limit], "next_cursor": next_cursor}
-
-
-@router.get("/traces/{trace_id}", summary="Every span of one trace, LLM calls included")
-def get_trace(request: Request, principal: ReadKey, trace_id: str) -> dict[str, Any]:
-    trace_id = trace_id.lower()
-    if not _HEX32.match(trace_id):
-        raise ApiError(400, f"trace id {trace_id!r} must be 32 hex characters")
-    items = calls.trace(runtime(request).store, principal.project or "", trace_id)
-    if not items:
-        raise ApiError(404, f"no trace {trace_id} in project {principal.project!r}")
-    return {"trace_id": trace_id, "spans": items}

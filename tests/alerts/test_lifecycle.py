@@ -54,7 +54,7 @@ def test_metric_rule_pending_then_firing_then_resolved(
     clock.advance(300)  # the failed calls leave the 5-minute window
     [resolved] = engine.evaluate()
     assert (resolved.state, resolved.resolved_at) == ("resolved", clock.now)
-    stored = AlertLog(store).query("1", {})
+    stored = AlertLog(store).query()
     assert [(a.state, a.fired_at) for a in stored] == [("resolved", fired.fired_at)]
 
 
@@ -71,7 +71,7 @@ def test_a_condition_that_stops_while_pending_never_fires(
     insert_calls(store, clock.now, 40, errors=20)
     [again] = engine.evaluate()  # a new activation, timed from now
     assert (again.state, again.active_at) == ("pending", clock.now)
-    assert [a.state for a in AlertLog(store).query("1", {})] == ["pending", "inactive"]
+    assert [a.state for a in AlertLog(store).query()] == ["pending", "inactive"]
 
 
 def test_restart_neither_loses_nor_repeats_a_firing_alert(

@@ -12,10 +12,12 @@ import kubernetes_validate
 import yaml
 
 from driftline.api.config import load_settings
+from driftline.api.routes import ROUTERS
 
 ROOT = Path(__file__).resolve().parents[2]
 K8S = ROOT / "deploy" / "k8s"
 KUBERNETES = "1.33.0"
+GETS = {r.path for router in ROUTERS for r in router.routes if "GET" in getattr(r, "methods", ())}
 
 
 def test_dockerfile_is_slim_non_root_with_a_readiness_healthcheck() -> None:
@@ -28,7 +30,7 @@ def test_dockerfile_is_slim_non_root_with_a_readiness_healthcheck() -> None:
     script = check.value[check.value.index("-c") + 1]
     compile(script, "HEALTHCHECK", "exec")
     assert "/readyz" in script
-    assert '@app.get("/readyz"' in (ROOT / "api" / "app.py").read_text()
+    assert "/readyz" in GETS
     runs = [c.value[0] for c in commands if c.cmd == "RUN"]
     torch = next(i for i, r in enumerate(runs) if "torch==" in r)
     project = next(i for i, r in enumerate(runs) if "[server,detectors]" in r)
@@ -83,8 +85,7 @@ def test_collector_probes_hit_real_routes_and_config_loads(tmp_path: Path) -> No
     collector = next(d for d in manifests() if d["metadata"]["name"] == "driftline-collector")
     (container,) = collector["spec"]["template"]["spec"]["containers"]
     paths = {container[p]["httpGet"]["path"] for p in ("readinessProbe", "livenessProbe")}
-    app = (ROOT / "api" / "app.py").read_text()
-    assert paths == {"/readyz", "/healthz"} and all(f'@app.get("{p}"' in app for p in paths)
+    assert paths == {"/readyz", "/healthz"} and paths <= GETS
     config = next(d for d in manifests() if d["kind"] == "ConfigMap")
     toml = tmp_path / "driftline.toml"
     toml.write_text(config["data"]["driftline.toml"])

@@ -1,14 +1,20 @@
-"""The one way to build a WHERE clause: conditions joined by AND, each with its parameters.
+"""Building queries: the one WHERE builder, and relations, the way one room reads another's table.
+
+A WHERE clause is conditions joined by AND, each with its parameters:
 
     where = Where("project_id = {p:String}", p=project).equals("model", model)
     where.between("start_time", since_ns, until_ns)
     store.query(f"SELECT ... WHERE {where}", where.params)
 
 Filters left as None (or "") add nothing, so a route passes its query parameters straight in.
+
+A room never names another room's table in SQL: the owner returns a `Relation`, a SELECT it
+writes (FINAL where needed, bounds on its sorting key), which the reader joins as a subquery.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
 from typing import Any
 
 # ClickHouse types of the Python values `equals` binds when no type is named.
@@ -61,3 +67,31 @@ class Where:
 
 def _type_of(value: Any) -> type:
     return bool if isinstance(value, bool) else type(value)
+
+
+@dataclass(frozen=True)
+class Relation:
+    """A SELECT over a room's tables that another room may join, with its parameters."""
+
+    sql: str
+    params: dict[str, Any] = field(default_factory=dict)
+
+    def __str__(self) -> str:
+        return f"({self.sql})"
+
+
+def iso(column: str, alias: str) -> str:
+    """Select a DateTime64 `column` as RFC 3339 UTC text (`2026-12-05T10:00:00.123Z`)."""
+    return f"concat(replaceOne(toString({column}), ' ', 'T'), 'Z') AS {alias}"
+
+
+def bind(*parts: Where | Relation | dict[str, Any]) -> dict[str, Any]:
+    """The parameters of a query made of these parts; one name must not mean two values."""
+    merged: dict[str, Any] = {}
+    for part in parts:
+        params = part if isinstance(part, dict) else part.params
+        for name, value in params.items():
+            if name in merged and merged[name] != value:
+                raise ValueError(f"parameter {name!r} is bound to two values")
+            merged[name] = value
+    return merged
