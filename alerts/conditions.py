@@ -122,7 +122,7 @@ def _feedback(store: Store, c: FeedbackCondition, rule: str, now_ns: int) -> lis
         Sample(
             labels={"project": row["project_id"]},
             value=float(row["n"]),
-            evidence={"new_feedback": row["n"], "feedback_until_ms": row["last_ms"]},
+            evidence={"new_feedback": row["n"], "feedback_until_ms": row["last_ns"] // _NS_PER_MS},
         )
         for row in rows
     ]

@@ -11,8 +11,8 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 import orjson
-import pyarrow as pa
 
+from driftline.alerts import tables
 from driftline.alerts.labels import matches_all, render
 from driftline.alerts.notifiers import Message
 from driftline.alerts.payloads import slack_body, webhook_body
@@ -21,6 +21,7 @@ from driftline.alerts.silences import Silence
 from driftline.alerts.state import Alert
 from driftline.alerts.timestamps import ms_column
 from driftline.store import Store
+from driftline.store.arrow import table_of
 
 # Alertmanager's defaults.
 GROUP_WAIT, GROUP_INTERVAL, REPEAT_INTERVAL = 30.0, 300.0, 4 * 3600.0
@@ -220,18 +221,16 @@ class Dispatcher:
             return
         self.store.insert_arrow(
             "alert_groups",
-            pa.table(
+            table_of(
+                tables.ALERT_GROUPS,
                 {
                     "group_key": [g.key for g in groups],
                     "receiver": [g.receiver for g in groups],
-                    "sequence": pa.array([g.sequence for g in groups], pa.uint64()),
-                    "notified": pa.array(
-                        [sorted(g.notified.items()) for g in groups],
-                        pa.map_(pa.string(), pa.string()),
-                    ),
+                    "sequence": [g.sequence for g in groups],
+                    "notified": [sorted(g.notified.items()) for g in groups],
                     "notified_at": ms_column([g.notified_at for g in groups]),
                     "updated_at": ms_column([now] * len(groups)),
-                }
+                },
             ),
         )
 

@@ -20,6 +20,7 @@ import pyarrow as pa
 from driftline.alerts.config import OutboxSettings
 from driftline.alerts.metrics import AlertMetrics
 from driftline.alerts.notifiers import Delivery, Message, Sender
+from driftline.alerts.tables import NOTIFICATION_ATTEMPTS, NOTIFICATIONS
 from driftline.store import Store
 
 log = logging.getLogger("driftline.alerts")
@@ -30,34 +31,6 @@ PENDING, DELIVERED, DEAD, SUPERSEDED = "pending", "delivered", "dead", "supersed
 STATEFUL_KINDS = frozenset({"alertmanager"})
 # Ids remembered beyond the pending ones; older ids are looked up in the store instead.
 _KNOWN_IDS = 100_000
-_TS = pa.timestamp("ms", "UTC")
-_NOTIFICATIONS = pa.schema(
-    [
-        ("project_id", pa.string()),
-        ("id", pa.string()),
-        ("receiver", pa.string()),
-        ("kind", pa.string()),
-        ("group_key", pa.string()),
-        ("body", pa.binary()),
-        ("status", pa.string()),
-        ("attempts", pa.uint32()),
-        ("next_attempt_at", _TS),
-        ("last_error", pa.string()),
-        ("created_at", _TS),
-        ("updated_at", _TS),
-    ]
-)
-_ATTEMPTS = pa.schema(
-    [
-        ("project_id", pa.string()),
-        ("notification_id", pa.string()),
-        ("attempt", pa.uint32()),
-        ("at", _TS),
-        ("status_code", pa.uint16()),
-        ("error", pa.string()),
-        ("duration_ms", pa.float64()),
-    ]
-)
 _COLUMNS = """project_id, id, receiver, kind, group_key, body, attempts, last_error,
     toUnixTimestamp64Milli(next_attempt_at) AS next_ms,
     toUnixTimestamp64Milli(created_at) AS created_ms,
@@ -125,7 +98,7 @@ class Outbox:
             entries = [_Entry(m, 0, now, "", now_ms, m.created_at, 0) for m in fresh]
             self._store.insert_arrow(
                 "notifications",
-                pa.Table.from_pylist([_row(e, PENDING) for e in entries], _NOTIFICATIONS),
+                pa.Table.from_pylist([_row(e, PENDING) for e in entries], NOTIFICATIONS),
             )
             with self._lock:
                 stale = self._superseded(fresh)
@@ -134,9 +107,7 @@ class Outbox:
                     self._remember(entry.message.id)
             if stale:
                 rows = [_row(e, SUPERSEDED) for e in stale]
-                self._store.insert_arrow(
-                    "notifications", pa.Table.from_pylist(rows, _NOTIFICATIONS)
-                )
+                self._store.insert_arrow("notifications", pa.Table.from_pylist(rows, NOTIFICATIONS))
             self._report()
             return len(entries)
 
@@ -173,7 +144,7 @@ class Outbox:
                 entry.next_at, entry.since, entry.base_attempts = now, now, entry.attempts
                 entry.updated_ms = max(_ms(now), entry.updated_ms + 1)
             rows = [_row(e, PENDING) for e in entries]
-            self._store.insert_arrow("notifications", pa.Table.from_pylist(rows, _NOTIFICATIONS))
+            self._store.insert_arrow("notifications", pa.Table.from_pylist(rows, NOTIFICATIONS))
             with self._lock:
                 for entry in entries:
                     self._pending[entry.message.id] = entry
@@ -342,12 +313,12 @@ class Outbox:
         try:
             if attempts:
                 self._store.insert_arrow(
-                    "notification_attempts", pa.Table.from_pylist(attempts, _ATTEMPTS)
+                    "notification_attempts", pa.Table.from_pylist(attempts, NOTIFICATION_ATTEMPTS)
                 )
                 attempts.clear()
             if states:
                 self._store.insert_arrow(
-                    "notifications", pa.Table.from_pylist(states, _NOTIFICATIONS)
+                    "notifications", pa.Table.from_pylist(states, NOTIFICATIONS)
                 )
                 states.clear()
         except Exception as exc:

@@ -16,8 +16,8 @@ from pathlib import Path
 from typing import Any
 
 import orjson
-import pyarrow as pa
 
+from driftline.alerts import tables
 from driftline.alerts.metrics import AlertMetrics
 from driftline.alerts.notifiers import Message
 from driftline.alerts.rules import RetrainingLauncher, Rule
@@ -26,6 +26,7 @@ from driftline.alerts.timestamps import ms_column, parse_rfc3339, rfc3339
 from driftline.detectors.tables import queue_size
 from driftline.review.tables import feedback_until
 from driftline.store import Store, env
+from driftline.store.arrow import table_of
 
 log = logging.getLogger("driftline.alerts")
 RETRAIN_RECEIVER = "retraining"
@@ -150,10 +151,10 @@ class RetrainTrigger:
 
     def _snapshot(self, project: str, now: float) -> dict[str, Any]:
         """What a training run started now would read: feedback up to this moment."""
-        rows, until_ms = feedback_until(self.store, project, round(now * 1000) * 1_000_000)
+        rows, until_ns = feedback_until(self.store, project, round(now * 1000) * 1_000_000)
         return {
             "feedback_rows": rows,
-            "feedback_until": rfc3339(until_ms / 1000) if rows else None,
+            "feedback_until": rfc3339(until_ns // 1_000_000 / 1000) if rows else None,
             "review_queue_rows": queue_size(self.store, project),
         }
 
@@ -177,7 +178,8 @@ class RetrainTrigger:
         created = self._created(job)
         self.store.insert_arrow(
             "retrain_jobs",
-            pa.table(
+            table_of(
+                tables.RETRAIN_JOBS,
                 {
                     "project_id": [job["project"]],
                     "id": [job["id"]],
@@ -188,11 +190,11 @@ class RetrainTrigger:
                     "snapshot": [json.dumps(job["snapshot"])],
                     "launcher": [launcher],
                     "status": [status],
-                    "exit_code": pa.array([exit_code], pa.int32()),
+                    "exit_code": [exit_code],
                     "output": [output],
                     "created_at": ms_column([created]),
                     "updated_at": ms_column([max(now, created + 0.001 * (status != "running"))]),
-                }
+                },
             ),
         )
 

@@ -7,11 +7,11 @@ import secrets
 from dataclasses import dataclass
 from typing import Any
 
-import pyarrow as pa
-
+from driftline.alerts import tables
 from driftline.alerts.labels import Labels, Matcher, MatcherError, matches_all, parse_matcher
 from driftline.alerts.timestamps import ms_column, rfc3339
 from driftline.store import Store
+from driftline.store.arrow import table_of
 
 
 class SilenceError(ValueError):
@@ -135,7 +135,8 @@ class Silences:
     def _save(self, silence: Silence, now: float) -> None:
         self.store.insert_arrow(
             "silences",
-            pa.table(
+            table_of(
+                tables.SILENCES,
                 {
                     "project_id": [silence.project],
                     "id": [silence.id],
@@ -146,7 +147,7 @@ class Silences:
                     "comment": [silence.comment],
                     # Two changes in the same millisecond must still order: bump the version.
                     "updated_at": ms_column([max(now, self._version(silence.id) + 0.001)]),
-                }
+                },
             ),
         )
 

@@ -8,11 +8,11 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-import pyarrow as pa
-
+from driftline.alerts import tables
 from driftline.alerts.labels import fingerprint
 from driftline.alerts.timestamps import ms_column, seconds
 from driftline.store import Store
+from driftline.store.arrow import table_of
 from driftline.store.sql import Where, bind
 
 State = Literal["pending", "firing", "resolved", "inactive"]
@@ -86,27 +86,22 @@ class AlertLog:
             return
         self.store.insert_arrow(
             "alerts",
-            pa.table(
+            table_of(
+                tables.ALERTS,
                 {
                     "project_id": [a.project for a in alerts],
                     "fingerprint": [a.fingerprint for a in alerts],
                     "rule": [a.rule for a in alerts],
-                    "labels": pa.array(
-                        [sorted(a.labels.items()) for a in alerts],
-                        pa.map_(pa.string(), pa.string()),
-                    ),
-                    "annotations": pa.array(
-                        [sorted(a.annotations.items()) for a in alerts],
-                        pa.map_(pa.string(), pa.string()),
-                    ),
+                    "labels": [sorted(a.labels.items()) for a in alerts],
+                    "annotations": [sorted(a.annotations.items()) for a in alerts],
                     "state": [a.state for a in alerts],
-                    "value": pa.array([float(a.value) for a in alerts], pa.float64()),
+                    "value": [float(a.value) for a in alerts],
                     "evidence": [json.dumps(a.evidence, sort_keys=True) for a in alerts],
                     "active_at": ms_column([a.active_at for a in alerts]),
                     "fired_at": ms_column([a.fired_at for a in alerts]),
                     "resolved_at": ms_column([a.resolved_at for a in alerts]),
                     "updated_at": ms_column([a.updated_at for a in alerts]),
-                }
+                },
             ),
         )
 

@@ -4,6 +4,9 @@ from __future__ import annotations
 
 from typing import Any
 
+import pyarrow as pa
+
+from driftline.store.arrow import MS, text_map
 from driftline.store.base import Store
 from driftline.store.migrations import Migration
 from driftline.store.sql import Where, bind
@@ -113,6 +116,102 @@ MIGRATIONS = (
         (_ALERTS, _ALERT_GROUPS, _SILENCES, _NOTIFICATIONS, _NOTIFICATION_ATTEMPTS, _RETRAIN_JOBS),
     ),
 )
+
+
+# -- the rows this room inserts (store/arrow.py) ------------------------------------------------
+
+ALERTS = pa.schema(
+    [
+        ("project_id", pa.string()),
+        ("fingerprint", pa.string()),
+        ("rule", pa.string()),
+        ("labels", text_map()),
+        ("annotations", text_map()),
+        ("state", pa.string()),
+        ("value", pa.float64()),
+        ("evidence", pa.string()),
+        ("active_at", MS),
+        ("fired_at", MS),
+        ("resolved_at", MS),
+        ("updated_at", MS),
+    ]
+)
+ALERT_GROUPS = pa.schema(
+    [
+        ("group_key", pa.string()),
+        ("receiver", pa.string()),
+        ("sequence", pa.uint64()),
+        ("notified", text_map()),
+        ("notified_at", MS),
+        ("updated_at", MS),
+    ]
+)
+SILENCES = pa.schema(
+    [
+        ("project_id", pa.string()),
+        ("id", pa.string()),
+        ("matchers", pa.string()),
+        ("starts_at", MS),
+        ("ends_at", MS),
+        ("created_by", pa.string()),
+        ("comment", pa.string()),
+        ("updated_at", MS),
+    ]
+)
+NOTIFICATIONS = pa.schema(
+    [
+        ("project_id", pa.string()),
+        ("id", pa.string()),
+        ("receiver", pa.string()),
+        ("kind", pa.string()),
+        ("group_key", pa.string()),
+        ("body", pa.binary()),
+        ("status", pa.string()),
+        ("attempts", pa.uint32()),
+        ("next_attempt_at", MS),
+        ("last_error", pa.string()),
+        ("created_at", MS),
+        ("updated_at", MS),
+    ]
+)
+NOTIFICATION_ATTEMPTS = pa.schema(
+    [
+        ("project_id", pa.string()),
+        ("notification_id", pa.string()),
+        ("attempt", pa.uint32()),
+        ("at", MS),
+        ("status_code", pa.uint16()),
+        ("error", pa.string()),
+        ("duration_ms", pa.float64()),
+    ]
+)
+RETRAIN_JOBS = pa.schema(
+    [
+        ("project_id", pa.string()),
+        ("id", pa.string()),
+        ("rule", pa.string()),
+        ("fingerprint", pa.string()),
+        ("reason", pa.string()),
+        ("evidence", pa.string()),
+        ("snapshot", pa.string()),
+        ("launcher", pa.string()),
+        ("status", pa.string()),
+        ("exit_code", pa.int32()),
+        ("output", pa.string()),
+        ("created_at", MS),
+        ("updated_at", MS),
+    ]
+)
+SCHEMAS = {
+    "alerts": ALERTS,
+    "alert_groups": ALERT_GROUPS,
+    "silences": SILENCES,
+    "notifications": NOTIFICATIONS,
+    "notification_attempts": NOTIFICATION_ATTEMPTS,
+    "retrain_jobs": RETRAIN_JOBS,
+}
+
+# -- reads ------------------------------------------------------------------------------------
 
 
 def last_jobs(store: Store, rule: str) -> dict[str, int]:

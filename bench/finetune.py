@@ -7,7 +7,7 @@ a temp folder seeded with the tests' learnable synthetic preference (tests/finet
 40 topics, one corrected call each, 25% held out), a base model saved to a folder, then
 `driftline.finetune.train.finetune` (DPO through TRL's DPOTrainer, reference model loaded from
 the base folder, exactly what `driftline finetune` does) on a `StoreLedger`, then
-`driftline.finetune.evaluate.run_gate` on the held-out pairs.
+`driftline.finetune.gate.evaluation.run_gate` on the held-out pairs.
 
 * **steps/s** is TRL's `train_steps_per_second` (optimizer steps / `train_runtime`): model
   load, base-model build, publish and gate are outside it; no checkpoint is written inside it;
@@ -123,8 +123,8 @@ def run_one(size: str, device: str, max_steps: int) -> dict[str, Any]:
     import torch
 
     from driftline.finetune.config import FinetuneSettings
-    from driftline.finetune.evaluate import run_gate
-    from driftline.finetune.records import StoreLedger
+    from driftline.finetune.gate.evaluation import run_gate
+    from driftline.finetune.ledger import StoreLedger
     from driftline.finetune.train import Request, finetune
     from driftline.store import migrate, open_store
     from tests.finetune import world

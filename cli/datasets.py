@@ -17,7 +17,10 @@ from driftline.cli.group import (
     store_options,
 )
 from driftline.cli.store import exclusive_store
-from driftline.finetune.datasets import FORMATS, ExportFilters, held_out_path, record, write
+from driftline.finetune.dataset.files import held_out_path, write_splits
+from driftline.finetune.dataset.filters import ExportFilters
+from driftline.finetune.dataset.formats import FORMATS
+from driftline.finetune.dataset.snapshots import record_snapshot
 from driftline.store import env
 
 
@@ -63,7 +66,7 @@ def export_command(
         snapshot = api.json("POST", "/api/datasets", json=body)
         files = [api.bytes("GET", f"/api/datasets/{snapshot['id']}/{split}")
                  for split in ("train", "test")]  # fmt: skip
-        write(out, files[0], files[1])
+        write_splits(out, files[0], files[1])
         counts = snapshot["counts"]
         snapshot_id = snapshot["id"]
     else:
@@ -71,10 +74,10 @@ def export_command(
         with exclusive_store(settings, "serves POST /api/datasets; pass --key, or") as store:
             filters = ExportFilters(project, **options)
             try:
-                made, train, test = record(store, fmt, filters)
+                made, train, test = record_snapshot(store, fmt, filters)
             except ValueError as exc:
                 raise click.UsageError(str(exc)) from None
-            write(out, train, test)
+            write_splits(out, train, test)
             counts, snapshot_id = made.counts, made.id
     rows = counts["rows"]
     click.echo(

@@ -133,7 +133,7 @@ def reference_create(
     limit: int | None,
 ) -> None:
     """Freeze calls as a new reference version (or use POST /api/references on a server)."""
-    from driftline.detectors.references import ReferenceError, create_reference
+    from driftline.detectors.references import DriftReferenceError, create_reference
 
     settings = settings_from(config_file, data=data, clickhouse_url=clickhouse_url)
     given = {"service": service, "model": model, "agent": agent, "version": service_version}
@@ -143,7 +143,7 @@ def reference_create(
             ref = create_reference(
                 store, project, name, scope, since=since, until=until, limit=limit
             )
-        except ReferenceError as exc:
+        except DriftReferenceError as exc:
             raise click.ClickException(str(exc)) from None
     click.echo(f"reference {ref.name} version {ref.version}: {ref.calls} calls, scope {ref.scope}")
 

@@ -21,7 +21,7 @@ from driftline.cli.group import (
 )
 from driftline.cli.store import exclusive_store
 from driftline.finetune.config import METHODS
-from driftline.finetune.records import Ledger, ModelVersion, VersionError
+from driftline.finetune.ledger import Ledger, ModelVersion, VersionError
 from driftline.store import env
 
 
@@ -46,7 +46,7 @@ def _ledger(options: dict[str, Any]) -> Iterator[tuple[Ledger, Settings]]:
 
         yield ApiLedger(options["url"], options["key"], options["project"]), settings
         return
-    from driftline.finetune.records import StoreLedger
+    from driftline.finetune.ledger import StoreLedger
 
     with exclusive_store(settings, "records fine-tunes through its API; pass --key, or") as store:
         yield StoreLedger(store, options["project"]), settings
@@ -187,10 +187,10 @@ def gate_command(**kwargs: Any) -> None:
     options = _ledger_args(kwargs)
     _finetune_installed()
     from driftline.finetune import registry
-    from driftline.finetune.data import DataError
-    from driftline.finetune.datasets import SnapshotError
-    from driftline.finetune.evaluate import run_gate
-    from driftline.finetune.models import ModelError
+    from driftline.finetune.dataset.snapshots import SnapshotError
+    from driftline.finetune.gate.evaluation import run_gate
+    from driftline.finetune.model_folders import ModelError
+    from driftline.finetune.training_data import DataError
 
     with _ledger(options) as (ledger, settings):
         config = settings.finetune
@@ -201,7 +201,7 @@ def gate_command(**kwargs: Any) -> None:
             reward = RewardModel.load(kwargs["reward_model"]).score
         judge = None
         if config.gate.judge is not None:
-            from driftline.finetune.judge import LLMJudge
+            from driftline.finetune.gate.judge import LLMJudge
 
             judge = LLMJudge(config.gate.judge)
         try:

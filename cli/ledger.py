@@ -7,8 +7,9 @@ import json
 from datetime import datetime
 
 from driftline.cli.client import Client, NotFound
-from driftline.finetune.datasets import Row, Snapshot
-from driftline.finetune.records import ModelVersion, Run, ScoredItem
+from driftline.finetune.dataset.rows import Row
+from driftline.finetune.dataset.snapshots import Snapshot
+from driftline.finetune.ledger import ModelVersion, Run, ScoredItem
 
 
 class ApiLedger:

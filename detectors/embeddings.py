@@ -28,8 +28,10 @@ from typing import TYPE_CHECKING, Any, Protocol
 import numpy as np
 import pyarrow as pa
 
+from driftline.detectors.tables import CALL_VECTORS, EMBEDDING_WATERMARKS
 from driftline.ingest.tables import arrivals, selected, texts_of
 from driftline.store import Store
+from driftline.store.arrow import table_of
 from driftline.store.sql import Relation, bind
 
 if TYPE_CHECKING:
@@ -46,6 +48,7 @@ WINDOW_FIELDS = (
 )  # fmt: skip
 _TEXTS = ("input_text", "output_text")
 _IDLE_SAVE_MS = 60_000
+_NS_PER_MS = 1_000_000
 # What embedding a call reads of it.
 _CALL_COLUMNS = ", ".join(
     [f"c.{name} AS {name}" for name in ("project_id", "trace_id", "span_id", "start_time")]
@@ -88,8 +91,11 @@ class Cursor:
     def arrivals(self, columns: str, upto_ms: int, lookback_ms: int) -> Relation:
         """What arrived after this position by `upto_ms`, and started at most `lookback_ms`
         before it."""
-        since_ns = (self.ingested_ms - lookback_ms) * 1_000_000
-        return arrivals(columns, self.ingested_ms, self.key, upto_ms, since_ns, TEXT_OPERATIONS)
+        since_ns = (self.ingested_ms - lookback_ms) * _NS_PER_MS
+        return arrivals(
+            columns, self.ingested_ms * _NS_PER_MS, self.key, upto_ms * _NS_PER_MS, since_ns,
+            TEXT_OPERATIONS,
+        )  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -161,16 +167,17 @@ class EmbeddingJob:
     def _save(self, cursor: Cursor, embedded: int, skipped: int) -> None:
         self.store.insert_arrow(
             "embedding_watermarks",
-            pa.table(
+            table_of(
+                EMBEDDING_WATERMARKS,
                 {
                     "model": [self.embedder.name],
-                    "ingested_upto": pa.array([cursor.ingested_ms], pa.timestamp("ms", "UTC")),
+                    "ingested_upto": [cursor.ingested_ms],
                     "cursor_project": [cursor.key[0]],
                     "cursor_trace": [cursor.key[1]],
                     "cursor_span": [cursor.key[2]],
-                    "embedded": pa.array([embedded], pa.uint64()),
-                    "skipped": pa.array([skipped], pa.uint64()),
-                }
+                    "embedded": [embedded],
+                    "skipped": [skipped],
+                },
             ),
         )
 
@@ -181,7 +188,8 @@ class EmbeddingJob:
         upto = self._now_ms() - self.settle_ms
         waiting = cursor.arrivals("c.project_id", upto, self.lookback_ms)
         rows = self.store.query(
-            f"SELECT count() AS n, min(ingested_ms) AS oldest FROM {waiting}", waiting.params
+            f"SELECT count() AS n, intDiv(min(ingested_ns), {_NS_PER_MS}) AS oldest FROM {waiting}",
+            waiting.params,
         )
         return Backlog(int(rows[0]["n"]), int(rows[0]["oldest"] or 0), upto)
 
@@ -207,7 +215,7 @@ class EmbeddingJob:
         order = (
             "cityHash64(trace_id, span_id)"
             if sampling
-            else "ingested_ms, project_id, trace_id, span_id"
+            else "ingested_ns, project_id, trace_id, span_id"
         )
         waiting = cursor.arrivals(_CALL_COLUMNS, backlog.upto_ms, self.lookback_ms)
         calls = self.store.query_arrow(
@@ -219,7 +227,8 @@ class EmbeddingJob:
         else:
             last = calls.slice(calls.num_rows - 1).to_pylist()[0]
             after = Cursor(
-                int(last["ingested_ms"]), (last["project_id"], last["trace_id"], last["span_id"])
+                int(last["ingested_ns"]) // _NS_PER_MS,
+                (last["project_id"], last["trace_id"], last["span_id"]),
             )
         embedded = self.embed(calls)
         skipped = backlog.calls - calls.num_rows if sampling else 0
@@ -239,15 +248,16 @@ class EmbeddingJob:
             self.metrics.embedded.inc(calls.num_rows)
         self.store.insert_arrow(
             "call_vectors",
-            pa.table(
+            table_of(
+                CALL_VECTORS,
                 {
                     **columns,
-                    "model": pa.array([self.embedder.name] * calls.num_rows),
+                    "model": [self.embedder.name] * calls.num_rows,
                     "start_time": calls.column("start_time"),
                     **{name: calls.column(name) for name in WINDOW_FIELDS},
                     "prompt_vector": quantize(prompts),
                     "response_vector": quantize(responses),
-                }
+                },
             ),
         )
         return calls.num_rows

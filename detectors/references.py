@@ -13,10 +13,10 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-import pyarrow as pa
-
+from driftline.detectors import tables
 from driftline.ingest.tables import selected
 from driftline.store import Store
+from driftline.store.arrow import table_of
 
 SCOPE_COLUMNS = {
     "service": "service",
@@ -27,7 +27,7 @@ SCOPE_COLUMNS = {
 MIN_CALLS = 50
 
 
-class ReferenceError(ValueError):
+class DriftReferenceError(ValueError):
     """The reference cannot be made or found; the message says why."""
 
 
@@ -49,7 +49,7 @@ def scope_filter(scope: dict[str, str], params: dict[str, Any]) -> str:
     `params`."""
     unknown = sorted(set(scope) - set(SCOPE_COLUMNS))
     if unknown:
-        raise ReferenceError(
+        raise DriftReferenceError(
             f"unknown scope key(s) {', '.join(unknown)}; use {', '.join(SCOPE_COLUMNS)}"
         )
     conditions = ["c.project_id = {project:String}"]
@@ -73,13 +73,13 @@ def create_reference(
     """Freeze the calls in scope within [since, until) — the first `limit` of them if given
     (so "the first N after a deploy" is `since=deploy time, limit=N`) — as a new version."""
     if not name or len(name) > 128:
-        raise ReferenceError("name must be 1 to 128 characters")
+        raise DriftReferenceError("name must be 1 to 128 characters")
     # None drops a key; "" keeps it, so `@1.0` (no service) is not every service's 1.0.
     scope = {k: v for k, v in (scope or {}).items() if v is not None}
     if limit is not None and limit < min_calls:
-        raise ReferenceError(f"limit must be at least {min_calls} calls, got {limit}")
+        raise DriftReferenceError(f"limit must be at least {min_calls} calls, got {limit}")
     if since and until and since >= until:
-        raise ReferenceError("since must be before until")
+        raise DriftReferenceError("since must be before until")
     params: dict[str, Any] = {"project": project}
     where = scope_filter(scope, params) + " AND c.output_text != ''"
     if since is not None:
@@ -100,7 +100,7 @@ def create_reference(
         f"SELECT * FROM {found} ORDER BY start_ns, trace_id, span_id{limit_sql}", found.params
     )
     if members.num_rows < min_calls:
-        raise ReferenceError(
+        raise DriftReferenceError(
             f"only {members.num_rows} calls match; a reference needs at least {min_calls}"
         )
     version = _next_version(store, project, name)
@@ -112,33 +112,33 @@ def create_reference(
     n = members.num_rows
     store.insert_arrow(
         "reference_calls",
-        pa.table(
+        table_of(
+            tables.REFERENCE_CALLS,
             {
                 "project_id": [project] * n,
                 "name": [name] * n,
-                "version": pa.array([version] * n, pa.uint32()),
+                "version": [version] * n,
                 "trace_id": members.column("trace_id"),
                 "span_id": members.column("span_id"),
-            }
+            },
         ),
     )
     starts = members.column("start_ns").to_numpy()
-    store.command(
-        "INSERT INTO drift_references (project_id, name, version, scope, selector, calls, "
-        "first_call, last_call) VALUES ({p:String}, {n:String}, {v:UInt32}, "
-        "{scope:Map(String, String)}, {selector:String}, {calls:UInt32}, "
-        "fromUnixTimestamp64Nano({first:Int64}, 'UTC'), "
-        "fromUnixTimestamp64Nano({last:Int64}, 'UTC'))",
-        {
-            "p": project,
-            "n": name,
-            "v": version,
-            "scope": scope,
-            "selector": json.dumps(selector),
-            "calls": n,
-            "first": int(starts.min()),
-            "last": int(starts.max()),
-        },
+    store.insert_arrow(
+        "drift_references",
+        table_of(
+            tables.DRIFT_REFERENCES,
+            {
+                "project_id": [project],
+                "name": [name],
+                "version": [version],
+                "scope": [list(scope.items())],
+                "selector": [json.dumps(selector)],
+                "calls": [n],
+                "first_call": [int(starts.min())],
+                "last_call": [int(starts.max())],
+            },
+        ),
     )
     return get_reference(store, project, name, version)
 
@@ -154,7 +154,9 @@ def get_reference(store: Store, project: str, name: str, version: int | None = N
         {"p": project, "n": name, "v": version or 0},
     )
     if not rows:
-        raise ReferenceError(f"no reference {name!r}" + (f" version {version}" if version else ""))
+        raise DriftReferenceError(
+            f"no reference {name!r}" + (f" version {version}" if version else "")
+        )
     return _reference(project, rows[0])
 
 
@@ -234,7 +236,7 @@ def nearest_answers(
     window_key: str,
     trace_id: str,
     span_id: str,
-    call_ms: int,
+    call_ns: int,
     k: int = 3,
 ) -> list[dict[str, Any]]:
     """The reference calls whose responses are closest to this call's (cosine, by the
@@ -247,9 +249,9 @@ def nearest_answers(
     name, version = match.groups()
     try:
         reference = get_reference(store, project, name, int(version))
-    except ReferenceError:
+    except DriftReferenceError:
         return []
-    params: dict[str, Any] = {"p": project, "t": trace_id, "s": span_id, "call": call_ms, "k": k}
+    params: dict[str, Any] = {"p": project, "t": trace_id, "s": span_id, "call": call_ns, "k": k}
     members = members_condition(reference, 1_000_000, params)
     texts = selected(
         project, "c.trace_id AS trace_id, c.span_id AS span_id, c.input_text AS input_text, "
@@ -258,8 +260,8 @@ def nearest_answers(
     # Both sides read within their own time spans: the call's instant and the reference's.
     return store.query(
         "WITH (SELECT any(response_vector) FROM call_vectors WHERE project_id = {p:String} "
-        "AND start_time >= fromUnixTimestamp64Milli({call:Int64}, 'UTC') "
-        "AND start_time < fromUnixTimestamp64Milli({call:Int64} + 1, 'UTC') "
+        "AND start_time >= fromUnixTimestamp64Nano({call:Int64}, 'UTC') "
+        "AND start_time < fromUnixTimestamp64Nano({call:Int64} + 1000000, 'UTC') "
         "AND trace_id = {t:String} AND span_id = {s:String}) AS mine "
         "SELECT t.input_text AS input_text, t.output_text AS output_text, "
         "1 - cosineDistance(c.response_vector, mine) AS similarity FROM call_vectors AS c "

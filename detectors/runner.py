@@ -24,9 +24,9 @@ from datetime import UTC, datetime
 from typing import Any
 
 import numpy as np
-import pyarrow as pa
 
 from driftline.detectors import flags as flagging
+from driftline.detectors import tables
 from driftline.detectors.config import DetectorSettings
 from driftline.detectors.embeddings import (
     BatchOutcome,
@@ -46,6 +46,7 @@ from driftline.detectors.references import (
 from driftline.detectors.result import TwoSampleResult
 from driftline.detectors.versions import version_references
 from driftline.store import Store
+from driftline.store.arrow import table_of
 
 log = logging.getLogger("driftline.detectors")
 
@@ -348,35 +349,22 @@ class Runner:
         )
         self.store.insert_arrow(
             "review_queue",
-            pa.table(
+            table_of(
+                tables.REVIEW_QUEUE,
                 {
                     "project_id": [reference.project] * len(rows),
                     "trace_id": [trace_ids[i] for i, _ in rows],
                     "span_id": [span_ids[i] for i, _ in rows],
-                    "call_time": pa.array([starts[i] for i, _ in rows], pa.timestamp("ns", "UTC")),
-                    "scope": pa.array(
-                        [list(reference.scope.items())] * len(rows),
-                        pa.map_(pa.string(), pa.string()),
-                    ),
-                    "reasons": pa.array(
-                        [[f.reason for f in per_call[i]] for i, _ in rows], pa.list_(pa.string())
-                    ),
-                    "scores": pa.array(
-                        [[(f.reason, f.score) for f in per_call[i]] for i, _ in rows],
-                        pa.map_(pa.string(), pa.float64()),
-                    ),
-                    "thresholds": pa.array(
-                        [[(f.reason, f.threshold) for f in per_call[i]] for i, _ in rows],
-                        pa.map_(pa.string(), pa.float64()),
-                    ),
-                    "notes": pa.array(
-                        [[(f.reason, f.detail) for f in per_call[i]] for i, _ in rows],
-                        pa.map_(pa.string(), pa.string()),
-                    ),
+                    "call_time": [starts[i] for i, _ in rows],
+                    "scope": [list(reference.scope.items())] * len(rows),
+                    "reasons": [[f.reason for f in per_call[i]] for i, _ in rows],
+                    "scores": [[(f.reason, f.score) for f in per_call[i]] for i, _ in rows],
+                    "thresholds": [[(f.reason, f.threshold) for f in per_call[i]] for i, _ in rows],
+                    "notes": [[(f.reason, f.detail) for f in per_call[i]] for i, _ in rows],
                     "priority": [_priority(per_call[i]) for i, _ in rows],
                     "source": [source for _, source in rows],
                     "window_key": [key] * len(rows),
-                }
+                },
             ),
         )
         return len(rows)
@@ -409,48 +397,47 @@ class Runner:
     ) -> None:
         counts = Counter(reason for call in per_call for reason in {f.reason for f in call})
         starts = window.column("start_ns")
-        scope = pa.array([list(reference.scope.items())], pa.map_(pa.string(), pa.string()))
-        end = pa.array([starts[-1]], pa.timestamp("ns", "UTC"))
+        scope = list(reference.scope.items())
         n = len(results)
         self.store.insert_arrow(
             "findings",
-            pa.table(
+            table_of(
+                tables.FINDINGS,
                 {
                     "project_id": [reference.project] * n,
                     "window_key": [key] * n,
-                    "scope": pa.concat_arrays([scope] * n),
-                    "window_end": pa.concat_arrays([end] * n),
+                    "scope": [scope] * n,
+                    "window_end": [starts[-1]] * n,
                     "detector": [r.test for r in results],
                     "statistic": [float(r.statistic) for r in results],
                     "effect_size": [float(r.effect_size) for r in results],
                     "p_value": [float(r.p_value) for r in results],
-                    "rejected": pa.array([int(x) for x in rejected], pa.uint8()),
+                    "rejected": [int(x) for x in rejected],
                     "details": [json.dumps(r.details, default=_json_default) for r in results],
-                }
+                },
             ),
         )
         self.store.insert_arrow(
             "detector_runs",
-            pa.table(
+            table_of(
+                tables.DETECTOR_RUNS,
                 {
                     "project_id": [reference.project],
                     "window_key": [key],
-                    "scope": scope,
+                    "scope": [scope],
                     "reference": [reference.name],
-                    "reference_version": pa.array([reference.version], pa.uint32()),
-                    "window_start": pa.array([starts[0]], pa.timestamp("ns", "UTC")),
-                    "window_end": end,
-                    "n_reference": pa.array([n_reference], pa.uint32()),
-                    "n_current": pa.array([len(window)], pa.uint32()),
-                    "drifting": pa.array([int(drifting)], pa.uint8()),
-                    "consecutive": pa.array([consecutive], pa.uint32()),
-                    "alerting": pa.array([int(alerting)], pa.uint8()),
-                    "flagged": pa.array([sum(1 for f in per_call if f)], pa.uint32()),
-                    "flag_counts": pa.array(
-                        [sorted(counts.items())], pa.map_(pa.string(), pa.uint32())
-                    ),
-                    "queued": pa.array([queued], pa.uint32()),
-                }
+                    "reference_version": [reference.version],
+                    "window_start": [starts[0]],
+                    "window_end": [starts[-1]],
+                    "n_reference": [n_reference],
+                    "n_current": [len(window)],
+                    "drifting": [int(drifting)],
+                    "consecutive": [consecutive],
+                    "alerting": [int(alerting)],
+                    "flagged": [sum(1 for f in per_call if f)],
+                    "flag_counts": [sorted(counts.items())],
+                    "queued": [queued],
+                },
             ),
         )
 

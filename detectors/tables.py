@@ -5,7 +5,10 @@ from __future__ import annotations
 import json
 from typing import Any
 
+import pyarrow as pa
+
 from driftline.ingest.tables import review_texts
+from driftline.store.arrow import MS, NS, text_map
 from driftline.store.base import Store
 from driftline.store.migrations import BODY, Migration
 from driftline.store.sql import Relation, Where, bind, iso
@@ -238,6 +241,120 @@ MIGRATIONS = (
         ),
     ),
 )
+
+
+# -- the rows this room inserts (store/arrow.py) ------------------------------------------------
+
+CALL_VECTORS = pa.schema(
+    [
+        ("project_id", pa.string()),
+        ("model", pa.string()),
+        ("start_time", NS),
+        ("trace_id", pa.string()),
+        ("span_id", pa.string()),
+        ("service", pa.string()),
+        ("service_version", pa.string()),
+        ("response_model", pa.string()),
+        ("agent_name", pa.string()),
+        ("duration_ms", pa.float64()),
+        ("output_tokens", pa.uint32()),
+        ("cost_usd", pa.float64()),
+        ("error_type", pa.string()),
+        ("finish_reasons", pa.list_(pa.string())),
+        ("prompt_vector", pa.list_(pa.int8())),
+        ("response_vector", pa.list_(pa.int8())),
+    ]
+)
+EMBEDDING_WATERMARKS = pa.schema(
+    [
+        ("model", pa.string()),
+        ("ingested_upto", MS),
+        ("cursor_project", pa.string()),
+        ("cursor_trace", pa.string()),
+        ("cursor_span", pa.string()),
+        ("embedded", pa.uint64()),
+        ("skipped", pa.uint64()),
+    ]
+)
+REFERENCE_CALLS = pa.schema(
+    [
+        ("project_id", pa.string()),
+        ("name", pa.string()),
+        ("version", pa.uint32()),
+        ("trace_id", pa.string()),
+        ("span_id", pa.string()),
+    ]
+)
+DRIFT_REFERENCES = pa.schema(
+    [
+        ("project_id", pa.string()),
+        ("name", pa.string()),
+        ("version", pa.uint32()),
+        ("scope", text_map()),
+        ("selector", pa.string()),
+        ("calls", pa.uint32()),
+        ("first_call", NS),
+        ("last_call", NS),
+    ]
+)
+REVIEW_QUEUE = pa.schema(
+    [
+        ("project_id", pa.string()),
+        ("trace_id", pa.string()),
+        ("span_id", pa.string()),
+        ("call_time", NS),
+        ("scope", text_map()),
+        ("reasons", pa.list_(pa.string())),
+        ("scores", text_map(pa.float64())),
+        ("thresholds", text_map(pa.float64())),
+        ("notes", text_map()),
+        ("priority", pa.float64()),
+        ("source", pa.string()),
+        ("window_key", pa.string()),
+    ]
+)
+FINDINGS = pa.schema(
+    [
+        ("project_id", pa.string()),
+        ("window_key", pa.string()),
+        ("scope", text_map()),
+        ("window_end", NS),
+        ("detector", pa.string()),
+        ("statistic", pa.float64()),
+        ("effect_size", pa.float64()),
+        ("p_value", pa.float64()),
+        ("rejected", pa.uint8()),
+        ("details", pa.string()),
+    ]
+)
+DETECTOR_RUNS = pa.schema(
+    [
+        ("project_id", pa.string()),
+        ("window_key", pa.string()),
+        ("scope", text_map()),
+        ("reference", pa.string()),
+        ("reference_version", pa.uint32()),
+        ("window_start", NS),
+        ("window_end", NS),
+        ("n_reference", pa.uint32()),
+        ("n_current", pa.uint32()),
+        ("drifting", pa.uint8()),
+        ("consecutive", pa.uint32()),
+        ("alerting", pa.uint8()),
+        ("flagged", pa.uint32()),
+        ("flag_counts", text_map(pa.uint32())),
+        ("queued", pa.uint32()),
+    ]
+)
+SCHEMAS = {
+    "call_vectors": CALL_VECTORS,
+    "embedding_watermarks": EMBEDDING_WATERMARKS,
+    "reference_calls": REFERENCE_CALLS,
+    "drift_references": DRIFT_REFERENCES,
+    "review_queue": REVIEW_QUEUE,
+    "findings": FINDINGS,
+    "detector_runs": DETECTOR_RUNS,
+}
 
 
 # -- reads other rooms make (they never name these tables) -------------------------------------

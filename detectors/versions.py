@@ -17,8 +17,8 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from driftline.detectors.references import (
+    DriftReferenceError,
     Reference,
-    ReferenceError,
     create_reference,
     list_references,
 )
@@ -81,7 +81,7 @@ def version_references(store: Store, calls: int, model: str) -> list[Reference]:
                 limit=calls,
                 min_calls=calls,
             )
-        except ReferenceError as exc:
+        except DriftReferenceError as exc:
             log.debug("no reference for %s of project %s yet: %s", name, project, exc)
             continue
         log.info(

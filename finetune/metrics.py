@@ -11,7 +11,8 @@ from prometheus_client import CollectorRegistry
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 
-from driftline.finetune.records import ModelVersion, read_versions
+from driftline.finetune import tables
+from driftline.finetune.ledger import ModelVersion, read_versions
 from driftline.finetune.registry import in_service
 from driftline.store import Store
 
@@ -42,10 +43,7 @@ class ModelMetrics(Collector):
             "Fine-tune runs by state",
             labels=["project", "method", "status"],
         )
-        for r in self.store.query(
-            "SELECT project_id, method, status, count() AS n FROM finetune_runs FINAL "
-            "GROUP BY project_id, method, status"
-        ):
+        for r in tables.runs_by_status(self.store):
             runs.add_metric([r["project_id"], r["method"], r["status"]], r["n"])
         yield runs
         step = GaugeMetricFamily(
@@ -56,18 +54,9 @@ class ModelMetrics(Collector):
             "The latest run's last value of a training figure",
             labels=["project", "method", "name"],
         )
-        latest = self.store.query(
-            "SELECT project_id, method, argMax(id, created_at) AS run, "
-            "argMax(step, created_at) AS step FROM finetune_runs FINAL GROUP BY project_id, method"
-        )
-        for r in latest:
+        for r in tables.latest_runs(self.store):
             step.add_metric([r["project_id"], r["method"]], r["step"])
-            for f in self.store.query(
-                "SELECT name, argMax(value, step) AS value FROM finetune_metrics FINAL "
-                "WHERE project_id = {p:String} AND run_id = {r:String} "
-                "AND name IN {names:Array(String)} GROUP BY name",
-                {"p": r["project_id"], "r": r["run"], "names": list(FIGURES)},
-            ):
+            for f in tables.last_figures(self.store, r["project_id"], r["run"], list(FIGURES)):
                 figure.add_metric([r["project_id"], r["method"], f["name"]], f["value"])
         yield step
         yield figure

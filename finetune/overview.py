@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from driftline.finetune.records import read_versions
+from driftline.finetune import tables
+from driftline.finetune.ledger import read_versions
 from driftline.finetune.registry import in_service
 from driftline.review.charts import line_chart
 from driftline.review.overview import series
@@ -13,15 +14,7 @@ from driftline.store import Store
 
 def charts(store: Store, project: str, days: int) -> list[str]:
     """Each recent run's loss and reward margin over its training time."""
-    rows = store.query(
-        "SELECT concat(r.method, ' ', substring(m.run_id, 1, 8)) AS run, m.name AS name, "
-        "toUnixTimestamp(m.at) AS t, m.value AS value FROM finetune_metrics AS m FINAL "
-        "JOIN (SELECT id, method FROM finetune_runs FINAL WHERE project_id = {p:String}) AS r "
-        "ON r.id = m.run_id WHERE m.project_id = {p:String} "
-        "AND m.name IN ('loss', 'reward_margin') AND m.at > now() - toIntervalDay({days:UInt32}) "
-        "ORDER BY t, m.step",
-        {"p": project, "days": days},
-    )
+    rows = tables.training_curves(store, project, days)
     return [
         line_chart(f"Fine-tunes: {title} while training", series(
             [r for r in rows if r["name"] == name], "run", "value"

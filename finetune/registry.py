@@ -8,7 +8,7 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
-from driftline.finetune.records import Ledger, ModelVersion, VersionError
+from driftline.finetune.ledger import Ledger, ModelVersion, VersionError
 
 
 def current(ledger: Ledger) -> ModelVersion | None:
@@ -73,7 +73,7 @@ def check_judgeable(version: ModelVersion) -> None:
         )
 
 
-def judge(ledger: Ledger, version: ModelVersion, verdict: dict[str, Any]) -> ModelVersion:
+def record_verdict(ledger: Ledger, version: ModelVersion, verdict: dict[str, Any]) -> ModelVersion:
     """Record the gate's verdict: a candidate that passed stays a candidate until promoted; one
     that did not is rejected. Versions once in service are not judged again (a new verdict
     would make a rolled-back or older version look freshly promoted)."""

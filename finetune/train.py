@@ -17,13 +17,13 @@ from typing import Any
 from tqdm.auto import tqdm
 from transformers import PrinterCallback, TrainerCallback
 
-from driftline.finetune import data as training_data
-from driftline.finetune import models, registry
+from driftline.finetune import model_folders, registry
 from driftline.finetune.config import METHODS, FinetuneSettings, TrainSettings
-from driftline.finetune.data import DataError, TrainingData
-from driftline.finetune.datasets import Row, Snapshot, SnapshotError
-from driftline.finetune.models import ModelError
-from driftline.finetune.records import Ledger, ModelVersion, Run, ScoredItem, VersionError
+from driftline.finetune.dataset.rows import Row
+from driftline.finetune.dataset.snapshots import Snapshot, SnapshotError
+from driftline.finetune.ledger import Ledger, ModelVersion, Run, ScoredItem, VersionError
+from driftline.finetune.model_folders import ModelError
+from driftline.finetune.training_data import DataError, TrainingData, load_training_data
 from driftline.store import env
 
 log = logging.getLogger("driftline.finetune")
@@ -92,9 +92,9 @@ def finetune(
         ledger = _ReadOnly(ledger)
     run = _start(ledger, request, settings)
     try:
-        models.check_output(request.out)
-        dataset = training_data.load(ledger, request.snapshot_id, request.method, settings.data)
-        models.check_causal_lm(request.model)
+        model_folders.check_output(request.out)
+        dataset = load_training_data(ledger, request.snapshot_id, request.method, settings.data)
+        model_folders.check_causal_lm(request.model)
         figures = _train(ledger, run, dataset, request, settings, online_reward, progress)
     except (FinetuneError, DataError, SnapshotError, ModelError, VersionError, ValueError) as exc:
         raise _fail(ledger, run, str(exc)) from None
@@ -221,7 +221,7 @@ def _train(
     import torch
 
     torch.manual_seed(settings.train.seed)
-    model, tokenizer = models.load_causal_lm(request.model)
+    model, tokenizer = model_folders.load_causal_lm(request.model)
     recorder = Recorder(ledger, run)
     manifest = {
         "run_id": run.id,
@@ -247,7 +247,7 @@ def _train(
             trained = trained.merge_and_unload()
         save = _saver(trained, tokenizer)
     if main_process():
-        models.publish(request.out, save, manifest)
+        model_folders.publish_model(request.out, save, manifest)
     return recorder.last
 
 

@@ -254,20 +254,20 @@ def selected(project: str, columns: str, condition: str, params: Mapping[str, An
 
 def arrivals(
     columns: str,
-    after_ms: int,
+    after_ns: int,
     after_key: tuple[str, str, str],
-    upto_ms: int,
+    upto_ns: int,
     started_since_ns: int,
     operations: Sequence[str],
 ) -> Relation:
-    """`columns` (of alias `c`) and `ingested_ms` of the answered calls stored after position
-    (after_ms, after_key) in arrival order, by `upto_ms`, that started since
+    """`columns` (of alias `c`) and `ingested_ns` of the answered calls stored after position
+    (after_ns, after_key) in arrival order, by `upto_ns`, that started since
     `started_since_ns`: what arrived for the embedder. An empty key means after all of
-    `after_ms`; the minmax index on `ingested_at` skips every older granule."""
-    at = "fromUnixTimestamp64Milli({after_ms:Int64}, 'UTC')"
+    `after_ns`; the minmax index on `ingested_at` skips every older granule."""
+    at = "fromUnixTimestamp64Nano({after_ns:Int64}, 'UTC')"
     params: dict[str, Any] = {
-        "after_ms": after_ms,
-        "upto_ms": upto_ms,
+        "after_ns": after_ns,
+        "upto_ns": upto_ns,
         "since": started_since_ns,
         "operations": list(operations),
     }
@@ -281,9 +281,9 @@ def arrivals(
     else:
         after = f"c.ingested_at > {at}"
     return Relation(
-        f"SELECT {columns}, toUnixTimestamp64Milli(c.ingested_at) AS ingested_ms "
+        f"SELECT {columns}, toUnixTimestamp64Nano(c.ingested_at) AS ingested_ns "
         f"FROM llm_calls AS c WHERE {after} "
-        "AND c.ingested_at <= fromUnixTimestamp64Milli({upto_ms:Int64}, 'UTC') "
+        "AND c.ingested_at <= fromUnixTimestamp64Nano({upto_ns:Int64}, 'UTC') "
         "AND c.start_time >= fromUnixTimestamp64Nano({since:Int64}, 'UTC') "
         "AND c.operation IN {operations:Array(String)} AND notEmpty(c.output_text)",
         params,

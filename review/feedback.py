@@ -12,7 +12,6 @@ from datetime import UTC, datetime
 from typing import Annotated, Any, Literal
 
 import orjson
-import pyarrow as pa
 from pydantic import (
     BaseModel,
     ConfigDict,
@@ -27,9 +26,9 @@ from pydantic import (
 )
 
 from driftline.ingest.calls import response_lengths
+from driftline.review import tables
 from driftline.store import Store
 from driftline.store.errors import InputError
-from driftline.store.sql import Where
 
 Source = Literal["review", "sdk", "api", "judge"]
 _dedupe = threading.Lock()  # the check-then-insert in `store_feedback` must not interleave
@@ -192,46 +191,34 @@ def store_feedback(
     now = datetime.now(UTC)
     ids = [str(r.id or uuid.uuid4()) for r in records]
     with _dedupe:
-        seen = {
-            row["value"]
-            for row in store.query_with_values(
-                "SELECT id AS value FROM feedback WHERE project_id = {project:String} "
-                "AND id IN (SELECT value FROM {values})",
-                ids,
-                {"project": project},
-            )
-        }
+        seen = tables.stored_ids(store, project, ids)
         fresh = [(i, r) for i, r in zip(ids, records, strict=True) if i not in seen]
         fresh = list({i: (i, r) for i, r in fresh}.values())  # repeats within one request
         if fresh:
-            store.insert_arrow("feedback", _table(project, fresh, source, now))
+            tables.insert_feedback(store, _columns(project, fresh, source, now))
     return ids, len(records) - len(fresh)
 
 
-def _table(
+def _columns(
     project: str, records: list[tuple[str, FeedbackIn]], source: str, now: datetime
-) -> pa.Table:
+) -> dict[str, list[Any]]:
     columns = [_value_columns(r) for _, r in records]
-    return pa.table(
-        {
-            "project_id": [project] * len(records),
-            "id": [i for i, _ in records],
-            "trace_id": [r.trace_id or "" for _, r in records],
-            "span_id": [r.span_id or "" for _, r in records],
-            "name": [r.name for _, r in records],
-            "kind": [r.kind for _, r in records],
-            "value_number": pa.array([c[0] for c in columns], pa.float64()),
-            "value_string": [c[1] for c in columns],
-            "comment": [r.comment or "" for _, r in records],
-            "user_id": [r.user or "" for _, r in records],
-            "source": [source] * len(records),
-            "review_id": [r.review_id or "" for _, r in records],
-            "details": [c[2] for c in columns],
-            "created_at": pa.array(
-                [_utc(r.created_at) or now for _, r in records], pa.timestamp("ms", "UTC")
-            ),
-        }
-    )
+    return {
+        "project_id": [project] * len(records),
+        "id": [i for i, _ in records],
+        "trace_id": [r.trace_id or "" for _, r in records],
+        "span_id": [r.span_id or "" for _, r in records],
+        "name": [r.name for _, r in records],
+        "kind": [r.kind for _, r in records],
+        "value_number": [c[0] for c in columns],
+        "value_string": [c[1] for c in columns],
+        "comment": [r.comment or "" for _, r in records],
+        "user_id": [r.user or "" for _, r in records],
+        "source": [source] * len(records),
+        "review_id": [r.review_id or "" for _, r in records],
+        "details": [c[2] for c in columns],
+        "created_at": [_utc(r.created_at) or now for _, r in records],
+    }
 
 
 def _value_columns(record: FeedbackIn) -> tuple[float | None, str, str]:
@@ -299,17 +286,7 @@ def read_feedback(
     store: Store, project: str, f: FeedbackFilter, limit: int
 ) -> list[dict[str, Any]]:
     """Feedback newest first, in the shapes it was sent in."""
-    where = Where("project_id = {project:String}", project=project)
-    where.equals("trace_id", f.trace_id).equals("name", f.name)
-    where.between("created_at", f.since_ns, f.until_ns)
-    rows = store.query(
-        "SELECT id, trace_id, span_id, name, kind, value_number, value_string, comment, "
-        "user_id AS user, source, review_id, details, "
-        "concat(replaceOne(toString(created_at), ' ', 'T'), 'Z') "
-        f"AS created_at FROM feedback FINAL WHERE {where} "
-        "ORDER BY created_at DESC, id LIMIT {limit:UInt32}",
-        {**where.params, "limit": limit},
-    )
+    rows = tables.sent_feedback(store, project, f.trace_id, f.name, f.since_ns, f.until_ns, limit)
     return [_out(row) for row in rows]
 
 

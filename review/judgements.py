@@ -35,7 +35,7 @@ class Judgement(BaseModel):
     spans: list[SpanMark] = Field(default_factory=list, max_length=200)
 
 
-def check(judgement: Judgement, rubric: Rubric) -> None:
+def check_rubric(judgement: Judgement, rubric: Rubric) -> None:
     """Every criterion known and in range, every label and span label known."""
     for criterion, score in judgement.scores.items():
         if criterion not in rubric.criteria:

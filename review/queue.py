@@ -9,7 +9,7 @@ from typing import Any, Literal
 
 from driftline.detectors.tables import queued, queued_keys, window_tests
 from driftline.ingest.tables import review_texts
-from driftline.review.tables import review_counts
+from driftline.review.tables import draft_body, marks, review_counts
 from driftline.store import Store
 from driftline.store.sql import Where, bind
 
@@ -26,8 +26,6 @@ class QueueFilter:
     status: Status = "todo"
 
 
-_MARKS = """(SELECT trace_id, span_id, status AS mark FROM review_marks FINAL
-    WHERE project_id = {marks_p:String} AND reviewer = {marks_me:String})"""
 _COLUMNS = """toString(q.trace_id) AS trace_id, toString(q.span_id) AS span_id,
     toUnixTimestamp64Milli(q.call_time) AS call_ms, q.reasons AS reasons, q.scores AS scores,
     q.thresholds AS thresholds, q.notes AS notes,
@@ -41,17 +39,17 @@ def _joined(project: str, reviewer: str) -> tuple[str, dict[str, Any]]:
     """FROM the queue, with each call's texts, its reviews and this reviewer's mark."""
     queue = queued(project)
     calls = review_texts(project, queued_keys(project))
-    reviews = review_counts(project, reviewer)
+    reviews, marked = review_counts(project, reviewer), marks(project, reviewer)
     sql = f"""
 FROM {queue} AS q
 LEFT JOIN {calls} AS c ON c.trace_id = q.trace_id AND c.span_id = q.span_id
 LEFT JOIN {reviews} AS r ON r.trace_id = toString(q.trace_id) AND r.span_id = toString(q.span_id)
-LEFT JOIN {_MARKS} AS m ON m.trace_id = toString(q.trace_id) AND m.span_id = toString(q.span_id)
+LEFT JOIN {marked} AS m ON m.trace_id = toString(q.trace_id) AND m.span_id = toString(q.span_id)
 """
-    return sql, bind(queue, calls, reviews, {"marks_p": project, "marks_me": reviewer})
+    return sql, bind(queue, calls, reviews, marked)
 
 
-def queue(
+def items(
     store: Store, project: str, reviewer: str, per_item: int, f: QueueFilter, limit: int = 100
 ) -> list[dict[str, Any]]:
     """Queued calls by priority. `todo`: fewer than `per_item` reviews and none by, nor
@@ -106,13 +104,8 @@ def item(
 
 
 def draft(store: Store, project: str, reviewer: str, trace_id: str, span_id: str) -> dict[str, Any]:
-    rows = store.query(
-        "SELECT body FROM review_marks FINAL WHERE project_id = {p:String} "
-        "AND reviewer = {me:String} AND trace_id = {t:String} AND span_id = {s:String} "
-        "AND status = 'draft'",
-        {"p": project, "me": reviewer, "t": trace_id, "s": span_id},
-    )
-    return dict(json.loads(rows[0]["body"])) if rows and rows[0]["body"] else {}
+    body = draft_body(store, project, reviewer, trace_id, span_id)
+    return dict(json.loads(body)) if body else {}
 
 
 def messages(input_messages: str, input_text: str) -> list[dict[str, str]]:

@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+import pyarrow as pa
+
+from driftline.store.arrow import MS, table_of
 from driftline.store.base import Store
 from driftline.store.migrations import Migration
-from driftline.store.sql import Relation, Where
+from driftline.store.sql import Relation, Where, bind, iso
 
 # Judgements on calls: an app's thumbs-up through the SDK, a reviewer's score. Keyed by the
 # sender's id, so a retried request is stored once.
@@ -62,6 +66,130 @@ MIGRATIONS = (
 RETENTION = {"feedback": "created_at"}
 
 
+# -- the rows this room inserts (store/arrow.py), and its own queries ----------------------------
+
+FEEDBACK = pa.schema(
+    [
+        ("project_id", pa.string()),
+        ("id", pa.string()),
+        ("trace_id", pa.string()),
+        ("span_id", pa.string()),
+        ("name", pa.string()),
+        ("kind", pa.string()),
+        ("value_number", pa.float64()),
+        ("value_string", pa.string()),
+        ("comment", pa.string()),
+        ("user_id", pa.string()),
+        ("source", pa.string()),
+        ("review_id", pa.string()),
+        ("details", pa.string()),
+        ("created_at", MS),
+    ]
+)
+REVIEW_MARKS = pa.schema(
+    [
+        ("project_id", pa.string()),
+        ("trace_id", pa.string()),
+        ("span_id", pa.string()),
+        ("reviewer", pa.string()),
+        ("status", pa.string()),
+        ("body", pa.string()),
+        ("updated_at", MS),
+    ]
+)
+SCHEMAS = {"feedback": FEEDBACK, "review_marks": REVIEW_MARKS}
+
+
+def insert_feedback(store: Store, columns: Mapping[str, Any]) -> None:
+    store.insert_arrow("feedback", table_of(FEEDBACK, columns))
+
+
+def stored_ids(store: Store, project: str, ids: Sequence[str]) -> set[str]:
+    """Those of `ids` the project's feedback already holds."""
+    return {
+        row["value"]
+        for row in store.query_with_values(
+            "SELECT id AS value FROM feedback WHERE project_id = {project:String} "
+            "AND id IN (SELECT value FROM {values})",
+            list(ids),
+            {"project": project},
+        )
+    }
+
+
+def sent_feedback(
+    store: Store,
+    project: str,
+    trace_id: str | None,
+    name: str | None,
+    since_ns: int | None,
+    until_ns: int | None,
+    limit: int,
+) -> list[dict[str, Any]]:
+    """Feedback rows newest first (`user` for user_id, `created_at` as RFC 3339)."""
+    where = Where("project_id = {project:String}", project=project)
+    where.equals("trace_id", trace_id).equals("name", name)
+    where.between("created_at", since_ns, until_ns)
+    return store.query(
+        "SELECT id, trace_id, span_id, name, kind, value_number, value_string, comment, "
+        f"user_id AS user, source, review_id, details, {iso('created_at', 'created_at')} "
+        f"FROM feedback FINAL WHERE {where} ORDER BY created_at DESC, id LIMIT {{limit:UInt32}}",
+        bind(where, {"limit": limit}),
+    )
+
+
+def reviewer_scores(store: Store, project: str) -> list[dict[str, Any]]:
+    """Reviewers' numeric and categorical judgements, oldest first: item (trace:span),
+    user_id, review_id, name, kind, value_number, value_string."""
+    return store.query(
+        "SELECT concat(trace_id, ':', span_id) AS item, user_id, review_id, name, kind, "
+        "value_number, value_string FROM feedback FINAL WHERE project_id = {p:String} "
+        "AND source = 'review' AND kind IN ('numeric', 'categorical') ORDER BY created_at, id",
+        {"p": project},
+    )
+
+
+def save_mark(
+    store: Store, project: str, trace_id: str, span_id: str, reviewer: str, status: str, body: str
+) -> None:
+    """A reviewer's draft, skip or submission of a call; the latest one counts."""
+    store.insert_arrow(
+        "review_marks",
+        table_of(
+            REVIEW_MARKS,
+            {
+                "project_id": [project],
+                "trace_id": [trace_id],
+                "span_id": [span_id],
+                "reviewer": [reviewer],
+                "status": [status],
+                "body": [body],
+                "updated_at": [time.time_ns() // 1_000_000],
+            },
+        ),
+    )
+
+
+def draft_body(store: Store, project: str, reviewer: str, trace_id: str, span_id: str) -> str:
+    """The reviewer's saved draft of a call (JSON), or ""."""
+    rows = store.query(
+        "SELECT body FROM review_marks FINAL WHERE project_id = {p:String} "
+        "AND reviewer = {me:String} AND trace_id = {t:String} AND span_id = {s:String} "
+        "AND status = 'draft'",
+        {"p": project, "me": reviewer, "t": trace_id, "s": span_id},
+    )
+    return str(rows[0]["body"]) if rows else ""
+
+
+def marks(project: str, reviewer: str) -> Relation:
+    """Per call (trace_id, span_id), the reviewer's latest mark (`mark`)."""
+    return Relation(
+        "SELECT trace_id, span_id, status AS mark FROM review_marks FINAL "
+        "WHERE project_id = {marks_p:String} AND reviewer = {marks_me:String}",
+        {"marks_p": project, "marks_me": reviewer},
+    )
+
+
 # -- reads other rooms make (they never name these tables) -------------------------------------
 
 
@@ -70,7 +198,7 @@ def new_feedback(
 ) -> list[dict[str, Any]]:
     """Per project, feedback stored by `until_ns` and after the project's `after_ns` moment
     (all of it for projects not named), of `names` (every name when empty): project_id, n and
-    last_ms, when it last arrived."""
+    last_ns, when it last arrived."""
     # The moments as two arrays: element 0 (no such project) is 0, the epoch.
     after = "arrayElement({after:Array(Int64)}, indexOf({projects:Array(String)}, project_id))"
     where = Where(
@@ -81,22 +209,21 @@ def new_feedback(
     if names:
         where.add("name IN {names:Array(String)}", names=list(names))
     return store.query(
-        "SELECT project_id, count() AS n, toUnixTimestamp64Milli(max(ingested_at)) AS last_ms "
+        "SELECT project_id, count() AS n, toUnixTimestamp64Nano(max(ingested_at)) AS last_ns "
         f"FROM feedback FINAL WHERE {where} GROUP BY project_id",
         where.params,
     )
 
 
 def feedback_until(store: Store, project: str, until_ns: int) -> tuple[int, int]:
-    """How many feedback rows the project has stored by `until_ns`, and when the last arrived
-    (Unix ms)."""
+    """How many feedback rows the project has stored by `until_ns`, and when the last arrived."""
     rows = store.query(
-        "SELECT count() AS n, toUnixTimestamp64Milli(max(ingested_at)) AS last_ms "
+        "SELECT count() AS n, toUnixTimestamp64Nano(max(ingested_at)) AS last_ns "
         "FROM feedback FINAL WHERE project_id = {p:String} "
         "AND ingested_at <= fromUnixTimestamp64Nano({until:Int64}, 'UTC')",
         {"p": project, "until": until_ns},
     )
-    return int(rows[0]["n"]), int(rows[0]["last_ms"] or 0)
+    return int(rows[0]["n"]), int(rows[0]["last_ns"] or 0)
 
 
 def feedback_rows(

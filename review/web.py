@@ -5,14 +5,12 @@ little plain JavaScript for the keyboard and highlighting."""
 from __future__ import annotations
 
 import json
-import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Annotated, Any
 from urllib.parse import parse_qs, quote
 
-import pyarrow as pa
 from fastapi import APIRouter, Depends, Query, Request, Response
 from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse
 from fastapi.templating import Jinja2Templates
@@ -21,11 +19,11 @@ from pydantic import ValidationError
 from driftline.detectors.references import nearest_answers
 from driftline.detectors.tables import is_queued
 from driftline.ingest.tables import other_answer
-from driftline.review import overview, queue
+from driftline.review import overview, queue, tables
 from driftline.review.agreement import Rating, agreement, reviewer_bias
 from driftline.review.config import ReviewSettings
 from driftline.review.feedback import check_targets, store_feedback
-from driftline.review.judgements import Judgement, JudgementError, check, to_feedback
+from driftline.review.judgements import Judgement, JudgementError, check_rubric, to_feedback
 from driftline.store import Store
 from driftline.store.errors import Conflict, InputError, NotFound
 from driftline.store.keys import Principal, Role
@@ -135,7 +133,7 @@ def queue_page(
         status=status,
     )  # fmt: skip
     assert principal.project is not None
-    items = queue.queue(rt.store, principal.project, name_of(principal),
+    items = queue.items(rt.store, principal.project, name_of(principal),
                         rt.settings.reviews_per_item, filters)  # fmt: skip
     return page(request, "queue.html", principal, items=items, filters=filters,
                 per_item=rt.settings.reviews_per_item)  # fmt: skip
@@ -153,7 +151,7 @@ def item_page(request: Request, principal: Reviewer, trace_id: str, span_id: str
         other=other_answer(rt.store, principal.project, found),
         nearest=nearest_answers(
             rt.store, principal.project, found["window_key"], found["trace_id"],
-            found["span_id"], int(found["call_ms"]),
+            found["span_id"], int(found["call_ms"]) * 1_000_000,
         ),
         rubric=rt.settings.rubric_for(principal.project),
         draft_json=_script_json(found["draft"]),
@@ -198,7 +196,7 @@ async def submit(
         raise Conflict("you have already judged this call")
     try:
         judgement = Judgement.model_validate_json(await request.body())
-        check(judgement, rt.settings.rubric_for(project))
+        check_rubric(judgement, rt.settings.rubric_for(project))
         records = to_feedback(judgement, trace_id, span_id, found["output_text"] or "",
                               name_of(principal))  # fmt: skip
     except ValidationError as exc:
@@ -238,30 +236,14 @@ def mark(
     project = principal.project or ""
     if not is_queued(store, project, trace_id, span_id):
         raise NotFound(f"no queued call {trace_id}/{span_id} in project {project!r}")
-    store.insert_arrow(
-        "review_marks",
-        pa.table(
-            {
-                "project_id": [project],
-                "trace_id": [trace_id],
-                "span_id": [span_id],
-                "reviewer": [name_of(principal)],
-                "status": [status],
-                "body": [json.dumps(body)],
-                "updated_at": pa.array([time.time_ns() // 10**6], pa.timestamp("ms", "UTC")),
-            }
-        ),
+    tables.save_mark(
+        store, project, trace_id, span_id, name_of(principal), status, json.dumps(body)
     )
 
 
-def review_ratings(store: Any, project: str) -> list[Rating]:
+def review_ratings(store: Store, project: str) -> list[Rating]:
     """Reviewers' scores, and each label as applied or not, oldest first."""
-    rows = store.query(
-        "SELECT concat(trace_id, ':', span_id) AS item, user_id, review_id, name, kind, "
-        "value_number, value_string FROM feedback FINAL WHERE project_id = {p:String} "
-        "AND source = 'review' AND kind IN ('numeric', 'categorical') ORDER BY created_at, id",
-        {"p": project},
-    )
+    rows = tables.reviewer_scores(store, project)
     ratings = [Rating(r["item"], r["user_id"], r["name"], r["value_number"])
                for r in rows if r["kind"] == "numeric"]  # fmt: skip
     labels = sorted({r["value_string"] for r in rows if r["name"] == "label"})

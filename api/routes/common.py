@@ -7,7 +7,7 @@ import re
 from fastapi import Request
 
 from driftline.api.runtime import runtime
-from driftline.finetune.records import StoreLedger
+from driftline.finetune.ledger import StoreLedger
 from driftline.store.keys import Principal
 
 HEX32 = re.compile(r"^[0-9a-f]{32}$")

@@ -12,18 +12,18 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from driftline.api.auth import AdminKey, ReadKey
 from driftline.api.runtime import ApiError, runtime
-from driftline.finetune.datasets import (
-    FORMATS,
-    ExportFilters,
+from driftline.finetune.dataset.files import encode_rows
+from driftline.finetune.dataset.filters import ExportFilters
+from driftline.finetune.dataset.formats import FORMATS
+from driftline.finetune.dataset.snapshots import (
     Snapshot,
     SnapshotError,
-    encode,
     get_snapshot,
     list_snapshots,
     load_snapshot,
-    record,
+    record_snapshot,
 )
-from driftline.finetune.records import StoreLedger
+from driftline.finetune.ledger import StoreLedger
 
 router = APIRouter(prefix="/api", tags=["datasets"])
 
@@ -45,7 +45,7 @@ def post_dataset(request: Request, principal: AdminKey, body: NewDataset) -> dic
     assert principal.project is not None
     filters = ExportFilters(principal.project, **body.model_dump(exclude={"format"}))
     try:
-        snapshot, _, _ = record(runtime(request).store, body.format, filters)
+        snapshot, _, _ = record_snapshot(runtime(request).store, body.format, filters)
     except ValueError as exc:
         raise ApiError(400, str(exc)) from None
     return _out(snapshot)
@@ -90,7 +90,7 @@ def get_dataset_file(
         status = 404 if "no dataset snapshot" in str(exc) else 409
         raise ApiError(status, str(exc)) from None
     media = "application/json" if snapshot.format == "label-studio" else "application/x-ndjson"
-    body = encode(snapshot.format, train if split == "train" else test)
+    body = encode_rows(snapshot.format, train if split == "train" else test)
     return Response(body, media_type=media, headers={"x-driftline-sha256": snapshot.sha256})
 
 

@@ -11,7 +11,7 @@ from driftline.api.auth import AdminKey, ReadKey
 from driftline.api.routes.common import project_ledger
 from driftline.api.runtime import ApiError
 from driftline.finetune import registry
-from driftline.finetune.records import VERSION_STATUSES, ModelVersion, VersionError
+from driftline.finetune.ledger import VERSION_STATUSES, ModelVersion, VersionError
 
 router = APIRouter(prefix="/api", tags=["models"])
 

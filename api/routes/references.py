@@ -12,8 +12,8 @@ from driftline.api.auth import AdminKey, ReadKey
 from driftline.api.runtime import ApiError, runtime
 from driftline.detectors.references import (
     MIN_CALLS,
+    DriftReferenceError,
     Reference,
-    ReferenceError,
     create_reference,
     list_references,
 )
@@ -55,7 +55,7 @@ def post_reference(request: Request, principal: AdminKey, body: NewReference) ->
             until=body.until,
             limit=body.limit,
         )
-    except ReferenceError as exc:
+    except DriftReferenceError as exc:
         raise ApiError(400, str(exc)) from None
     return _reference(reference)
 

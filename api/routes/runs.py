@@ -10,7 +10,8 @@ from pydantic import BaseModel, ConfigDict, Field
 from driftline.api.auth import AdminKey, ReadKey
 from driftline.api.routes.common import project_ledger
 from driftline.api.runtime import ApiError
-from driftline.finetune.records import RUN_STATUSES, Run, read_curves
+from driftline.finetune.ledger import RUN_STATUSES, Run
+from driftline.finetune.tables import read_curves
 
 router = APIRouter(prefix="/api", tags=["models"])
 

@@ -7,7 +7,7 @@ import time
 from pathlib import Path
 
 from driftline.finetune import registry
-from driftline.finetune.records import StoreLedger
+from driftline.finetune.ledger import StoreLedger
 from driftline.store import Store
 from tests.alerts.conftest import Clock, EngineFactory
 
@@ -40,10 +40,12 @@ def test_promotion_and_rejection_fire_and_age_out(
 
     registry.baseline(ledger, model_folder(tmp_path / "base"))  # v1, in service
     good = registry.register(ledger, model_folder(tmp_path / "good"), method="dpo")
-    registry.judge(ledger, good, {"promote": True, "win_rate": {"rate": 0.9}, "reasons": []})
+    registry.record_verdict(
+        ledger, good, {"promote": True, "win_rate": {"rate": 0.9}, "reasons": []}
+    )
     bad = registry.register(ledger, model_folder(tmp_path / "bad"), method="dpo")
-    registry.judge(ledger, bad, {"promote": False, "win_rate": {"rate": 0.1},
-                                 "reasons": ["win rate 10.0% is below 60%"]})  # fmt: skip
+    registry.record_verdict(ledger, bad, {"promote": False, "win_rate": {"rate": 0.1},
+                                          "reasons": ["win rate 10.0% is below 60%"]})  # fmt: skip
     registry.promote(ledger, good.version)
     clock.now = time.time() + 5
 

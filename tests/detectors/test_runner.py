@@ -11,7 +11,7 @@ from prometheus_client import CollectorRegistry
 
 from driftline.detectors.config import DetectorSettings
 from driftline.detectors.embedder import Embedder
-from driftline.detectors.references import ReferenceError, create_reference
+from driftline.detectors.references import DriftReferenceError, create_reference
 from driftline.detectors.runner import Runner, WindowOutcome
 from driftline.detectors.scheduler import DetectorLoop
 from driftline.store import Store
@@ -68,9 +68,9 @@ def test_a_pass_finds_the_shift_and_queues_the_off_topic_answers(
 
 def test_reference_needs_enough_calls(store: Store, corpus: Corpus, embedder: Embedder) -> None:
     insert_calls(store, corpus, embedder, split(corpus, MIX, 5, 0), start=0)
-    with pytest.raises(ReferenceError, match="needs at least 50"):
+    with pytest.raises(DriftReferenceError, match="needs at least 50"):
         create_reference(store, "alpha", "tiny")
-    with pytest.raises(ReferenceError, match="unknown scope key"):
+    with pytest.raises(DriftReferenceError, match="unknown scope key"):
         create_reference(store, "alpha", "x", {"region": "eu"})
 
 

@@ -14,14 +14,9 @@ from typing import Any
 import pyarrow as pa
 import pytest
 
-from driftline.finetune.datasets import (
-    FORMATS,
-    ExportFilters,
-    SnapshotError,
-    build,
-    export,
-    load_snapshot,
-)
+from driftline.finetune.dataset.filters import ExportFilters
+from driftline.finetune.dataset.formats import FORMATS, build_rows
+from driftline.finetune.dataset.snapshots import SnapshotError, export_snapshot, load_snapshot
 from driftline.store import Store
 
 PROJECT = "alpha"
@@ -226,7 +221,7 @@ def read_jsonl(path: Path) -> list[dict[str, Any]]:
 
 def test_dpo_rows_are_corrections_and_choices_deduped_and_split(store: Store) -> None:
     seed(store)
-    train, test, counts = build(store, "dpo", filters())
+    train, test, counts = build_rows(store, "dpo", filters())
     assert train == [
         {"prompt": prompt("c1"), "chosen": answer("Paris."), "rejected": answer("Lyon.")},
         {"prompt": prompt("c3"), "chosen": answer("Red."), "rejected": answer("Purple.")},
@@ -251,12 +246,12 @@ def test_dpo_rows_are_corrections_and_choices_deduped_and_split(store: Store) ->
             "unused_numeric": 3,
         },
     }
-    assert build(store, "reward", filters()) == (train, test, counts)
+    assert build_rows(store, "reward", filters()) == (train, test, counts)
 
 
 def test_plain_rows_use_the_prompt_text(store: Store) -> None:
     seed(store)
-    train, test, _ = build(store, "dpo", filters(conversational=False))
+    train, test, _ = build_rows(store, "dpo", filters(conversational=False))
     assert train == [
         {"prompt": "Capital of France?", "chosen": "Paris.", "rejected": "Lyon."},
         {"prompt": "Name a primary colour.", "chosen": "Red.", "rejected": "Purple."},
@@ -269,13 +264,13 @@ def test_plain_rows_use_the_prompt_text(store: Store) -> None:
             "rejected": "Porto.",
         },
     ]
-    train, _, _ = build(store, "kto", filters(conversational=False))
+    train, _, _ = build_rows(store, "kto", filters(conversational=False))
     assert train[-1] == {"prompt": "Plain prompt?", "completion": "Plain answer.", "label": False}
 
 
 def test_openai_rows(store: Store) -> None:
     seed(store)
-    train, test, counts = build(store, "openai-dpo", filters(conversational=False))
+    train, test, counts = build_rows(store, "openai-dpo", filters(conversational=False))
     assert train[0] == {
         "input": {"messages": prompt("c1")},
         "preferred_output": [assistant("Paris.")],
@@ -292,7 +287,7 @@ def test_openai_rows(store: Store) -> None:
 
 def test_kto_rows_label_thumbs_scores_and_corrections(store: Store) -> None:
     seed(store)
-    train, test, counts = build(store, "kto", filters())
+    train, test, counts = build_rows(store, "kto", filters())
 
     def row(call: str, text: str, label: bool) -> dict[str, Any]:
         return {"prompt": prompt(call), "completion": answer(text), "label": label}
@@ -327,7 +322,7 @@ def test_kto_rows_label_thumbs_scores_and_corrections(store: Store) -> None:
 
 def test_kto_thresholds_are_filters(store: Store) -> None:
     seed(store)
-    train, _, counts = build(store, "kto", filters(kto_good=5.0, kto_bad=3.0))
+    train, _, counts = build_rows(store, "kto", filters(kto_good=5.0, kto_bad=3.0))
     assert {"prompt": prompt("c2"), "completion": answer("Rome."), "label": True} not in train
     assert {"prompt": prompt("c8"), "completion": answer("Plain answer."), "label": False} in train
     assert counts["skipped"]["between_thresholds"] == 1  # c2 (4.5); c8 (3) is now bad
@@ -354,7 +349,7 @@ def metadata(call: str) -> dict[str, str]:
 
 def test_argilla_records_hold_each_reviewers_answers(store: Store) -> None:
     seed(store)
-    train, test, counts = build(store, "argilla", filters())
+    train, test, counts = build_rows(store, "argilla", filters())
 
     def record(call: str, responses: dict[str, Any]) -> dict[str, Any]:
         return {
@@ -410,7 +405,7 @@ def test_argilla_sdk_reads_the_records(store: Store) -> None:
     import argilla as rg
 
     seed(store)
-    train, test, _ = build(store, "argilla", filters())
+    train, test, _ = build_rows(store, "argilla", filters())
     for row in train + test:
         record = rg.Record.from_dict(row)
         assert all(r.status == "submitted" for r in record.responses)
@@ -427,7 +422,7 @@ def test_argilla_sdk_reads_the_records(store: Store) -> None:
 
 def test_label_studio_tasks_hold_one_annotation_per_reviewer(store: Store) -> None:
     seed(store)
-    train, test, counts = build(store, "label-studio", filters())
+    train, test, counts = build_rows(store, "label-studio", filters())
     region_ids = [r.pop("id") for t in train + test for a in t["annotations"] for r in a["result"]]
     assert len(set(region_ids)) == len(region_ids)
     assert all(len(i) == 10 for i in region_ids)
@@ -479,7 +474,7 @@ def test_a_reviewers_later_answer_replaces_the_earlier(store: Store) -> None:
     ]
     created = [BASE, BASE + timedelta(seconds=1)]
     insert_feedback(store, rows, created, created)
-    train, _, counts = build(store, "argilla", filters())
+    train, _, counts = build_rows(store, "argilla", filters())
     assert train[0]["responses"] == {"accuracy": [answered(4)]}
     assert counts["skipped"] == {"replaced_by_later": 1}
 
@@ -492,7 +487,7 @@ def test_feedback_on_a_trace_judges_its_last_call_and_a_span_alone_is_found(stor
     ]
     created = [BASE, BASE + timedelta(seconds=1)]
     insert_feedback(store, rows, created, created)
-    train, _, counts = build(store, "kto", filters(test_fraction=0.0))
+    train, _, counts = build_rows(store, "kto", filters(test_fraction=0.0))
     assert train == [
         {"prompt": prompt("c4"), "completion": answer("Purple."), "label": True},
         {"prompt": prompt("c1"), "completion": answer("Lyon."), "label": False},
@@ -505,7 +500,7 @@ def test_feedback_on_a_trace_judges_its_last_call_and_a_span_alone_is_found(stor
 
 def test_since_keeps_later_feedback_only(store: Store) -> None:
     seed(store)
-    train, test, counts = build(store, "dpo", filters(since=BASE + timedelta(seconds=8)))
+    train, test, counts = build_rows(store, "dpo", filters(since=BASE + timedelta(seconds=8)))
     assert counts["feedback"] == 8  # f08 .. f15
     assert train == [  # f13 is no longer a repeat of f02
         {"prompt": prompt("c4"), "chosen": answer("Red."), "rejected": answer("Purple.")}
@@ -515,27 +510,27 @@ def test_since_keeps_later_feedback_only(store: Store) -> None:
 
 def test_everything_in_test_or_in_train(store: Store) -> None:
     seed(store)
-    train, test, _ = build(store, "dpo", filters(test_fraction=1.0))
+    train, test, _ = build_rows(store, "dpo", filters(test_fraction=1.0))
     assert (len(train), len(test)) == (0, 4)
-    train, test, _ = build(store, "dpo", filters(test_fraction=0.0))
+    train, test, _ = build_rows(store, "dpo", filters(test_fraction=0.0))
     assert (len(train), len(test)) == (4, 0)
 
 
 def test_bad_arguments_are_named(store: Store) -> None:
     with pytest.raises(ValueError, match=r"unknown dataset format 'sft'.*dpo, kto, reward"):
-        build(store, "sft", filters())
+        build_rows(store, "sft", filters())
     with pytest.raises(ValueError, match="test_fraction"):
-        build(store, "dpo", filters(test_fraction=1.5))
+        build_rows(store, "dpo", filters(test_fraction=1.5))
     with pytest.raises(ValueError, match="kto_bad"):
-        build(store, "kto", filters(kto_good=2.0, kto_bad=3.0))
+        build_rows(store, "kto", filters(kto_good=2.0, kto_bad=3.0))
 
 
 def test_export_writes_train_and_test_and_records_a_snapshot(store: Store, tmp_path: Path) -> None:
     seed(store)
     out = tmp_path / "one" / "dpo.jsonl"
-    snapshot = export(store, "dpo", filters(), out)
+    snapshot = export_snapshot(store, "dpo", filters(), out)
     test_file = tmp_path / "one" / "dpo.test.jsonl"
-    train, test, counts = build(store, "dpo", filters())
+    train, test, counts = build_rows(store, "dpo", filters())
     assert read_jsonl(out) == train
     assert read_jsonl(test_file) == test
     assert snapshot.sha256 == hashlib.sha256(out.read_bytes() + test_file.read_bytes()).hexdigest()
@@ -546,7 +541,7 @@ def test_export_writes_train_and_test_and_records_a_snapshot(store: Store, tmp_p
         counts,
     )
     assert snapshot.filters["until"] is not None  # the cutoff is fixed at export
-    again = export(store, "dpo", filters(), tmp_path / "two" / "dpo.jsonl")
+    again = export_snapshot(store, "dpo", filters(), tmp_path / "two" / "dpo.jsonl")
     assert again.sha256 == snapshot.sha256 and again.id != snapshot.id
     assert (tmp_path / "two" / "dpo.jsonl").read_bytes() == out.read_bytes()
     stored = store.query(
@@ -567,7 +562,7 @@ def test_every_format_round_trips_through_its_snapshot(
 ) -> None:
     seed(store)
     out = tmp_path / f"{fmt}.data"
-    snapshot = export(store, fmt, filters(), out)
+    snapshot = export_snapshot(store, fmt, filters(), out)
     loaded, train, test = load_snapshot(store, snapshot.id, PROJECT)
     assert loaded == snapshot
     if fmt == "label-studio":  # one JSON array per file
@@ -583,7 +578,7 @@ def test_load_snapshot_detects_feedback_slipped_in_before_the_cutoff(
     store: Store, tmp_path: Path
 ) -> None:
     seed(store)
-    snapshot = export(store, "dpo", filters(), tmp_path / "dpo.jsonl")
+    snapshot = export_snapshot(store, "dpo", filters(), tmp_path / "dpo.jsonl")
     cutoff = datetime.fromisoformat(snapshot.filters["until"])
     late = fb("late", "correction", "c3", "correction", text="Yellow.")
     later = BASE + timedelta(minutes=30)
@@ -597,7 +592,7 @@ def test_load_snapshot_detects_feedback_slipped_in_before_the_cutoff(
 
 def test_unknown_snapshots_are_errors(store: Store, tmp_path: Path) -> None:
     seed(store)
-    snapshot = export(store, "kto", filters(), tmp_path / "kto.jsonl")
+    snapshot = export_snapshot(store, "kto", filters(), tmp_path / "kto.jsonl")
     with pytest.raises(SnapshotError, match="no dataset snapshot 'nope' in project 'alpha'"):
         load_snapshot(store, "nope", PROJECT)
     with pytest.raises(ValueError, match="no dataset snapshot"):
@@ -609,7 +604,7 @@ def test_an_empty_export_still_writes_files_and_a_snapshot(
     store: Store, tmp_path: Path, fmt: str
 ) -> None:
     out = tmp_path / "empty.json"
-    snapshot = export(store, fmt, filters(), out)
+    snapshot = export_snapshot(store, fmt, filters(), out)
     empty = b"[]\n" if fmt == "label-studio" else b""
     assert out.read_bytes() == empty
     assert (tmp_path / "empty.test.json").read_bytes() == empty
@@ -650,7 +645,7 @@ def test_trl_dpo_trainer_takes_the_dpo_rows(
 
     seed(store)
     out = tmp_path / "dpo.jsonl"
-    export(store, "dpo", filters(test_fraction=0.0, conversational=conversational), out)
+    export_snapshot(store, "dpo", filters(test_fraction=0.0, conversational=conversational), out)
     dataset = trl_dataset(out, tmp_path / "cache")
     assert dataset.num_rows == 4
     assert set(dataset.column_names) == {"prompt", "chosen", "rejected"}
@@ -677,7 +672,7 @@ def test_trl_kto_trainer_takes_the_kto_rows(store: Store, tmp_path: Path, offlin
 
     seed(store)
     out = tmp_path / "kto.jsonl"
-    export(store, "kto", filters(test_fraction=0.0), out)
+    export_snapshot(store, "kto", filters(test_fraction=0.0), out)
     dataset = trl_dataset(out, tmp_path / "cache")
     assert dataset.num_rows == 7
     assert dataset.features["label"].dtype == "bool"

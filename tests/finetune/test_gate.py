@@ -6,7 +6,7 @@ import math
 
 import pytest
 
-from driftline.finetune.gate import check_judge, verdict, win_rate
+from driftline.finetune.gate.verdict import check_judge, verdict, win_rate
 
 
 def test_wilson_interval_by_hand() -> None:

@@ -15,10 +15,10 @@ from typing import Any
 import pytest
 
 from driftline.finetune.config import FinetuneSettings, JudgeSettings
-from driftline.finetune.evaluate import Evidence, run_gate
-from driftline.finetune.gate import Verdict
-from driftline.finetune.judge import JudgeError, LLMJudge
-from driftline.finetune.records import StoreLedger
+from driftline.finetune.gate.evaluation import Evidence, run_gate
+from driftline.finetune.gate.judge import JudgeError, LLMJudge
+from driftline.finetune.gate.verdict import Verdict
+from driftline.finetune.ledger import StoreLedger
 from driftline.finetune.rewards import RewardModel
 from driftline.finetune.train import Request, finetune
 from driftline.store import Store

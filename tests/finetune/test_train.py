@@ -11,9 +11,10 @@ import pytest
 
 from driftline.finetune import registry
 from driftline.finetune.config import FinetuneSettings
-from driftline.finetune.datasets import Snapshot
-from driftline.finetune.evaluate import run_gate
-from driftline.finetune.records import StoreLedger, VersionError, read_curves
+from driftline.finetune.dataset.snapshots import Snapshot
+from driftline.finetune.gate.evaluation import run_gate
+from driftline.finetune.ledger import StoreLedger, VersionError
+from driftline.finetune.tables import read_curves
 from driftline.finetune.train import FinetuneError, Request, finetune
 from driftline.store import Store
 from tests.finetune import world

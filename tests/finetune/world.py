@@ -12,7 +12,8 @@ from pathlib import Path
 
 import pyarrow as pa
 
-from driftline.finetune.datasets import ExportFilters, Snapshot, record
+from driftline.finetune.dataset.filters import ExportFilters
+from driftline.finetune.dataset.snapshots import Snapshot, record_snapshot
 from driftline.store import Store
 from tests.finetune.tiny_model import tiny_model, tokenizer_for
 
@@ -121,7 +122,7 @@ def insert_feedback(
 
 def snapshot(store: Store, project: str, fmt: str = "dpo", fraction: float = 0.25) -> Snapshot:
     """Record a snapshot of the project's feedback, as `driftline export` does."""
-    made, _, _ = record(store, fmt, ExportFilters(project=project, test_fraction=fraction))
+    made, _, _ = record_snapshot(store, fmt, ExportFilters(project=project, test_fraction=fraction))
     return made
 
 

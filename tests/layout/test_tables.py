@@ -8,6 +8,9 @@ import importlib
 import re
 from pathlib import Path
 
+import pyarrow as pa
+
+from driftline.store import Store
 from driftline.store.migrations import TABLE_MODULES, migrations
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -65,3 +68,58 @@ def test_no_room_writes_sql_against_another_rooms_table() -> None:
                 if known[table] != room:
                     trespass.append(f"{path.relative_to(ROOT)}: {table} ({known[table]}'s)")
     assert trespass == [], "\n".join(trespass)
+
+
+def arrow_type(clickhouse: str) -> pa.DataType:
+    """The Arrow type driftline inserts for a ClickHouse column type."""
+    inner = re.fullmatch(r"(LowCardinality|Nullable)\((.*)\)", clickhouse)
+    if inner:
+        return arrow_type(inner.group(2))
+    if clickhouse in ("String",) or clickhouse.startswith("FixedString"):
+        return pa.string()
+    if clickhouse.startswith("DateTime64(9"):
+        return pa.timestamp("ns", "UTC")
+    if clickhouse.startswith("DateTime64(3"):
+        return pa.timestamp("ms", "UTC")
+    if clickhouse.startswith("Array("):
+        return pa.list_(arrow_type(clickhouse[6:-1]))
+    if clickhouse.startswith("Map("):
+        key, value = clickhouse[4:-1].split(", ", 1)
+        return pa.map_(arrow_type(key), arrow_type(value))
+    numbers = {"UInt8": pa.uint8(), "UInt16": pa.uint16(), "UInt32": pa.uint32(),
+               "UInt64": pa.uint64(), "Int8": pa.int8(), "Int32": pa.int32(), "Int64": pa.int64(),
+               "Float64": pa.float64()}  # fmt: skip
+    return numbers[clickhouse]
+
+
+def test_each_rooms_arrow_schema_is_its_table(store: Store) -> None:
+    """Every column a schema writes exists with that type, and every column without a DEFAULT
+    is written: the schema is the one place the inserted columns are spelled."""
+    checked = []
+    for module in TABLE_MODULES:
+        for table, schema in getattr(importlib.import_module(module), "SCHEMAS", {}).items():
+            columns = {
+                row["name"]: row
+                for row in store.query(
+                    "SELECT name, type, default_kind FROM system.columns "
+                    "WHERE database = currentDatabase() AND table = {t:String}",
+                    {"t": table},
+                )
+            }
+            assert columns, f"{module}: no table {table}"
+            for field in schema:
+                assert field.name in columns, f"{table}.{field.name} is not a column"
+                expected = arrow_type(columns[field.name]["type"])
+                bytes_ok = field.type == pa.binary() and expected == pa.string()  # String is bytes
+                assert field.type == expected or bytes_ok, (
+                    f"{table}.{field.name}: {field.type} for {columns[field.name]['type']}"
+                )
+            unwritten = {n for n, c in columns.items() if not c["default_kind"]} - set(schema.names)
+            assert not unwritten, f"{table}: {sorted(unwritten)} have no DEFAULT and no field"
+            checked.append(table)
+    # Written otherwise: calls and spans are decoded from the log's protobuf by chDB
+    # (ingest/mapping.py), the rollups by materialized views, keys by SQL (store/keys.py).
+    otherwise = {"llm_calls", "spans", "llm_calls_hourly", "call_vector_versions", "projects",
+                 "llm_calls_hourly_mv", "call_vector_versions_mv",
+                 "api_keys", "call_embeddings"}  # fmt: skip
+    assert set(checked) == set(owners()) - otherwise

@@ -21,7 +21,7 @@ import pytest
 
 from driftline.detectors.embeddings import quantize
 from driftline.finetune import registry
-from driftline.finetune.records import StoreLedger
+from driftline.finetune.ledger import StoreLedger
 from driftline.store import Store, keys
 from tests.sdk.conftest import LiveCollector, start_live
 

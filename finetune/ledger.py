@@ -11,20 +11,16 @@ from typing import Any, Protocol
 
 import pyarrow as pa
 
-from driftline.finetune.datasets import (
-    ExportFilters,
-    Row,
-    Snapshot,
-    get_snapshot,
-    held_out_scores,
-    load_snapshot,
-)
+from driftline.finetune import tables
+from driftline.finetune.dataset.filters import ExportFilters
+from driftline.finetune.dataset.rows import Row
+from driftline.finetune.dataset.snapshots import Snapshot, get_snapshot, load_snapshot
+from driftline.finetune.dataset.split import held_out_scores
 from driftline.store import Store
+from driftline.store.arrow import table_of
 
 RUN_STATUSES = ("running", "succeeded", "failed", "interrupted")
 VERSION_STATUSES = ("candidate", "promoted", "rejected", "rolled_back")
-
-_TS = pa.timestamp("ms", "UTC")
 
 
 @dataclass
@@ -115,8 +111,9 @@ class Ledger(Protocol):
 
 
 def run_table(run: Run) -> pa.Table:
-    """A run's current state as a one-row table for `finetune_runs`."""
-    return pa.table(
+    """A run's current state as a one-row table of `tables.FINETUNE_RUNS`."""
+    return table_of(
+        tables.FINETUNE_RUNS,
         {
             "project_id": [run.project],
             "id": [run.id],
@@ -127,44 +124,34 @@ def run_table(run: Run) -> pa.Table:
             "params": [json.dumps(run.params, sort_keys=True)],
             "status": [run.status],
             "error": [run.error],
-            "step": pa.array([run.step], pa.uint32()),
-            "total_steps": pa.array([run.total_steps], pa.uint32()),
+            "step": [run.step],
+            "total_steps": [run.total_steps],
             "summary": [json.dumps(run.summary, sort_keys=True)],
-            "created_at": pa.array([round(run.created_at * 1000)], _TS),
-            "updated_at": pa.array([round(run.updated_at * 1000)], _TS),
-        }
+            "created_at": [round(run.created_at * 1000)],
+            "updated_at": [round(run.updated_at * 1000)],
+        },
     )
 
 
 def metrics_table(project: str, run_id: str, step: int, figures: dict[str, float]) -> pa.Table:
-    """One step's figures as rows of `finetune_metrics`."""
+    """One step's figures as rows of `tables.FINETUNE_METRICS`."""
     names = sorted(figures)
     now = round(time.time() * 1000)
-    return pa.table(
+    return table_of(
+        tables.FINETUNE_METRICS,
         {
             "project_id": [project] * len(names),
             "run_id": [run_id] * len(names),
-            "step": pa.array([step] * len(names), pa.uint32()),
+            "step": [step] * len(names),
             "name": names,
-            "value": pa.array([float(figures[n]) for n in names], pa.float64()),
-            "at": pa.array([now] * len(names), _TS),
-        }
+            "value": [float(figures[n]) for n in names],
+            "at": [now] * len(names),
+        },
     )
-
-
-_RUN_COLUMNS = """id, project_id, snapshot_id, method, base_model, output, params, status, error,
-    step, total_steps, summary, toUnixTimestamp64Milli(created_at) AS created_ms,
-    toUnixTimestamp64Milli(updated_at) AS updated_ms"""
 
 
 def read_runs(store: Store, project: str, run_id: str | None = None, limit: int = 100) -> list[Run]:
     """The project's runs (or one), newest first."""
-    rows = store.query(
-        f"SELECT {_RUN_COLUMNS} FROM finetune_runs FINAL WHERE project_id = {{p:String}} "
-        + ("AND id = {id:String} " if run_id else "")
-        + "ORDER BY created_at DESC LIMIT {limit:UInt32}",
-        {"p": project, "id": run_id or "", "limit": limit},
-    )
     return [
         Run(
             id=r["id"],
@@ -182,29 +169,17 @@ def read_runs(store: Store, project: str, run_id: str | None = None, limit: int 
             created_at=r["created_ms"] / 1000,
             updated_at=r["updated_ms"] / 1000,
         )
-        for r in rows
+        for r in tables.run_rows(store, project, run_id, limit)
     ]
-
-
-def read_curves(store: Store, project: str, run_id: str) -> dict[str, list[tuple[int, float]]]:
-    """A run's figures over steps: name -> [(step, value)]."""
-    rows = store.query(
-        "SELECT name, step, value FROM finetune_metrics FINAL WHERE project_id = {p:String} "
-        "AND run_id = {r:String} ORDER BY name, step",
-        {"p": project, "r": run_id},
-    )
-    curves: dict[str, list[tuple[int, float]]] = {}
-    for r in rows:
-        curves.setdefault(r["name"], []).append((int(r["step"]), float(r["value"])))
-    return curves
 
 
 # --- versions --------------------------------------------------------------------------------
 
 
 def version_table(v: ModelVersion) -> pa.Table:
-    """A version's current state as a one-row table for `model_versions`."""
-    return pa.table(
+    """A version's current state as a one-row table of `tables.MODEL_VERSIONS`."""
+    return table_of(
+        tables.MODEL_VERSIONS,
         {
             "project_id": [v.project],
             "version": [v.version],
@@ -215,22 +190,14 @@ def version_table(v: ModelVersion) -> pa.Table:
             "method": [v.method],
             "status": [v.status],
             "verdict": [json.dumps(v.verdict, sort_keys=True)],
-            "created_at": pa.array([round(v.created_at * 1000)], _TS),
-            "updated_at": pa.array([round(v.updated_at * 1000)], _TS),
-        }
+            "created_at": [round(v.created_at * 1000)],
+            "updated_at": [round(v.updated_at * 1000)],
+        },
     )
 
 
 def read_versions(store: Store, project: str | None) -> list[ModelVersion]:
     """The project's versions (every project's with None), oldest first."""
-    rows = store.query(
-        "SELECT project_id, version, path, base_version, run_id, snapshot_id, method, status, "
-        "verdict, toUnixTimestamp64Milli(created_at) AS created_ms, "
-        "toUnixTimestamp64Milli(updated_at) AS updated_ms FROM model_versions FINAL "
-        + ("WHERE project_id = {p:String} " if project is not None else "")
-        + "ORDER BY project_id, created_at, version",
-        {"p": project or ""},
-    )
     return [
         ModelVersion(
             project=r["project_id"],
@@ -245,7 +212,7 @@ def read_versions(store: Store, project: str | None) -> list[ModelVersion]:
             created_at=r["created_ms"] / 1000,
             updated_at=r["updated_ms"] / 1000,
         )
-        for r in rows
+        for r in tables.version_rows(store, project)
     ]
 
 
@@ -266,13 +233,11 @@ class StoreLedger:
 
     def save_run(self, run: Run) -> None:
         run.updated_at = max(time.time(), run.updated_at + 0.001)
-        self.store.insert_arrow("finetune_runs", run_table(run))
+        tables.insert_runs(self.store, run_table(run))
 
     def save_metrics(self, run_id: str, step: int, figures: dict[str, float]) -> None:
         if figures:
-            self.store.insert_arrow(
-                "finetune_metrics", metrics_table(self.project, run_id, step, figures)
-            )
+            tables.insert_metrics(self.store, metrics_table(self.project, run_id, step, figures))
 
     def runs(self, run_id: str | None = None) -> list[Run]:
         return read_runs(self.store, self.project, run_id)
@@ -282,4 +247,4 @@ class StoreLedger:
 
     def save_version(self, version: ModelVersion) -> None:
         version.updated_at = max(time.time(), version.updated_at + 0.001)
-        self.store.insert_arrow("model_versions", version_table(version))
+        tables.insert_versions(self.store, version_table(version))

@@ -8,8 +8,9 @@ from dataclasses import dataclass
 from typing import Any
 
 from driftline.finetune.config import DataRules
-from driftline.finetune.datasets import Row, Snapshot
-from driftline.finetune.records import Ledger
+from driftline.finetune.dataset.rows import Row
+from driftline.finetune.dataset.snapshots import Snapshot
+from driftline.finetune.ledger import Ledger
 
 # The snapshot formats each method reads; online RL needs only the prompts.
 METHOD_FORMATS = {
@@ -39,7 +40,9 @@ class TrainingData:
         return list(seen.values())
 
 
-def load(ledger: Ledger, snapshot_id: str, method: str, rules: DataRules) -> TrainingData:
+def load_training_data(
+    ledger: Ledger, snapshot_id: str, method: str, rules: DataRules
+) -> TrainingData:
     """The snapshot's rows, checked for `method`."""
     snapshot, train, test = ledger.snapshot(snapshot_id)
     formats = METHOD_FORMATS[method]
@@ -48,11 +51,11 @@ def load(ledger: Ledger, snapshot_id: str, method: str, rules: DataRules) -> Tra
             f"snapshot {snapshot_id} is in format {snapshot.format!r}; {method} needs "
             f"{' or '.join(formats)} (driftline export --format {formats[0]})"
         )
-    check(snapshot, train, rules)
+    check_training_rows(snapshot, train, rules)
     return TrainingData(snapshot, train, test)
 
 
-def check(snapshot: Snapshot, train: list[Row], rules: DataRules) -> None:
+def check_training_rows(snapshot: Snapshot, train: list[Row], rules: DataRules) -> None:
     """Refuse an empty, tiny or label-skewed set of training rows."""
     where = f"snapshot {snapshot.id} ({snapshot.format}, project {snapshot.project})"
     skipped = snapshot.counts.get("skipped") or {}

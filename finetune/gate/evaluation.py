@@ -18,19 +18,27 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
-from driftline.finetune import gate, registry
+from driftline.finetune import registry
 from driftline.finetune.config import FinetuneSettings
-from driftline.finetune.data import DataError
-from driftline.finetune.datasets import Row
-from driftline.finetune.models import load_causal_lm
-from driftline.finetune.records import Ledger, ModelVersion, ScoredItem, VersionError
+from driftline.finetune.dataset.rows import Row
+from driftline.finetune.gate.verdict import (
+    JudgeCheck,
+    Verdict,
+    WinRate,
+    check_judge,
+    verdict,
+    win_rate,
+)
+from driftline.finetune.ledger import Ledger, ModelVersion, ScoredItem, VersionError
+from driftline.finetune.model_folders import load_causal_lm
 from driftline.finetune.train import render_prompt
+from driftline.finetune.training_data import DataError
 
 RewardFn = Callable[[Sequence[str], Sequence[str]], list[float]]
 
 
 class Judge(Protocol):
-    """Scores answers on rubric criteria (`driftline.finetune.judge.LLMJudge`)."""
+    """Scores answers on rubric criteria (`driftline.finetune.gate.judge.LLMJudge`)."""
 
     criteria: list[str]
 
@@ -63,7 +71,7 @@ def run_gate(
     *,
     reward: RewardFn | None = None,
     judge: Judge | None = None,
-) -> tuple[ModelVersion, gate.Verdict, Evidence]:
+) -> tuple[ModelVersion, Verdict, Evidence]:
     """Measure, decide, and record the verdict on the candidate's version."""
     if Path(candidate).resolve() == Path(baseline).resolve():
         raise VersionError(f"the candidate {candidate} is the baseline itself")
@@ -109,7 +117,7 @@ def run_gate(
         evidence.examples = _examples(answers)
         source = "reward model"
     evidence.win_rate = {**asdict(wins), "rate": wins.rate, "source": source}
-    verdict = gate.verdict(
+    decision = verdict(
         wins,
         evidence.criteria_before,
         evidence.criteria_after,
@@ -119,12 +127,12 @@ def run_gate(
     base_version = registry.baseline(ledger, baseline)
     version = registry.register(ledger, candidate, base_version=base_version.version)
     record = {
-        "promote": verdict.promote,
-        "reasons": verdict.reasons,
+        "promote": decision.promote,
+        "reasons": decision.reasons,
         "baseline_version": base_version.version,
         **asdict(evidence),
     }
-    return registry.judge(ledger, version, record), verdict, evidence
+    return registry.record_verdict(ledger, version, record), decision, evidence
 
 
 def _accuracy(margins: Sequence[float]) -> float:
@@ -134,8 +142,8 @@ def _accuracy(margins: Sequence[float]) -> float:
     return sum(1.0 if m > 0 else 0.5 if m == 0 else 0.0 for m in margins) / len(margins)
 
 
-def _pairs_wins(margins: Sequence[float]) -> gate.WinRate:
-    return gate.win_rate(
+def _pairs_wins(margins: Sequence[float]) -> WinRate:
+    return win_rate(
         sum(m > 0 for m in margins), sum(m == 0 for m in margins), sum(m < 0 for m in margins)
     )
 
@@ -255,12 +263,12 @@ def _examples(answers: _Answers, k: int = 5) -> list[dict[str, str]]:
     ]
 
 
-def _rewarded(reward: RewardFn, answers: _Answers) -> tuple[gate.WinRate, float, float]:
+def _rewarded(reward: RewardFn, answers: _Answers) -> tuple[WinRate, float, float]:
     """Wins by the reward model's scores, and its mean score before and after, shifted so the
     baseline's lowest score is 1 (a relative fall needs a positive scale)."""
     base = reward(answers.rendered, answers.baseline)
     cand = reward(answers.rendered, answers.candidate)
-    wins = gate.win_rate(
+    wins = win_rate(
         sum(c > b + 1e-6 for b, c in zip(base, cand, strict=True)),
         sum(abs(c - b) <= 1e-6 for b, c in zip(base, cand, strict=True)),
         sum(c < b - 1e-6 for b, c in zip(base, cand, strict=True)),
@@ -269,9 +277,7 @@ def _rewarded(reward: RewardFn, answers: _Answers) -> tuple[gate.WinRate, float,
     return wins, sum(base) / len(base) + shift, sum(cand) / len(cand) + shift
 
 
-def _judged(
-    judge: Judge, answers: _Answers
-) -> tuple[gate.WinRate, dict[str, float], dict[str, float]]:
+def _judged(judge: Judge, answers: _Answers) -> tuple[WinRate, dict[str, float], dict[str, float]]:
     """Wins by the judge's mean score over the criteria, and each criterion's mean."""
     before: dict[str, list[float]] = {c: [] for c in judge.criteria}
     after: dict[str, list[float]] = {c: [] for c in judge.criteria}
@@ -284,15 +290,13 @@ def _judged(
         mb, mc = _mean(list(sb.values())), _mean(list(sc.values()))
         won, tied, lost = won + (mc > mb), tied + (mc == mb), lost + (mc < mb)
     return (
-        gate.win_rate(won, tied, lost),
+        win_rate(won, tied, lost),
         {k: _mean(v) for k, v in before.items()},
         {k: _mean(v) for k, v in after.items()},
     )
 
 
-def _check_judge(
-    judge: Judge, items: list[ScoredItem], settings: FinetuneSettings
-) -> gate.JudgeCheck:
+def _check_judge(judge: Judge, items: list[ScoredItem], settings: FinetuneSettings) -> JudgeCheck:
     """Spearman of the judge's and the people's mean scores over the held-out scored items."""
     mine, theirs = [], []
     for item in items:
@@ -303,7 +307,7 @@ def _check_judge(
         mine.append(_mean([scores[c] for c in criteria]))
         theirs.append(_mean([item.scores[c] for c in criteria]))
     threshold = settings.gate.judge.min_spearman if settings.gate.judge else 0.8
-    return gate.check_judge(mine, theirs, threshold)
+    return check_judge(mine, theirs, threshold)
 
 
 def _mean(values: Sequence[float]) -> float:

@@ -62,7 +62,7 @@ def check_output(out: Path) -> None:
         raise ModelError(f"{out} already exists; a fine-tune never overwrites a model folder")
 
 
-def publish(out: Path, save: Callable[[Path], None], manifest: dict[str, Any]) -> None:
+def publish_model(out: Path, save: Callable[[Path], None], manifest: dict[str, Any]) -> None:
     """Save into a hidden folder beside `out`, then rename it to `out` in one step, so a crash
     leaves no half-written model behind."""
     check_output(out)
