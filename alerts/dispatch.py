@@ -21,7 +21,6 @@ from driftline.alerts.silences import Silence
 from driftline.alerts.state import Alert
 from driftline.alerts.timestamps import ms_column
 from driftline.store import Store
-from driftline.store.arrow import table_of
 
 # Alertmanager's defaults.
 GROUP_WAIT, GROUP_INTERVAL, REPEAT_INTERVAL = 30.0, 300.0, 4 * 3600.0
@@ -201,10 +200,6 @@ class Dispatcher:
         group.notified_at = now
 
     def _load(self) -> dict[tuple[str, str], Group]:
-        rows = self.store.query(
-            "SELECT group_key, receiver, sequence, notified, "
-            "toUnixTimestamp64Milli(notified_at) AS notified_ms FROM alert_groups FINAL"
-        )
         return {
             (r["receiver"], r["group_key"]): Group(
                 r["group_key"],
@@ -213,25 +208,22 @@ class Dispatcher:
                 dict(r["notified"]),
                 r["notified_ms"] / 1000,
             )
-            for r in rows
+            for r in tables.alert_groups(self.store)
         }
 
     def _save(self, groups: list[Group], now: float) -> None:
         if not groups:
             return
-        self.store.insert_arrow(
-            "alert_groups",
-            table_of(
-                tables.ALERT_GROUPS,
-                {
-                    "group_key": [g.key for g in groups],
-                    "receiver": [g.receiver for g in groups],
-                    "sequence": [g.sequence for g in groups],
-                    "notified": [sorted(g.notified.items()) for g in groups],
-                    "notified_at": ms_column([g.notified_at for g in groups]),
-                    "updated_at": ms_column([now] * len(groups)),
-                },
-            ),
+        tables.insert_alert_groups(
+            self.store,
+            {
+                "group_key": [g.key for g in groups],
+                "receiver": [g.receiver for g in groups],
+                "sequence": [g.sequence for g in groups],
+                "notified": [sorted(g.notified.items()) for g in groups],
+                "notified_at": ms_column([g.notified_at for g in groups]),
+                "updated_at": ms_column([now] * len(groups)),
+            },
         )
 
 

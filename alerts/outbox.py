@@ -15,12 +15,10 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
-import pyarrow as pa
-
+from driftline.alerts import tables
 from driftline.alerts.config import OutboxSettings
 from driftline.alerts.metrics import AlertMetrics
 from driftline.alerts.notifiers import Delivery, Message, Sender
-from driftline.alerts.tables import NOTIFICATION_ATTEMPTS, NOTIFICATIONS
 from driftline.store import Store
 
 log = logging.getLogger("driftline.alerts")
@@ -31,10 +29,6 @@ PENDING, DELIVERED, DEAD, SUPERSEDED = "pending", "delivered", "dead", "supersed
 STATEFUL_KINDS = frozenset({"alertmanager"})
 # Ids remembered beyond the pending ones; older ids are looked up in the store instead.
 _KNOWN_IDS = 100_000
-_COLUMNS = """project_id, id, receiver, kind, group_key, body, attempts, last_error,
-    toUnixTimestamp64Milli(next_attempt_at) AS next_ms,
-    toUnixTimestamp64Milli(created_at) AS created_ms,
-    toUnixTimestamp64Milli(updated_at) AS updated_ms"""
 
 
 @dataclass
@@ -83,8 +77,8 @@ class Outbox:
         self._round_size = max(256, settings.workers * 32)
         self._known: OrderedDict[str, None] = OrderedDict()
         self._unsaved: tuple[list[dict[str, Any]], list[dict[str, Any]]] = ([], [])
-        self._pending = {e.message.id: e for e in self._load(f"status = '{PENDING}'", {})}
-        self._dead = self._count_dead()
+        self._pending = {e.message.id: e for e in self._load(PENDING)}
+        self._dead = tables.count_notifications(self._store, DEAD)
         self._report()
 
     def enqueue(self, messages: Sequence[Message]) -> int:
@@ -96,18 +90,14 @@ class Outbox:
             now = self._clock()
             now_ms = _ms(now)
             entries = [_Entry(m, 0, now, "", now_ms, m.created_at, 0) for m in fresh]
-            self._store.insert_arrow(
-                "notifications",
-                pa.Table.from_pylist([_row(e, PENDING) for e in entries], NOTIFICATIONS),
-            )
+            tables.insert_notifications(self._store, [_row(e, PENDING) for e in entries])
             with self._lock:
                 stale = self._superseded(fresh)
                 for entry in entries:
                     self._pending[entry.message.id] = entry
                     self._remember(entry.message.id)
             if stale:
-                rows = [_row(e, SUPERSEDED) for e in stale]
-                self._store.insert_arrow("notifications", pa.Table.from_pylist(rows, NOTIFICATIONS))
+                tables.insert_notifications(self._store, [_row(e, SUPERSEDED) for e in stale])
             self._report()
             return len(entries)
 
@@ -131,20 +121,14 @@ class Outbox:
             with self._lock:
                 if message_id in self._pending:
                     return False
-            where = f"id = {{id:String}} AND status = '{DEAD}'"
-            params: dict[str, Any] = {"id": message_id}
-            if project is not None:
-                where += " AND project_id = {project:String}"
-                params["project"] = project
-            entries = self._load(where, params)
+            entries = self._load(DEAD, message_id, project)
             if not entries:
                 return False
             now = self._clock()
             for entry in entries:
                 entry.next_at, entry.since, entry.base_attempts = now, now, entry.attempts
                 entry.updated_ms = max(_ms(now), entry.updated_ms + 1)
-            rows = [_row(e, PENDING) for e in entries]
-            self._store.insert_arrow("notifications", pa.Table.from_pylist(rows, NOTIFICATIONS))
+            tables.insert_notifications(self._store, [_row(e, PENDING) for e in entries])
             with self._lock:
                 for entry in entries:
                     self._pending[entry.message.id] = entry
@@ -275,14 +259,10 @@ class Outbox:
 
     # -- store -------------------------------------------------------------------------------
 
-    def _count_dead(self) -> int:
-        sql = f"SELECT count() AS n FROM notifications FINAL WHERE status = '{DEAD}'"
-        return int(self._store.query(sql)[0]["n"])
-
-    def _load(self, where: str, params: dict[str, Any]) -> list[_Entry]:
-        rows = self._store.query(
-            f"SELECT {_COLUMNS} FROM notifications FINAL WHERE {where}", params
-        )
+    def _load(
+        self, status: str, message_id: str | None = None, project: str | None = None
+    ) -> list[_Entry]:
+        rows = tables.notifications_in(self._store, status, message_id, project)
         return [_entry(row) for row in rows]
 
     def _unseen(self, messages: Sequence[Message]) -> list[Message]:
@@ -294,14 +274,11 @@ class Outbox:
                     candidates[m.id] = m
         if not candidates:
             return []
-        stored = self._store.query(
-            "SELECT DISTINCT id FROM notifications WHERE id IN {ids:Array(String)}",
-            {"ids": list(candidates)},
-        )
+        stored = tables.stored_notification_ids(self._store, list(candidates))
         with self._lock:
-            for row in stored:
-                self._remember(row["id"])
-        known = {row["id"] for row in stored}
+            for message_id in stored:
+                self._remember(message_id)
+        known = set(stored)
         return [m for i, m in candidates.items() if i not in known]
 
     def _flush(self) -> None:
@@ -312,14 +289,10 @@ class Outbox:
         # Attempts first: a reader that sees a message delivered must also see how it went.
         try:
             if attempts:
-                self._store.insert_arrow(
-                    "notification_attempts", pa.Table.from_pylist(attempts, NOTIFICATION_ATTEMPTS)
-                )
+                tables.insert_notification_attempts(self._store, attempts)
                 attempts.clear()
             if states:
-                self._store.insert_arrow(
-                    "notifications", pa.Table.from_pylist(states, NOTIFICATIONS)
-                )
+                tables.insert_notifications(self._store, states)
                 states.clear()
         except Exception as exc:
             log.warning("outbox: cannot save delivery state, will retry: %s", exc)

@@ -22,11 +22,10 @@ from driftline.alerts.metrics import AlertMetrics
 from driftline.alerts.notifiers import Message
 from driftline.alerts.rules import RetrainingLauncher, Rule
 from driftline.alerts.state import Alert
-from driftline.alerts.timestamps import ms_column, parse_rfc3339, rfc3339
+from driftline.alerts.timestamps import ms_column, parse_rfc3339, rfc3339, seconds
 from driftline.detectors.tables import queue_size
 from driftline.review.tables import feedback_until
 from driftline.store import Store, env
-from driftline.store.arrow import table_of
 
 log = logging.getLogger("driftline.alerts")
 RETRAIN_RECEIVER = "retraining"
@@ -51,7 +50,8 @@ class RetrainTrigger:
         self.metrics = metrics
         self._threads: list[threading.Thread] = []
         self._last: dict[tuple[str, str], float | None] = {}  # (project, rule) -> last job
-        self._interrupt_running()
+        # Jobs a previous process was running when it stopped end as `interrupted`.
+        tables.interrupt_running_jobs(store)
 
     def fire(self, rule: Rule, alert: Alert, now: float, fresh: bool = True) -> str | None:
         """Record and launch a job for the firing `alert`, unless the rule's cooldown still
@@ -59,7 +59,7 @@ class RetrainTrigger:
         assert rule.retrain is not None
         key = (alert.project, rule.alert)
         if key not in self._last:
-            self._last[key] = self._last_job(*key)
+            self._last[key] = seconds(tables.last_job(self.store, *key))
         last = self._last[key]
         if last is not None and now - last < rule.retrain.cooldown:
             if fresh:
@@ -158,14 +158,6 @@ class RetrainTrigger:
             "review_queue_rows": queue_size(self.store, project),
         }
 
-    def _last_job(self, project: str, rule: str) -> float | None:
-        rows = self.store.query(
-            "SELECT toUnixTimestamp64Milli(max(created_at)) AS ms, count() AS n "
-            "FROM retrain_jobs FINAL WHERE project_id = {p:String} AND rule = {r:String}",
-            {"p": project, "r": rule},
-        )
-        return rows[0]["ms"] / 1000 if rows and rows[0]["n"] else None
-
     def _save(
         self,
         job: dict[str, Any],
@@ -176,40 +168,28 @@ class RetrainTrigger:
         output: str = "",
     ) -> None:
         created = self._created(job)
-        self.store.insert_arrow(
-            "retrain_jobs",
-            table_of(
-                tables.RETRAIN_JOBS,
-                {
-                    "project_id": [job["project"]],
-                    "id": [job["id"]],
-                    "rule": [job["rule"]],
-                    "fingerprint": [job["fingerprint"]],
-                    "reason": [job["reason"]],
-                    "evidence": [json.dumps({"labels": job["labels"], **job["evidence"]})],
-                    "snapshot": [json.dumps(job["snapshot"])],
-                    "launcher": [launcher],
-                    "status": [status],
-                    "exit_code": [exit_code],
-                    "output": [output],
-                    "created_at": ms_column([created]),
-                    "updated_at": ms_column([max(now, created + 0.001 * (status != "running"))]),
-                },
-            ),
+        tables.insert_retrain_jobs(
+            self.store,
+            {
+                "project_id": [job["project"]],
+                "id": [job["id"]],
+                "rule": [job["rule"]],
+                "fingerprint": [job["fingerprint"]],
+                "reason": [job["reason"]],
+                "evidence": [json.dumps({"labels": job["labels"], **job["evidence"]})],
+                "snapshot": [json.dumps(job["snapshot"])],
+                "launcher": [launcher],
+                "status": [status],
+                "exit_code": [exit_code],
+                "output": [output],
+                "created_at": ms_column([created]),
+                "updated_at": ms_column([max(now, created + 0.001 * (status != "running"))]),
+            },
         )
 
     @staticmethod
     def _created(job: dict[str, Any]) -> float:
         return parse_rfc3339(job["created_at"])
-
-    def _interrupt_running(self) -> None:
-        """Jobs a previous process was running when it stopped end as `interrupted`."""
-        # The filter sits in a subquery: in the outer WHERE, `status` would be the replaced one.
-        self.store.command(
-            "INSERT INTO retrain_jobs SELECT * REPLACE ('interrupted' AS status, "
-            "greatest(now64(3), updated_at + toIntervalMillisecond(1)) AS updated_at) "
-            "FROM (SELECT * FROM retrain_jobs FINAL WHERE status = 'running')"
-        )
 
     def _count(self, rule: str, status: str) -> None:
         if self.metrics:

@@ -11,7 +11,6 @@ from driftline.alerts import tables
 from driftline.alerts.labels import Labels, Matcher, MatcherError, matches_all, parse_matcher
 from driftline.alerts.timestamps import ms_column, rfc3339
 from driftline.store import Store
-from driftline.store.arrow import table_of
 
 
 class SilenceError(ValueError):
@@ -112,13 +111,6 @@ class Silences:
         return silence
 
     def list(self, project: str | None = None) -> list[Silence]:
-        where = "1" if project is None else "project_id = {p:String}"
-        rows = self.store.query(
-            "SELECT project_id, id, matchers, toUnixTimestamp64Milli(starts_at) AS starts_ms, "
-            "toUnixTimestamp64Milli(ends_at) AS ends_ms, created_by, comment "
-            f"FROM silences FINAL WHERE {where} ORDER BY starts_at DESC",
-            {"p": project} if project is not None else {},
-        )
         return [
             Silence(
                 r["id"],
@@ -129,32 +121,22 @@ class Silences:
                 r["created_by"],
                 r["comment"],
             )
-            for r in rows
+            for r in tables.silences(self.store, project)
         ]
 
     def _save(self, silence: Silence, now: float) -> None:
-        self.store.insert_arrow(
-            "silences",
-            table_of(
-                tables.SILENCES,
-                {
-                    "project_id": [silence.project],
-                    "id": [silence.id],
-                    "matchers": [json.dumps([str(m) for m in silence.matchers])],
-                    "starts_at": ms_column([silence.starts_at]),
-                    "ends_at": ms_column([silence.ends_at]),
-                    "created_by": [silence.created_by],
-                    "comment": [silence.comment],
-                    # Two changes in the same millisecond must still order: bump the version.
-                    "updated_at": ms_column([max(now, self._version(silence.id) + 0.001)]),
-                },
-            ),
+        # Two changes in the same millisecond must still order: bump the version.
+        version = tables.silence_version(self.store, silence.id) / 1000
+        tables.insert_silences(
+            self.store,
+            {
+                "project_id": [silence.project],
+                "id": [silence.id],
+                "matchers": [json.dumps([str(m) for m in silence.matchers])],
+                "starts_at": ms_column([silence.starts_at]),
+                "ends_at": ms_column([silence.ends_at]),
+                "created_by": [silence.created_by],
+                "comment": [silence.comment],
+                "updated_at": ms_column([max(now, version + 0.001)]),
+            },
         )
-
-    def _version(self, silence_id: str) -> float:
-        rows = self.store.query(
-            "SELECT toUnixTimestamp64Milli(max(updated_at)) AS ms FROM silences "
-            "WHERE id = {id:String}",
-            {"id": silence_id},
-        )
-        return (rows[0]["ms"] or 0) / 1000 if rows else 0.0

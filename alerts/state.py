@@ -12,8 +12,6 @@ from driftline.alerts import tables
 from driftline.alerts.labels import fingerprint
 from driftline.alerts.timestamps import ms_column, seconds
 from driftline.store import Store
-from driftline.store.arrow import table_of
-from driftline.store.sql import Where, bind
 
 State = Literal["pending", "firing", "resolved", "inactive"]
 
@@ -84,38 +82,29 @@ class AlertLog:
     def save(self, alerts: list[Alert]) -> None:
         if not alerts:
             return
-        self.store.insert_arrow(
-            "alerts",
-            table_of(
-                tables.ALERTS,
-                {
-                    "project_id": [a.project for a in alerts],
-                    "fingerprint": [a.fingerprint for a in alerts],
-                    "rule": [a.rule for a in alerts],
-                    "labels": [sorted(a.labels.items()) for a in alerts],
-                    "annotations": [sorted(a.annotations.items()) for a in alerts],
-                    "state": [a.state for a in alerts],
-                    "value": [float(a.value) for a in alerts],
-                    "evidence": [json.dumps(a.evidence, sort_keys=True) for a in alerts],
-                    "active_at": ms_column([a.active_at for a in alerts]),
-                    "fired_at": ms_column([a.fired_at for a in alerts]),
-                    "resolved_at": ms_column([a.resolved_at for a in alerts]),
-                    "updated_at": ms_column([a.updated_at for a in alerts]),
-                },
-            ),
+        tables.insert_alerts(
+            self.store,
+            {
+                "project_id": [a.project for a in alerts],
+                "fingerprint": [a.fingerprint for a in alerts],
+                "rule": [a.rule for a in alerts],
+                "labels": [sorted(a.labels.items()) for a in alerts],
+                "annotations": [sorted(a.annotations.items()) for a in alerts],
+                "state": [a.state for a in alerts],
+                "value": [float(a.value) for a in alerts],
+                "evidence": [json.dumps(a.evidence, sort_keys=True) for a in alerts],
+                "active_at": ms_column([a.active_at for a in alerts]),
+                "fired_at": ms_column([a.fired_at for a in alerts]),
+                "resolved_at": ms_column([a.resolved_at for a in alerts]),
+                "updated_at": ms_column([a.updated_at for a in alerts]),
+            },
         )
 
     def load(self, resolved_since: float) -> dict[str, Alert]:
         """Pending and firing alerts, and those resolved after `resolved_since`, by fingerprint."""
-        rows = self._select(
-            Where(
-                "state IN ('pending', 'firing') OR (state = 'resolved' "
-                "AND resolved_at >= fromUnixTimestamp64Milli({since:Int64}, 'UTC'))",
-                since=round(resolved_since * 1000),
-            )
-        )
+        rows = tables.current_alerts(self.store, round(resolved_since * 1000))
         latest: dict[str, Alert] = {}
-        for alert in sorted(rows, key=lambda a: a.active_at):
+        for alert in sorted(map(_alert, rows), key=lambda a: a.active_at):
             latest[alert.fingerprint] = alert
         return latest
 
@@ -128,34 +117,20 @@ class AlertLog:
         limit: int = 100_000,
     ) -> list[Alert]:
         """Alerts newest first: all, or those of `project`, in `states`, of `rule`..."""
-        where = Where().equals("project_id", project).equals("rule", rule)
-        where.equals("fingerprint", fingerprint)
-        if states:
-            where.add("state IN {states:Array(String)}", states=list(states))
-        return self._select(where, limit)
+        rows = tables.alerts(self.store, project, states, rule, fingerprint, limit)
+        return [_alert(r) for r in rows]
 
-    def _select(self, where: Where, limit: int = 100_000) -> list[Alert]:
-        rows = self.store.query(
-            "SELECT rule, labels, annotations, state, value, evidence, "
-            "toUnixTimestamp64Milli(active_at) AS active_ms, "
-            "toUnixTimestamp64Milli(fired_at) AS fired_ms, "
-            "toUnixTimestamp64Milli(resolved_at) AS resolved_ms, "
-            "toUnixTimestamp64Milli(updated_at) AS updated_ms "
-            f"FROM alerts FINAL WHERE {where} ORDER BY active_at DESC LIMIT {{limit:UInt32}}",
-            bind(where, {"limit": limit}),
-        )
-        return [
-            Alert(
-                rule=r["rule"],
-                labels=dict(r["labels"]),
-                annotations=dict(r["annotations"]),
-                state=r["state"],
-                value=r["value"],
-                evidence=json.loads(r["evidence"] or "{}"),
-                active_at=r["active_ms"] / 1000,
-                fired_at=seconds(r["fired_ms"]),
-                resolved_at=seconds(r["resolved_ms"]),
-                updated_at=r["updated_ms"] / 1000,
-            )
-            for r in rows
-        ]
+
+def _alert(row: dict[str, Any]) -> Alert:
+    return Alert(
+        rule=row["rule"],
+        labels=dict(row["labels"]),
+        annotations=dict(row["annotations"]),
+        state=row["state"],
+        value=row["value"],
+        evidence=json.loads(row["evidence"] or "{}"),
+        active_at=row["active_ms"] / 1000,
+        fired_at=seconds(row["fired_ms"]),
+        resolved_at=seconds(row["resolved_ms"]),
+        updated_at=row["updated_ms"] / 1000,
+    )

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import pyarrow as pa
 
-from driftline.store.arrow import MS, text_map
+from driftline.store.arrow import MS, table_of, text_map
 from driftline.store.base import Store
 from driftline.store.migrations import Migration
 from driftline.store.sql import Where, bind
@@ -211,17 +212,156 @@ SCHEMAS = {
     "retrain_jobs": RETRAIN_JOBS,
 }
 
-# -- reads ------------------------------------------------------------------------------------
+# -- the queries on these tables, by table -----------------------------------------------------
+
+# alerts
 
 
-def last_jobs(store: Store, rule: str) -> dict[str, int]:
-    """project → when `rule` last started a retraining job there (Unix ms)."""
-    rows = store.query(
-        "SELECT project_id, toUnixTimestamp64Milli(max(created_at)) AS ms FROM retrain_jobs FINAL "
-        "WHERE rule = {rule:String} GROUP BY project_id",
-        {"rule": rule},
+def insert_alerts(store: Store, columns: Mapping[str, Any]) -> None:
+    """Store alert versions (columns of ALERTS); returns nothing."""
+    store.insert_arrow("alerts", table_of(ALERTS, columns))
+
+
+def alerts(
+    store: Store,
+    project: str | None,
+    states: Sequence[str],
+    rule: str | None,
+    fingerprint: str | None,
+    limit: int,
+) -> list[dict[str, Any]]:
+    """Alerts newest first, all or those of `project`, in `states`, of `rule`...: rule, labels,
+    annotations, state, value, evidence (JSON), active_ms, fired_ms, resolved_ms, updated_ms."""
+    where = Where().equals("project_id", project).equals("rule", rule)
+    where.equals("fingerprint", fingerprint)
+    if states:
+        where.add("state IN {states:Array(String)}", states=list(states))
+    return _alerts(store, where, limit)
+
+
+def current_alerts(store: Store, resolved_since_ms: int) -> list[dict[str, Any]]:
+    """Pending and firing alerts, and those resolved since `resolved_since_ms` (Unix ms), with
+    the columns of `alerts`."""
+    return _alerts(
+        store,
+        Where(
+            "state IN ('pending', 'firing') OR (state = 'resolved' "
+            "AND resolved_at >= fromUnixTimestamp64Milli({since:Int64}, 'UTC'))",
+            since=resolved_since_ms,
+        ),
     )
-    return {row["project_id"]: int(row["ms"]) for row in rows}
+
+
+def _alerts(store: Store, where: Where, limit: int = 100_000) -> list[dict[str, Any]]:
+    return store.query(
+        "SELECT rule, labels, annotations, state, value, evidence, "
+        "toUnixTimestamp64Milli(active_at) AS active_ms, "
+        "toUnixTimestamp64Milli(fired_at) AS fired_ms, "
+        "toUnixTimestamp64Milli(resolved_at) AS resolved_ms, "
+        "toUnixTimestamp64Milli(updated_at) AS updated_ms "
+        f"FROM alerts FINAL WHERE {where} ORDER BY active_at DESC LIMIT {{limit:UInt32}}",
+        bind(where, {"limit": limit}),
+    )
+
+
+# alert_groups
+
+
+def insert_alert_groups(store: Store, columns: Mapping[str, Any]) -> None:
+    """Store notification group states (columns of ALERT_GROUPS); returns nothing."""
+    store.insert_arrow("alert_groups", table_of(ALERT_GROUPS, columns))
+
+
+def alert_groups(store: Store) -> list[dict[str, Any]]:
+    """Every group's latest state: group_key, receiver, sequence, notified and notified_ms."""
+    return store.query(
+        "SELECT group_key, receiver, sequence, notified, "
+        "toUnixTimestamp64Milli(notified_at) AS notified_ms FROM alert_groups FINAL"
+    )
+
+
+# silences
+
+
+def insert_silences(store: Store, columns: Mapping[str, Any]) -> None:
+    """Store silence versions (columns of SILENCES); returns nothing."""
+    store.insert_arrow("silences", table_of(SILENCES, columns))
+
+
+def silences(store: Store, project: str | None) -> list[dict[str, Any]]:
+    """The silences of `project` (every project's when None), latest starting first: project_id,
+    id, matchers (JSON), starts_ms, ends_ms, created_by, comment."""
+    where = Where()
+    if project is not None:
+        where.add("project_id = {p:String}", p=project)
+    return store.query(
+        "SELECT project_id, id, matchers, toUnixTimestamp64Milli(starts_at) AS starts_ms, "
+        "toUnixTimestamp64Milli(ends_at) AS ends_ms, created_by, comment "
+        f"FROM silences FINAL WHERE {where} ORDER BY starts_at DESC",
+        where.params,
+    )
+
+
+def silence_version(store: Store, silence_id: str) -> int:
+    """When the silence's latest version was stored (Unix ms; 0 when it has none)."""
+    rows = store.query(
+        "SELECT toUnixTimestamp64Milli(max(updated_at)) AS ms FROM silences WHERE id = {id:String}",
+        {"id": silence_id},
+    )
+    return int(rows[0]["ms"] or 0) if rows else 0
+
+
+# notifications, notification_attempts
+
+_NOTIFICATION_COLUMNS = """project_id, id, receiver, kind, group_key, body, attempts, last_error,
+    toUnixTimestamp64Milli(next_attempt_at) AS next_ms,
+    toUnixTimestamp64Milli(created_at) AS created_ms,
+    toUnixTimestamp64Milli(updated_at) AS updated_ms"""
+
+
+def insert_notifications(store: Store, rows: list[dict[str, Any]]) -> None:
+    """Store notification versions (rows of NOTIFICATIONS); returns nothing."""
+    store.insert_arrow("notifications", pa.Table.from_pylist(rows, NOTIFICATIONS))
+
+
+def insert_notification_attempts(store: Store, rows: list[dict[str, Any]]) -> None:
+    """Store delivery attempts (rows of NOTIFICATION_ATTEMPTS); returns nothing."""
+    store.insert_arrow("notification_attempts", pa.Table.from_pylist(rows, NOTIFICATION_ATTEMPTS))
+
+
+def notifications_in(
+    store: Store, status: str, message_id: str | None = None, project: str | None = None
+) -> list[dict[str, Any]]:
+    """The notifications whose latest version is in `status` (just `message_id`, of `project`,
+    when given): project_id, id, receiver, kind, group_key, body, attempts, last_error,
+    next_ms, created_ms, updated_ms."""
+    where = Where()
+    if message_id is not None:
+        where.add("id = {id:String}", id=message_id)
+    where.add("status = {status:String}", status=status)
+    if project is not None:
+        where.add("project_id = {project:String}", project=project)
+    return store.query(
+        f"SELECT {_NOTIFICATION_COLUMNS} FROM notifications FINAL WHERE {where}", where.params
+    )
+
+
+def count_notifications(store: Store, status: str) -> int:
+    """How many notifications' latest version is in `status`."""
+    rows = store.query(
+        "SELECT count() AS n FROM notifications FINAL WHERE status = {status:String}",
+        {"status": status},
+    )
+    return int(rows[0]["n"])
+
+
+def stored_notification_ids(store: Store, ids: Sequence[str]) -> list[str]:
+    """Those of `ids` the outbox has stored, each once."""
+    rows = store.query(
+        "SELECT DISTINCT id FROM notifications WHERE id IN {ids:Array(String)}",
+        {"ids": list(ids)},
+    )
+    return [row["id"] for row in rows]
 
 
 def notifications(
@@ -250,6 +390,34 @@ def notifications(
     return [{**row, "tried": tried[row["id"]]} for row in rows]
 
 
+# retrain_jobs
+
+
+def insert_retrain_jobs(store: Store, columns: Mapping[str, Any]) -> None:
+    """Store retraining job versions (columns of RETRAIN_JOBS); returns nothing."""
+    store.insert_arrow("retrain_jobs", table_of(RETRAIN_JOBS, columns))
+
+
+def last_job(store: Store, project: str, rule: str) -> int | None:
+    """When `rule` last started a retraining job in `project` (Unix ms), None if it never did."""
+    rows = store.query(
+        "SELECT toUnixTimestamp64Milli(max(created_at)) AS ms, count() AS n "
+        "FROM retrain_jobs FINAL WHERE project_id = {p:String} AND rule = {r:String}",
+        {"p": project, "r": rule},
+    )
+    return int(rows[0]["ms"]) if rows and rows[0]["n"] else None
+
+
+def last_jobs(store: Store, rule: str) -> dict[str, int]:
+    """project → when `rule` last started a retraining job there (Unix ms)."""
+    rows = store.query(
+        "SELECT project_id, toUnixTimestamp64Milli(max(created_at)) AS ms FROM retrain_jobs FINAL "
+        "WHERE rule = {rule:String} GROUP BY project_id",
+        {"rule": rule},
+    )
+    return {row["project_id"]: int(row["ms"]) for row in rows}
+
+
 def retrain_jobs(store: Store, project: str, limit: int) -> list[dict[str, Any]]:
     """The project's retraining jobs, newest first."""
     return store.query(
@@ -258,4 +426,14 @@ def retrain_jobs(store: Store, project: str, limit: int) -> list[dict[str, Any]]
         "toUnixTimestamp64Milli(updated_at) AS updated_ms FROM retrain_jobs FINAL "
         "WHERE project_id = {p:String} ORDER BY created_at DESC LIMIT {limit:UInt32}",
         {"p": project, "limit": limit},
+    )
+
+
+def interrupt_running_jobs(store: Store) -> None:
+    """End every job still `running` as `interrupted` (a new version); returns nothing."""
+    # The filter sits in a subquery: in the outer WHERE, `status` would be the replaced one.
+    store.command(
+        "INSERT INTO retrain_jobs SELECT * REPLACE ('interrupted' AS status, "
+        "greatest(now64(3), updated_at + toIntervalMillisecond(1)) AS updated_at) "
+        "FROM (SELECT * FROM retrain_jobs FINAL WHERE status = 'running')"
     )

@@ -28,10 +28,9 @@ from typing import TYPE_CHECKING, Any, Protocol
 import numpy as np
 import pyarrow as pa
 
-from driftline.detectors.tables import CALL_VECTORS, EMBEDDING_WATERMARKS
+from driftline.detectors import tables
 from driftline.ingest.tables import arrivals, selected, texts_of
 from driftline.store import Store
-from driftline.store.arrow import table_of
 from driftline.store.sql import Relation, bind
 
 if TYPE_CHECKING:
@@ -157,28 +156,21 @@ class EmbeddingJob:
         return int(row["ms"]) * 1_000_000 if row is not None else None
 
     def _watermark(self) -> dict[str, Any] | None:
-        rows = self.store.query(
-            "SELECT toUnixTimestamp64Milli(ingested_upto) AS ms, cursor_project, cursor_trace, "
-            "cursor_span FROM embedding_watermarks FINAL WHERE model = {m:String}",
-            {"m": self.embedder.name},
-        )
-        return rows[0] if rows else None
+        return tables.watermark(self.store, self.embedder.name)
 
     def _save(self, cursor: Cursor, embedded: int, skipped: int) -> None:
-        self.store.insert_arrow(
+        tables.insert(
+            self.store,
             "embedding_watermarks",
-            table_of(
-                EMBEDDING_WATERMARKS,
-                {
-                    "model": [self.embedder.name],
-                    "ingested_upto": [cursor.ingested_ms],
-                    "cursor_project": [cursor.key[0]],
-                    "cursor_trace": [cursor.key[1]],
-                    "cursor_span": [cursor.key[2]],
-                    "embedded": [embedded],
-                    "skipped": [skipped],
-                },
-            ),
+            {
+                "model": [self.embedder.name],
+                "ingested_upto": [cursor.ingested_ms],
+                "cursor_project": [cursor.key[0]],
+                "cursor_trace": [cursor.key[1]],
+                "cursor_span": [cursor.key[2]],
+                "embedded": [embedded],
+                "skipped": [skipped],
+            },
         )
 
     # -- what is waiting -------------------------------------------------------------------------
@@ -246,19 +238,17 @@ class EmbeddingJob:
         columns = {name: calls.column(name) for name in ("project_id", "trace_id", "span_id")}
         if self.metrics is not None:  # every embedding counts, a reference's too
             self.metrics.embedded.inc(calls.num_rows)
-        self.store.insert_arrow(
+        tables.insert(
+            self.store,
             "call_vectors",
-            table_of(
-                CALL_VECTORS,
-                {
-                    **columns,
-                    "model": [self.embedder.name] * calls.num_rows,
-                    "start_time": calls.column("start_time"),
-                    **{name: calls.column(name) for name in WINDOW_FIELDS},
-                    "prompt_vector": quantize(prompts),
-                    "response_vector": quantize(responses),
-                },
-            ),
+            {
+                **columns,
+                "model": [self.embedder.name] * calls.num_rows,
+                "start_time": calls.column("start_time"),
+                **{name: calls.column(name) for name in WINDOW_FIELDS},
+                "prompt_vector": quantize(prompts),
+                "response_vector": quantize(responses),
+            },
         )
         return calls.num_rows
 
@@ -287,24 +277,14 @@ class EmbeddingJob:
             return calls
         keys = call_keys(calls)
         starts = calls.column("start_time").cast(pa.int64()).to_numpy()
-        params = {
-            "m": self.embedder.name,
-            "projects": sorted(set(calls.column("project_id").to_pylist())),
-            "first": int(starts.min()),
-            "last": int(starts.max()),
-            "keys": keys,
-        }
-        done = {
-            row["k"]
-            for row in self.store.query(
-                "SELECT concat(trace_id, span_id) AS k FROM call_vectors "
-                "WHERE project_id IN {projects:Array(String)} AND model = {m:String} "
-                "AND start_time >= fromUnixTimestamp64Nano({first:Int64}, 'UTC') "
-                "AND start_time <= fromUnixTimestamp64Nano({last:Int64}, 'UTC') "
-                "AND concat(trace_id, span_id) IN {keys:Array(String)}",
-                params,
-            )
-        }
+        done = tables.embedded_keys(
+            self.store,
+            self.embedder.name,
+            sorted(set(calls.column("project_id").to_pylist())),
+            int(starts.min()),
+            int(starts.max()),
+            keys,
+        )
         projects = calls.column("project_id").to_pylist()
         keep, seen = [], set()
         for i, key in enumerate(keys):
@@ -364,12 +344,7 @@ def load_calls(
 ) -> Calls:
     """Embedded calls of `project` matching `where` (SQL over call_vectors `c`, which must bound
     `c.start_time`), oldest first, with their texts."""
-    table = store.query_arrow(
-        f"SELECT {_VECTOR_COLUMNS} FROM call_vectors AS c FINAL "
-        "WHERE c.project_id = {project:String} AND c.model = {model:String} "
-        f"AND {where} ORDER BY {order}" + (f" LIMIT {int(limit)}" if limit else ""),
-        {**params, "project": project, "model": model},
-    )
+    table = tables.vectors(store, project, model, _VECTOR_COLUMNS, where, params, order, limit)
     if order != "c.start_time, c.trace_id, c.span_id":
         table = table.sort_by([("start_ns", "ascending"), ("trace_id", "ascending")])
     table = _with_texts(store, project, table)

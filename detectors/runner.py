@@ -41,12 +41,12 @@ from driftline.detectors.references import (
     Reference,
     list_references,
     members_condition,
-    scope_filter,
+    scope_where,
 )
 from driftline.detectors.result import TwoSampleResult
 from driftline.detectors.versions import version_references
 from driftline.store import Store
-from driftline.store.arrow import table_of
+from driftline.store.sql import Where
 
 log = logging.getLogger("driftline.detectors")
 
@@ -170,32 +170,31 @@ class Runner:
         self, reference: Reference, data: _ReferenceData, horizon_ns: int | None
     ) -> Calls | None:
         """The next window: one range read of call_vectors after the last window tested."""
-        params: dict[str, Any] = {"project": reference.project}
         after = data.last_ns
         now_ns = int(self.clock() * 1e9)
         until = min(now_ns, horizon_ns) if horizon_ns is not None else now_ns
-        where = (
-            scope_filter(reference.scope, params)
-            + " AND c.start_time > fromUnixTimestamp64Nano({after:Int64}, 'UTC')"
-            " AND c.start_time < fromUnixTimestamp64Nano({until:Int64}, 'UTC')"
-        )
-        params.update(after=after, until=until)
+        where = scope_where(reference.project, reference.scope)
+        where.add("c.start_time > fromUnixTimestamp64Nano({after:Int64}, 'UTC')", after=after)
+        where.add("c.start_time < fromUnixTimestamp64Nano({until:Int64}, 'UTC')", until=until)
         if self.settings.window_calls:
             size = self.settings.window_calls
             calls = load_calls(
-                self.store, reference.project, self.embedder.name, where, params, limit=size
+                self.store,
+                reference.project,
+                self.embedder.name,
+                str(where),
+                where.params,
+                limit=size,
             )
             return calls if len(calls) == size else None
         width = self.settings.window_seconds * 1_000_000_000
         start = after - after % width + (width if after % width else 0)
         while start + width <= until:
-            params["start"], params["end"] = start, start + width
-            slot = (
-                where + " AND c.start_time >= fromUnixTimestamp64Nano({start:Int64}, 'UTC') "
-                "AND c.start_time < fromUnixTimestamp64Nano({end:Int64}, 'UTC')"
+            slot = Where(str(where), **where.params).between(
+                "c.start_time", start, start + width, prefix="slot_"
             )
             calls = load_calls(
-                self.store, reference.project, self.embedder.name, slot, params,
+                self.store, reference.project, self.embedder.name, str(slot), slot.params,
                 limit=self.settings.max_samples, order="cityHash64(c.trace_id, c.span_id)",
             )  # fmt: skip
             if len(calls) >= self.settings.min_window_calls:
@@ -206,16 +205,9 @@ class Runner:
     def _windows_so_far(self, reference: Reference) -> tuple[int, int]:
         """The end of the last window tested and its drifting streak: read once per reference
         and process, then kept by the runner (windows come after the reference's calls)."""
-        rows = self.store.query(
-            "SELECT toUnixTimestamp64Nano(max(window_end)) AS ns, "
-            "argMax(consecutive, window_end) AS c FROM detector_runs FINAL "
-            "WHERE project_id = {p:String} AND reference = {r:String} "
-            "AND reference_version = {v:UInt32} "
-            "AND window_end >= fromUnixTimestamp64Nano({first:Int64}, 'UTC')",
-            {"p": reference.project, "r": reference.name, "v": reference.version,
-             "first": reference.first_ns},
-        )  # fmt: skip
-        return (int(rows[0]["ns"] or 0), int(rows[0]["c"] or 0)) if rows else (0, 0)
+        return tables.last_window(
+            self.store, reference.project, reference.name, reference.version, reference.first_ns
+        )
 
     # -- the reference -------------------------------------------------------------------------
 
@@ -347,25 +339,23 @@ class Runner:
         trace_ids, span_ids, starts = (
             window.column(c) for c in ("trace_id", "span_id", "start_ns")
         )
-        self.store.insert_arrow(
+        tables.insert(
+            self.store,
             "review_queue",
-            table_of(
-                tables.REVIEW_QUEUE,
-                {
-                    "project_id": [reference.project] * len(rows),
-                    "trace_id": [trace_ids[i] for i, _ in rows],
-                    "span_id": [span_ids[i] for i, _ in rows],
-                    "call_time": [starts[i] for i, _ in rows],
-                    "scope": [list(reference.scope.items())] * len(rows),
-                    "reasons": [[f.reason for f in per_call[i]] for i, _ in rows],
-                    "scores": [[(f.reason, f.score) for f in per_call[i]] for i, _ in rows],
-                    "thresholds": [[(f.reason, f.threshold) for f in per_call[i]] for i, _ in rows],
-                    "notes": [[(f.reason, f.detail) for f in per_call[i]] for i, _ in rows],
-                    "priority": [_priority(per_call[i]) for i, _ in rows],
-                    "source": [source for _, source in rows],
-                    "window_key": [key] * len(rows),
-                },
-            ),
+            {
+                "project_id": [reference.project] * len(rows),
+                "trace_id": [trace_ids[i] for i, _ in rows],
+                "span_id": [span_ids[i] for i, _ in rows],
+                "call_time": [starts[i] for i, _ in rows],
+                "scope": [list(reference.scope.items())] * len(rows),
+                "reasons": [[f.reason for f in per_call[i]] for i, _ in rows],
+                "scores": [[(f.reason, f.score) for f in per_call[i]] for i, _ in rows],
+                "thresholds": [[(f.reason, f.threshold) for f in per_call[i]] for i, _ in rows],
+                "notes": [[(f.reason, f.detail) for f in per_call[i]] for i, _ in rows],
+                "priority": [_priority(per_call[i]) for i, _ in rows],
+                "source": [source for _, source in rows],
+                "window_key": [key] * len(rows),
+            },
         )
         return len(rows)
 
@@ -373,13 +363,7 @@ class Runner:
         today = datetime.fromtimestamp(self.clock(), UTC).date().isoformat()
         # A call queued today arrived within the look-back of its start: that bounds the read.
         since = self.clock() - 86_400 - self.settings.embed_lookback_hours * 3600
-        rows = self.store.query(
-            "SELECT count() AS n FROM review_queue FINAL WHERE project_id = {p:String} "
-            "AND call_time >= fromUnixTimestamp64Milli({since:Int64}, 'UTC') "
-            "AND source = 'flag' AND toDate(enqueued_at) = toDate({d:String})",
-            {"p": reference.project, "d": today, "since": int(since * 1000)},
-        )
-        return int(rows[0]["n"])
+        return tables.flagged_today(self.store, reference.project, today, int(since * 1000) * 10**6)
 
     def _store_window(
         self,
@@ -399,46 +383,42 @@ class Runner:
         starts = window.column("start_ns")
         scope = list(reference.scope.items())
         n = len(results)
-        self.store.insert_arrow(
+        tables.insert(
+            self.store,
             "findings",
-            table_of(
-                tables.FINDINGS,
-                {
-                    "project_id": [reference.project] * n,
-                    "window_key": [key] * n,
-                    "scope": [scope] * n,
-                    "window_end": [starts[-1]] * n,
-                    "detector": [r.test for r in results],
-                    "statistic": [float(r.statistic) for r in results],
-                    "effect_size": [float(r.effect_size) for r in results],
-                    "p_value": [float(r.p_value) for r in results],
-                    "rejected": [int(x) for x in rejected],
-                    "details": [json.dumps(r.details, default=_json_default) for r in results],
-                },
-            ),
+            {
+                "project_id": [reference.project] * n,
+                "window_key": [key] * n,
+                "scope": [scope] * n,
+                "window_end": [starts[-1]] * n,
+                "detector": [r.test for r in results],
+                "statistic": [float(r.statistic) for r in results],
+                "effect_size": [float(r.effect_size) for r in results],
+                "p_value": [float(r.p_value) for r in results],
+                "rejected": [int(x) for x in rejected],
+                "details": [json.dumps(r.details, default=_json_default) for r in results],
+            },
         )
-        self.store.insert_arrow(
+        tables.insert(
+            self.store,
             "detector_runs",
-            table_of(
-                tables.DETECTOR_RUNS,
-                {
-                    "project_id": [reference.project],
-                    "window_key": [key],
-                    "scope": [scope],
-                    "reference": [reference.name],
-                    "reference_version": [reference.version],
-                    "window_start": [starts[0]],
-                    "window_end": [starts[-1]],
-                    "n_reference": [n_reference],
-                    "n_current": [len(window)],
-                    "drifting": [int(drifting)],
-                    "consecutive": [consecutive],
-                    "alerting": [int(alerting)],
-                    "flagged": [sum(1 for f in per_call if f)],
-                    "flag_counts": [sorted(counts.items())],
-                    "queued": [queued],
-                },
-            ),
+            {
+                "project_id": [reference.project],
+                "window_key": [key],
+                "scope": [scope],
+                "reference": [reference.name],
+                "reference_version": [reference.version],
+                "window_start": [starts[0]],
+                "window_end": [starts[-1]],
+                "n_reference": [n_reference],
+                "n_current": [len(window)],
+                "drifting": [int(drifting)],
+                "consecutive": [consecutive],
+                "alerting": [int(alerting)],
+                "flagged": [sum(1 for f in per_call if f)],
+                "flag_counts": [sorted(counts.items())],
+                "queued": [queued],
+            },
         )
 
 

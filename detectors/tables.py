@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import pyarrow as pa
 
 from driftline.ingest.tables import review_texts
-from driftline.store.arrow import MS, NS, text_map
+from driftline.store.arrow import MS, NS, table_of, text_map
 from driftline.store.base import Store
 from driftline.store.migrations import BODY, Migration
 from driftline.store.sql import Relation, Where, bind, iso
@@ -355,6 +356,193 @@ SCHEMAS = {
     "findings": FINDINGS,
     "detector_runs": DETECTOR_RUNS,
 }
+
+
+# -- the room's own reads and writes ---------------------------------------------------------
+
+
+def watermark(store: Store, model: str) -> dict[str, Any] | None:
+    """The embedding model's cursor: ms (ingested_upto), cursor_project/trace/span."""
+    rows = store.query(
+        "SELECT toUnixTimestamp64Milli(ingested_upto) AS ms, cursor_project, cursor_trace, "
+        "cursor_span FROM embedding_watermarks FINAL WHERE model = {m:String}",
+        {"m": model},
+    )
+    return rows[0] if rows else None
+
+
+def embedded_keys(
+    store: Store, model: str, projects: Sequence[str], first_ns: int, last_ns: int,
+    keys: Sequence[str],
+) -> set[str]:  # fmt: skip
+    """Those of `keys` (trace_id + span_id) that `model` has vectors for, among calls of
+    `projects` that started within [first_ns, last_ns]."""
+    return {
+        row["k"]
+        for row in store.query(
+            "SELECT concat(trace_id, span_id) AS k FROM call_vectors "
+            "WHERE project_id IN {projects:Array(String)} AND model = {m:String} "
+            "AND start_time >= fromUnixTimestamp64Nano({first:Int64}, 'UTC') "
+            "AND start_time <= fromUnixTimestamp64Nano({last:Int64}, 'UTC') "
+            "AND concat(trace_id, span_id) IN {keys:Array(String)}",
+            {
+                "m": model,
+                "projects": list(projects),
+                "first": first_ns,
+                "last": last_ns,
+                "keys": list(keys),
+            },
+        )
+    }
+
+
+def vectors(
+    store: Store,
+    project: str,
+    model: str,
+    columns: str,
+    where: str,
+    params: Mapping[str, Any],
+    order: str,
+    limit: int | None,
+) -> pa.Table:
+    """`columns` of the project's calls embedded by `model` (alias `c`) that `where` selects;
+    `where` must bound `c.start_time`."""
+    return store.query_arrow(
+        f"SELECT {columns} FROM call_vectors AS c FINAL "
+        "WHERE c.project_id = {project:String} AND c.model = {model:String} "
+        f"AND {where} ORDER BY {order}" + (f" LIMIT {int(limit)}" if limit else ""),
+        {**params, "project": project, "model": model},
+    )
+
+
+def versions_with_calls(store: Store, model: str, calls: int) -> list[dict[str, Any]]:
+    """Service versions with at least `calls` calls embedded by `model`, by the rollup (never
+    the calls): project, service, version, first_ns."""
+    return store.query(
+        "SELECT project_id AS project, service, service_version AS version, "
+        "toUnixTimestamp64Nano(minMerge(first_call)) AS first_ns "
+        "FROM call_vector_versions WHERE model = {model:String} "
+        "GROUP BY project_id, service, service_version "
+        "HAVING countMerge(calls) >= {calls:UInt64} ORDER BY project, first_ns",
+        {"model": model, "calls": calls},
+    )
+
+
+_SPAN = "toUnixTimestamp64Nano(first_call) AS first_ns, toUnixTimestamp64Nano(last_call) AS last_ns"
+
+
+def reference_row(
+    store: Store, project: str, name: str, version: int | None
+) -> dict[str, Any] | None:
+    """A reference at `version` (its latest when None)."""
+    rows = store.query(
+        "SELECT name, version, scope, selector, calls, toString(created_at) AS created_at, "
+        f"{_SPAN} "
+        "FROM drift_references FINAL WHERE project_id = {p:String} AND name = {n:String} "
+        + ("AND version = {v:UInt32} " if version is not None else "")
+        + "ORDER BY version DESC LIMIT 1",
+        {"p": project, "n": name, "v": version or 0},
+    )
+    return rows[0] if rows else None
+
+
+def latest_references(store: Store, project: str | None) -> list[dict[str, Any]]:
+    """The latest version of every reference (of one project, or of all), by project and name."""
+    rows = store.query(
+        "SELECT project_id, name, max(r.version) AS latest, argMax(r.scope, r.version) AS scope, "
+        "argMax(r.selector, r.version) AS selector, argMax(r.calls, r.version) AS calls, "
+        "toString(argMax(r.created_at, r.version)) AS created_at, "
+        "toUnixTimestamp64Nano(argMax(r.first_call, r.version)) AS first_ns, "
+        "toUnixTimestamp64Nano(argMax(r.last_call, r.version)) AS last_ns "
+        "FROM drift_references AS r FINAL "
+        + ("WHERE project_id = {p:String} " if project else "")
+        + "GROUP BY project_id, name ORDER BY project_id, name",
+        {"p": project or ""},
+    )
+    for row in rows:
+        row["version"] = row.pop("latest")
+    return rows
+
+
+def last_reference_version(store: Store, project: str, name: str) -> int:
+    rows = store.query(
+        "SELECT max(version) AS v FROM drift_references WHERE project_id = {p:String} "
+        "AND name = {n:String}",
+        {"p": project, "n": name},
+    )
+    return int(rows[0]["v"] or 0)
+
+
+def members_condition(
+    project: str, name: str, version: int, first_ns: int, last_ns: int, limit: int,
+    params: dict[str, Any],
+) -> str:  # fmt: skip
+    """SQL on `c` (llm_calls or call_vectors) for up to `limit` of a reference's calls (a
+    seeded uniform sample when it has more), bounded by its time span; fills `params`."""
+    params.update(
+        ref_project=project, ref_name=name, ref_version=version, ref_first=first_ns,
+        ref_last=last_ns, ref_limit=limit,
+    )  # fmt: skip
+    return (
+        "c.start_time >= fromUnixTimestamp64Nano({ref_first:Int64}, 'UTC') "
+        "AND c.start_time <= fromUnixTimestamp64Nano({ref_last:Int64}, 'UTC') "
+        "AND (c.trace_id, c.span_id) IN (SELECT trace_id, span_id FROM reference_calls "
+        "WHERE project_id = {ref_project:String} AND name = {ref_name:String} "
+        "AND version = {ref_version:UInt32} "
+        "ORDER BY cityHash64(trace_id, span_id) LIMIT {ref_limit:UInt32})"
+    )
+
+
+def last_window(
+    store: Store, project: str, reference: str, version: int, since_ns: int
+) -> tuple[int, int]:
+    """The end (ns, 0 when none) and drifting streak of a reference version's last window
+    that ended since `since_ns`."""
+    rows = store.query(
+        "SELECT toUnixTimestamp64Nano(max(window_end)) AS ns, "
+        "argMax(consecutive, window_end) AS c FROM detector_runs FINAL "
+        "WHERE project_id = {p:String} AND reference = {r:String} "
+        "AND reference_version = {v:UInt32} "
+        "AND window_end >= fromUnixTimestamp64Nano({first:Int64}, 'UTC')",
+        {"p": project, "r": reference, "v": version, "first": since_ns},
+    )
+    return int(rows[0]["ns"] or 0), int(rows[0]["c"] or 0)
+
+
+def flagged_today(store: Store, project: str, day: str, since_ns: int) -> int:
+    """Calls queued as flagged on `day` (ISO date) among calls that started since `since_ns`."""
+    rows = store.query(
+        "SELECT count() AS n FROM review_queue FINAL WHERE project_id = {p:String} "
+        "AND call_time >= fromUnixTimestamp64Nano({since:Int64}, 'UTC') "
+        "AND source = 'flag' AND toDate(enqueued_at) = toDate({d:String})",
+        {"p": project, "d": day, "since": since_ns},
+    )
+    return int(rows[0]["n"])
+
+
+def nearest_responses(store: Store, members: str, texts: Relation, k: int) -> list[dict[str, Any]]:
+    """The `k` calls that `members` selects (a condition on `c`) whose response vectors are
+    closest to the call `texts.params` names (p, t, s and its instant `call` in ns): rows of
+    input_text, output_text (from `texts`, by trace_id and span_id) and similarity."""
+    # Both sides read within their own time spans: the call's instant and the reference's.
+    return store.query(
+        "WITH (SELECT any(response_vector) FROM call_vectors WHERE project_id = {p:String} "
+        "AND start_time >= fromUnixTimestamp64Nano({call:Int64}, 'UTC') "
+        "AND start_time < fromUnixTimestamp64Nano({call:Int64} + 1000000, 'UTC') "
+        "AND trace_id = {t:String} AND span_id = {s:String}) AS mine "
+        "SELECT t.input_text AS input_text, t.output_text AS output_text, "
+        "1 - cosineDistance(c.response_vector, mine) AS similarity FROM call_vectors AS c "
+        f"JOIN {texts} AS t ON t.trace_id = c.trace_id AND t.span_id = c.span_id "
+        f"WHERE c.project_id = {{p:String}} AND length(mine) > 0 AND {members} "
+        "ORDER BY similarity DESC LIMIT {k:UInt32}",
+        bind(texts, {"k": k}),
+    )
+
+
+def insert(store: Store, table: str, columns: Mapping[str, Any]) -> None:
+    """Rows into one of this room's tables, shaped by its schema."""
+    store.insert_arrow(table, table_of(SCHEMAS[table], columns))
 
 
 # -- reads other rooms make (they never name these tables) -------------------------------------

@@ -14,8 +14,8 @@ from __future__ import annotations
 import hashlib
 import logging
 from datetime import UTC, datetime, timedelta
-from typing import Any
 
+from driftline.detectors import tables
 from driftline.detectors.references import (
     DriftReferenceError,
     Reference,
@@ -27,18 +27,6 @@ from driftline.store import Store
 log = logging.getLogger("driftline.detectors")
 
 MAX_NAME = 128
-
-# Read from the rollup of embedded calls per version, never from the calls themselves; a count
-# may include a call embedded twice before a merge: create_reference (which reads FINAL) then
-# finds fewer than `calls` and the version waits for the next pass.
-_CANDIDATES = """
-SELECT project_id AS project, service, service_version AS version,
-       toUnixTimestamp64Nano(minMerge(first_call)) AS first_ns
-FROM call_vector_versions WHERE model = {model:String}
-GROUP BY project_id, service, service_version
-HAVING countMerge(calls) >= {calls:UInt64}
-ORDER BY project, first_ns
-"""
 
 
 def reference_name(service: str, version: str) -> str:
@@ -53,8 +41,9 @@ def reference_name(service: str, version: str) -> str:
 def version_references(store: Store, calls: int, model: str) -> list[Reference]:
     """Freeze the reference of each service version with `calls` calls embedded by `model`."""
     # Only embedded calls count: a reference frozen ahead of an embedding backlog would wait.
-    params: dict[str, Any] = {"calls": calls, "model": model}
-    candidates = store.query(_CANDIDATES, params)
+    # A count may include a call embedded twice before a merge: create_reference (which reads
+    # FINAL) then finds fewer than `calls` and the version waits for the next pass.
+    candidates = tables.versions_with_calls(store, model, calls)
     if not candidates:
         return []
     existing = list_references(store)

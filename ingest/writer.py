@@ -14,33 +14,13 @@ import time
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from driftline.ingest import tables
 from driftline.ingest.mapping import MappedBatch, SpanDecoder, keys_of
 from driftline.ingest.metrics import CollectorMetrics
 from driftline.ingest.wal import Position, Record, WriteAheadLog, write_durably
 from driftline.store import Store, StoreError
 
 log = logging.getLogger(__name__)
-
-
-def existing_keys(store: Store, table: str, rows: pa.Table) -> set[str]:
-    """The `project/trace/span` keys among `rows` that the table already holds."""
-    if rows.num_rows == 0:
-        return set()
-    times = pc.min_max(rows.column("start_time").cast(pa.int64()))
-    found = store.query_with_values(
-        f"SELECT project_id, trace_id, span_id FROM {table} "
-        "WHERE project_id IN {projects:Array(String)} "
-        "AND start_time BETWEEN fromUnixTimestamp64Nano({lo:Int64}, 'UTC') "
-        "AND fromUnixTimestamp64Nano({hi:Int64}, 'UTC') "
-        "AND trace_id IN (SELECT value FROM {values})",
-        pc.unique(rows.column("trace_id")).to_pylist(),
-        {
-            "projects": pc.unique(rows.column("project_id")).to_pylist(),
-            "lo": times["min"].as_py(),
-            "hi": times["max"].as_py(),
-        },
-    )
-    return set(keys_of(pa.Table.from_pylist(found)).to_pylist()) if found else set()
 
 
 class Writer:
@@ -158,7 +138,7 @@ class Writer:
             if table.num_rows == 0:
                 continue
             started = time.perf_counter()
-            known = existing_keys(self.store, name, table)
+            known = tables.existing_keys(self.store, name, table)
             if known:
                 self.metrics.duplicates.inc(len(known))
                 table = table.filter(pc.invert(pc.is_in(keys_of(table), pa.array(list(known)))))

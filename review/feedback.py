@@ -25,7 +25,7 @@ from pydantic import (
     model_validator,
 )
 
-from driftline.ingest.calls import response_lengths
+from driftline.ingest.tables import response_lengths
 from driftline.review import tables
 from driftline.store import Store
 from driftline.store.errors import InputError

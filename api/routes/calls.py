@@ -12,7 +12,7 @@ from fastapi import APIRouter, Query, Request
 from driftline.api.auth import ReadKey
 from driftline.api.routes.common import HEX32
 from driftline.api.runtime import ApiError, runtime
-from driftline.ingest import calls
+from driftline.ingest import tables as ingest_tables
 from driftline.store.times import MAX_NS, parse_time
 
 router = APIRouter(prefix="/api", tags=["read"])
@@ -24,7 +24,7 @@ def _encode_cursor(row: dict[str, Any]) -> str:
     return base64.urlsafe_b64encode(raw).decode()
 
 
-def _decode_cursor(cursor: str) -> calls.Position:
+def _decode_cursor(cursor: str) -> ingest_tables.Position:
     try:
         ns, trace_id, span_id = orjson.loads(base64.urlsafe_b64decode(cursor.encode()))
         if not (
@@ -56,10 +56,10 @@ def list_calls(
     cursor: str | None = None,
     project: Annotated[str | None, Query(description="must match the key's project")] = None,
 ) -> dict[str, Any]:
-    found = calls.list_calls(
+    found = ingest_tables.list_calls(
         runtime(request).store,
         principal.project or "",
-        calls.CallFilter(
+        ingest_tables.CallFilter(
             parse_time(since, "since"), parse_time(until, "until"), model, service, operation,
             status, q,
         ),

@@ -9,7 +9,7 @@ from fastapi import APIRouter, Request
 from driftline.api.auth import ReadKey
 from driftline.api.routes.common import HEX32
 from driftline.api.runtime import ApiError, runtime
-from driftline.ingest import calls
+from driftline.ingest.tables import trace
 
 router = APIRouter(prefix="/api", tags=["read"])
 
@@ -19,7 +19,7 @@ def get_trace(request: Request, principal: ReadKey, trace_id: str) -> dict[str, 
     trace_id = trace_id.lower()
     if not HEX32.match(trace_id):
         raise ApiError(400, f"trace id {trace_id!r} must be 32 hex characters")
-    items = calls.trace(runtime(request).store, principal.project or "", trace_id)
+    items = trace(runtime(request).store, principal.project or "", trace_id)
     if not items:
         raise ApiError(404, f"no trace {trace_id} in project {principal.project!r}")
     return {"trace_id": trace_id, "spans": items}
