@@ -17,6 +17,7 @@ from prometheus_client import CollectorRegistry
 from driftline.alerts.engine import AlertEngine, AlertLoop
 from driftline.alerts.rules import RulesError, load_rules
 from driftline.api.config import ConfigError, Settings
+from driftline.api.gate import BodyTooLarge, RequestGate
 from driftline.api.ratelimit import RateLimiter
 from driftline.api.routes import ROUTERS
 from driftline.api.runtime import ApiError, Runtime
@@ -136,6 +137,9 @@ def create_app(rt: Runtime) -> FastAPI:
         telemetry={"exclude": lambda scope: scope.get("path") in _INGEST_PATHS},
     )
     app.state.runtime = rt
+    app.add_middleware(
+        RequestGate, check_key=rt.keys.check, max_body_bytes=rt.settings.max_body_bytes
+    )
     app.state.review = review_routes.ReviewSite(
         rt.store,
         rt.settings.review,
@@ -169,6 +173,10 @@ def create_app(rt: Runtime) -> FastAPI:
                 media_type=media,
             )
         return JSONResponse({"error": exc.message}, exc.status, headers=exc.headers)
+
+    @app.exception_handler(BodyTooLarge)
+    async def too_large(request: Request, exc: BodyTooLarge) -> Response:
+        return await api_error(request, ApiError(413, exc.detail))
 
     @app.exception_handler(InputError)
     async def bad_input(request: Request, exc: InputError) -> Response:

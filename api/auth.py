@@ -6,6 +6,7 @@ from collections.abc import Callable
 from typing import Annotated
 
 from fastapi import Depends, Request
+from starlette.datastructures import Headers
 
 from driftline.api.ratelimit import retry_after
 from driftline.api.runtime import ApiError, runtime
@@ -14,17 +15,24 @@ from driftline.store.keys import Principal, Role
 PROJECT_HEADER = "x-driftline-project"
 
 
-def _bearer(request: Request) -> str:
-    header = request.headers.get("authorization", "")
-    scheme, _, token = header.partition(" ")
+MISSING_KEY = "missing API key: send 'Authorization: Bearer <key>'"
+UNKNOWN_KEY = "API key is unknown, malformed or revoked"
+CHALLENGE = {"WWW-Authenticate": "Bearer"}
+
+
+def presented_key(headers: Headers) -> str | None:
+    """The key a request carries: `Authorization: Bearer <key>`, else `x-api-key`."""
+    scheme, _, token = headers.get("authorization", "").partition(" ")
     if scheme.lower() == "bearer" and token.strip():
         return token.strip()
-    api_key = request.headers.get("x-api-key", "").strip()
-    if api_key:
-        return api_key
-    raise ApiError(
-        401, "missing API key: send 'Authorization: Bearer <key>'", {"WWW-Authenticate": "Bearer"}
-    )
+    return headers.get("x-api-key", "").strip() or None
+
+
+def _bearer(request: Request) -> str:
+    key = presented_key(request.headers)
+    if key is None:
+        raise ApiError(401, MISSING_KEY, CHALLENGE)
+    return key
 
 
 def require(role: Role, project_scoped: bool = True) -> Callable[[Request], Principal]:
@@ -34,9 +42,7 @@ def require(role: Role, project_scoped: bool = True) -> Callable[[Request], Prin
         rt = runtime(request)
         principal = rt.keys.check(_bearer(request))
         if principal is None:
-            raise ApiError(
-                401, "API key is unknown, malformed or revoked", {"WWW-Authenticate": "Bearer"}
-            )
+            raise ApiError(401, UNKNOWN_KEY, CHALLENGE)
         if not principal.role.allows(role):
             raise ApiError(
                 403, f"a {principal.role.value} key cannot do this; it needs a {role.value} key"
