@@ -73,16 +73,20 @@ def slack_body(webhook: Mapping[str, Any]) -> dict[str, Any]:
     ]
     for alert in alerts[:_SLACK_ALERTS]:
         annotations = alert["annotations"]
-        summary = annotations.get("summary") or alert["labels"].get("alertname", "")
+        summary = slack_text(annotations.get("summary") or alert["labels"].get("alertname", ""))
         lines = [f"{icon if alert['status'] == 'firing' else ':white_check_mark:'} *{summary}*"]
         if annotations.get("description"):
-            lines.append(annotations["description"])
-        labels = ", ".join(f"`{k}={v}`" for k, v in alert["labels"].items() if k != "alertname")
+            lines.append(slack_text(annotations["description"]))
+        labels = ", ".join(
+            f"`{slack_code(k)}={slack_code(v)}`"
+            for k, v in alert["labels"].items()
+            if k != "alertname"
+        )
         lines.append(labels)
-        links = [f"<{alert['generatorURL']}|alert>"]
+        links = [f"<{slack_text(alert['generatorURL'])}|alert>"]
         for key, text in (("runbook_url", "runbook"), ("review_url", "review queue")):
             if annotations.get(key):
-                links.append(f"<{annotations[key]}|{text}>")
+                links.append(f"<{slack_text(annotations[key])}|{text}>")
         lines.append(" · ".join(links))
         blocks.append(
             {"type": "section", "text": {"type": "mrkdwn", "text": "\n".join(lines)[:3000]}}
@@ -91,9 +95,25 @@ def slack_body(webhook: Mapping[str, Any]) -> dict[str, Any]:
         more = f"and {len(alerts) - _SLACK_ALERTS} more"
         blocks.append({"type": "context", "elements": [{"type": "mrkdwn", "text": more}]})
     summaries = "; ".join(
-        a["annotations"].get("summary") or a["labels"].get("alertname", "") for a in alerts
+        slack_text(a["annotations"].get("summary") or a["labels"].get("alertname", ""))
+        for a in alerts
     )
     return {"text": f"{title}: {summaries}"[:3000], "blocks": blocks}
+
+
+_SLACK_ESCAPES = str.maketrans({"&": "&amp;", "<": "&lt;", ">": "&gt;"})
+
+
+def slack_text(text: str) -> str:
+    """Text from labels and annotations (spans set them) as Slack mrkdwn shows it literally:
+    `<!channel>` or `<https://evil|docs>` stay text, never a mention or a link."""
+    return text.translate(_SLACK_ESCAPES)
+
+
+def slack_code(text: str) -> str:
+    """Text inside a `code` span: escaped, and a backtick (which would end the span) shown as
+    the look-alike modifier letter."""
+    return slack_text(text).replace("`", "\u02cb")
 
 
 def alertmanager_body(

@@ -154,8 +154,8 @@ def item_page(request: Request, principal: Reviewer, trace_id: str, span_id: str
             found["span_id"], int(found["call_ms"]) * 1_000_000,
         ),
         rubric=rt.settings.rubric_for(principal.project),
-        draft_json=_script_json(found["draft"]),
-        response_json=_script_json(found["output_text"] or ""),
+        draft_json=script_json(found["draft"]),
+        response_json=script_json(found["output_text"] or ""),
     )  # fmt: skip
 
 
@@ -256,9 +256,16 @@ def review_ratings(store: Store, project: str) -> list[Rating]:
     return ratings
 
 
-def _script_json(value: Any) -> str:
-    """JSON safe inside a <script> element."""
-    return json.dumps(value).replace("</", "<\\/")
+# Inside a <script> element `</script`, `<!--` and `<script` change how HTML parses the rest of
+# the page; JSON's \uXXXX escapes keep every such character text.
+_SCRIPT_ESCAPES = str.maketrans(
+    {"<": "\\u003c", ">": "\\u003e", "&": "\\u0026", "\u2028": "\\u2028", "\u2029": "\\u2029"}
+)
+
+
+def script_json(value: Any) -> str:
+    """JSON safe inside a <script> element, whatever text it holds (answers come from models)."""
+    return json.dumps(value).translate(_SCRIPT_ESCAPES)
 
 
 def sign_in_handler(request: Request, exc: SignIn) -> Response:

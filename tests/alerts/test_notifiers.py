@@ -19,6 +19,7 @@ from driftline.alerts.notifiers import (
     SlackSender,
     WebhookSender,
 )
+from driftline.alerts.payloads import slack_body
 from tests.alerts.conftest import SECRET
 from tests.alerts.receiver import Receiver
 from tests.conftest import free_port
@@ -166,3 +167,25 @@ def test_bad_request_is_permanent(client: httpx.Client, receiver: Receiver) -> N
 def test_classification(status: int | None, ok: bool, retryable: bool) -> None:
     delivery = Delivery(status, "" if ok else "x", None, 0.0)
     assert (delivery.ok, delivery.retryable) == (ok, retryable)
+
+
+def test_slack_shows_labels_and_annotations_from_spans_as_text() -> None:
+    """A span sets label values (service, model) and rules copy them into annotations: none of
+    them may become a Slack mention, a link, or end a `code` span."""
+    hostile = {"alertname": "Drift", "service": "<!channel> `rm -rf`", "model": "a&b>c"}
+    annotations = {"summary": "<!here> see <https://evil.example|docs>", "description": "<@U1>"}
+    webhook = {
+        "status": "firing", "groupLabels": {"alertname": "Drift"}, "commonLabels": hostile,
+        "alerts": [{"status": "firing", "labels": hostile, "annotations": annotations,
+                    "generatorURL": "http://driftline/alerts?x=1&y=<2>"}],
+    }  # fmt: skip
+    body = slack_body(webhook)
+    sent = json.dumps(body)
+    for injected in ("<!channel>", "<!here>", "<https://evil", "<@U1>", "y=<2>"):
+        assert injected not in sent
+    section = body["blocks"][1]["text"]["text"]
+    assert "&lt;!channel&gt;" in section and "a&amp;b&gt;c" in section
+    assert "&lt;!here&gt;" in body["text"]
+    code = section.splitlines()[2]  # the labels line: each label one `code` span
+    assert code.count("`") == 4 and "\u02cbrm -rf\u02cb" in code
+    assert "<http://driftline/alerts?x=1&amp;y=&lt;2&gt;|alert>" in section

@@ -385,3 +385,37 @@ def test_offsets_count_characters_as_stored(
         headers={"Authorization": f"Bearer {key}"}, json={"scores": {"accuracy": 1}}, timeout=10,
     )  # fmt: skip
     assert again.status_code == 409 and "already judged" in again.json()["error"]
+
+
+def test_an_answer_holding_markup_stays_text_in_the_item_page(
+    live: LiveCollector, store: Store, browser: Any
+) -> None:
+    """A model's answer is embedded in the page as JSON inside a <script> element: `<!--<script`
+    there would swallow the rest of the page, `</script>` would end the element early."""
+    # Unclosed: the element's own </script> would then not end it, and the page would be
+    # swallowed up to the next `-->` and </script>.
+    hostile = "Sure!<!--<script> <b>x</b> & more"
+    trace, span = "d" * 32, "a000000000000009"
+    now = time.time_ns()
+    store.command(
+        "INSERT INTO llm_calls (project_id, trace_id, span_id, start_time, end_time, service, "
+        "input_text, output_text) VALUES ('alpha', {t:String}, {s:String}, "
+        "fromUnixTimestamp64Nano({now:Int64}, 'UTC'), fromUnixTimestamp64Nano({now:Int64}, 'UTC'), "
+        "'support', 'Say hi', {out:String})",
+        {"t": trace, "s": span, "now": now, "out": hostile},
+    )
+    store.command(
+        "INSERT INTO review_queue (project_id, trace_id, span_id, call_time, priority, source, "
+        "window_key) VALUES ('alpha', {t:String}, {s:String}, "
+        "fromUnixTimestamp64Nano({now:Int64}, 'UTC'), 9, 'flag', 'bot@1/1-2')",
+        {"t": trace, "s": span, "now": now},
+    )
+    page = sign_in(browser, live, keys.create_key(store, "alpha", "review", "mallory")[1])
+    page.goto(f"{live.url}/review/items/{trace}/{span}")
+    page.wait_for_selector("#response")
+    assert page.title() != "owned"
+    shown = page.evaluate("JSON.parse(document.getElementById('response-data').textContent)")
+    assert shown == hostile
+    assert page.evaluate("document.getElementById('draft-data') !== null")
+    assert page.locator("#response").inner_text().startswith("Sure!<!--<script>")
+    assert page.locator("#response b").count() == 0  # the answer's markup is not markup
