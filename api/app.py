@@ -157,6 +157,7 @@ def create_app(rt: Runtime) -> FastAPI:
         "review-static",
     )
     app.add_exception_handler(review_routes.SignIn, review_routes.sign_in_handler)  # type: ignore[arg-type]
+    app.add_exception_handler(review_routes.CrossSite, review_routes.cross_site_handler)  # type: ignore[arg-type]
 
     @app.exception_handler(ApiError)
     async def api_error(request: Request, exc: ApiError) -> Response:

@@ -32,7 +32,35 @@ from driftline.store.times import parse_time
 COOKIE = "driftline_review"
 HERE = Path(__file__).parent
 templates = Jinja2Templates(directory=HERE / "templates")
-router = APIRouter(prefix="/review", tags=["review"], include_in_schema=False)
+
+
+class CrossSite(Exception):
+    """A state-changing request another site's page made with the reviewer's cookie."""
+
+
+def same_site(request: Request) -> None:
+    """Refuse what a browser marks as cross-site (`Sec-Fetch-Site`), or sends from another
+    origin, for every request that changes state; the cookie is SameSite=Strict as well."""
+    if request.method in ("GET", "HEAD", "OPTIONS"):
+        return
+    fetched_from = request.headers.get("sec-fetch-site")
+    if fetched_from is not None and fetched_from not in ("same-origin", "none"):
+        raise CrossSite(f"a {fetched_from} request cannot change review state")
+    origin = request.headers.get("origin")
+    if origin is not None and origin != f"{request.url.scheme}://{request.url.netloc}":
+        raise CrossSite(f"requests from {origin} cannot change review state")
+
+
+def json_body(request: Request) -> None:
+    """The review API takes JSON only: a cross-site HTML form cannot send it without CORS."""
+    ctype = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    if ctype != "application/json":
+        raise InputError("send the body as application/json")
+
+
+router = APIRouter(
+    prefix="/review", tags=["review"], include_in_schema=False, dependencies=[Depends(same_site)]
+)
 
 
 Charts = Callable[[Store, str, int], list[str]]
@@ -183,7 +211,7 @@ def overview_page(
 # -- the forms' API --------------------------------------------------------------------------
 
 
-@router.post("/api/items/{trace_id}/{span_id}")
+@router.post("/api/items/{trace_id}/{span_id}", dependencies=[Depends(json_body)])
 async def submit(
     request: Request, principal: Reviewer, trace_id: str, span_id: str
 ) -> dict[str, Any]:
@@ -210,7 +238,7 @@ async def submit(
     return {"review_id": records[0].review_id, "feedback_ids": ids}
 
 
-@router.post("/api/items/{trace_id}/{span_id}/draft")
+@router.post("/api/items/{trace_id}/{span_id}/draft", dependencies=[Depends(json_body)])
 async def save_draft(
     request: Request, principal: Reviewer, trace_id: str, span_id: str
 ) -> dict[str, str]:
@@ -222,7 +250,7 @@ async def save_draft(
     return {"status": "draft"}
 
 
-@router.post("/api/items/{trace_id}/{span_id}/skip")
+@router.post("/api/items/{trace_id}/{span_id}/skip", dependencies=[Depends(json_body)])
 def skip(request: Request, principal: Reviewer, trace_id: str, span_id: str) -> dict[str, str]:
     mark(request, principal, trace_id, span_id, "skipped", {})
     return {"status": "skipped"}
@@ -266,6 +294,10 @@ _SCRIPT_ESCAPES = str.maketrans(
 def script_json(value: Any) -> str:
     """JSON safe inside a <script> element, whatever text it holds (answers come from models)."""
     return json.dumps(value).translate(_SCRIPT_ESCAPES)
+
+
+def cross_site_handler(request: Request, exc: CrossSite) -> Response:
+    return JSONResponse({"error": str(exc)}, 403)
 
 
 def sign_in_handler(request: Request, exc: SignIn) -> Response:

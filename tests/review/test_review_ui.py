@@ -419,3 +419,31 @@ def test_an_answer_holding_markup_stays_text_in_the_item_page(
     assert page.evaluate("document.getElementById('draft-data') !== null")
     assert page.locator("#response").inner_text().startswith("Sure!<!--<script>")
     assert page.locator("#response b").count() == 0  # the answer's markup is not markup
+
+
+def test_another_site_cannot_judge_or_sign_in_for_a_reviewer(
+    live: LiveCollector, store: Store
+) -> None:
+    """Cross-site request forgery: a page elsewhere posting with the reviewer's credentials."""
+    key = keys.create_key(store, "alpha", "review", "alice")[1]
+    draft = f"{live.url}/review/api/items/{'a' * 32}/a000000000000001/draft"
+    auth = {"Authorization": f"Bearer {key}"}
+    for header in ({"Origin": "https://evil.example"}, {"Sec-Fetch-Site": "cross-site"},
+                   {"Sec-Fetch-Site": "same-site"}):  # fmt: skip
+        refused = httpx.post(draft, json={"scores": {"accuracy": 1}}, headers={**auth, **header})
+        assert refused.status_code == 403, header
+        assert "cannot change review state" in refused.json()["error"]
+    form = httpx.post(draft, content=b'{"scores": {"accuracy": 1}}', headers={
+        **auth, "content-type": "text/plain"})  # fmt: skip
+    assert form.status_code == 400 and "application/json" in form.json()["error"]
+    evil = {"Origin": "https://evil.example"}
+    login = httpx.post(
+        f"{live.url}/review/login", data={"key": key, "next": "/review"}, headers=evil,
+        follow_redirects=False,
+    )  # fmt: skip
+    assert login.status_code == 403
+    assert "driftline_review" not in login.headers.get("set-cookie", "")
+    assert not store.query("SELECT * FROM review_marks")  # nothing was recorded
+    same_origin = {**auth, "Origin": live.url, "Sec-Fetch-Site": "same-origin"}
+    same = httpx.post(draft, json={"scores": {"accuracy": 1}}, headers=same_origin)
+    assert same.status_code == 200
