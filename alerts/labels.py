@@ -7,6 +7,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Literal
 
+import re2
+
 Labels = Mapping[str, str]
 
 _FNV_OFFSET = 14695981039346656037
@@ -36,6 +38,10 @@ def _quote(value: str) -> str:
 
 
 Op = Literal["=", "!=", "=~", "!~"]
+# Matchers run over label values that spans set: RE2 (Alertmanager's engine too) takes linear
+# time whatever the pattern and the value, where Python's `re` can backtrack for minutes.
+_RE2 = re2.Options()
+_RE2.log_errors = False
 _MATCHER = re.compile(
     r'^\s*([a-zA-Z_][a-zA-Z0-9_]*)\s*(=~|!~|!=|=)\s*("(?:[^"\\]|\\.)*"|[^"\s]*)\s*$'
 )
@@ -54,9 +60,12 @@ class Matcher:
     def __post_init__(self) -> None:
         if self.op in ("=~", "!~"):
             try:
-                object.__setattr__(self, "_regex", re.compile(self.value))
-            except re.error as exc:
-                raise MatcherError(f"{self.name}{self.op}: bad regular expression: {exc}") from None
+                object.__setattr__(self, "_regex", re2.compile(self.value, options=_RE2))
+            except re2.error as exc:
+                problem = exc.args[0].decode() if isinstance(exc.args[0], bytes) else exc
+                raise MatcherError(
+                    f"{self.name}{self.op}: bad regular expression: {problem}"
+                ) from None
 
     def matches(self, labels: Labels) -> bool:
         """A missing label matches as the empty string; regexes are anchored, as Alertmanager."""

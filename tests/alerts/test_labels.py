@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
+
 import pytest
 
 from driftline.alerts.durations import format_duration, parse_duration
@@ -58,3 +61,26 @@ def test_render_and_durations() -> None:
     for bad in ("5x", "m5", "", "1h 30m", True):
         with pytest.raises(ValueError, match="duration"):
             parse_duration(bad)  # type: ignore[arg-type]
+
+
+def test_a_backtracking_pattern_runs_in_linear_time_on_span_labels() -> None:
+    """A silence's regex runs over label values that any ingest key can set. `(a+)+$` over 40
+    a's and a b takes Python's backtracking `re` about 2^40 steps; RE2, as Alertmanager's Go
+    engine, answers at once. Run apart so a hang fails the test instead of the suite."""
+    script = (
+        "from driftline.alerts.labels import parse_matcher\n"
+        "m = parse_matcher('service=~\"(a+)+$\"')\n"
+        "print(m.matches({'service': 'a' * 40 + 'b'}), m.matches({'service': 'a' * 40}))\n"
+    )
+    try:
+        done = subprocess.run(
+            [sys.executable, "-c", script], capture_output=True, text=True, timeout=60
+        )
+    except subprocess.TimeoutExpired:
+        pytest.fail("the matcher backtracked: 60 s on a 41-character label")
+    assert done.stdout.split() == ["False", "True"], done.stderr
+
+
+def test_patterns_re2_cannot_run_are_refused_with_the_reason() -> None:
+    with pytest.raises(MatcherError, match=r"bad regular expression: .*\\1"):
+        parse_matcher('service=~"(a)\\\\1"')  # a back-reference: Alertmanager refuses it too
