@@ -32,6 +32,18 @@ RETRAIN_RECEIVER = "retraining"
 _OUTPUT_TAIL = 8192
 
 
+# What a retraining command sees of the server's environment: the system's basics, the model
+# caches, and the pipeline's own settings (examples/retrain.sh). Not the rest: the server's
+# environment holds the ClickHouse URL with its password and the notifiers' secrets.
+JOB_ENVIRONMENT = (
+    "PATH", "HOME", "USER", "LOGNAME", "SHELL", "LANG", "LC_ALL", "LC_CTYPE", "TZ", "TMPDIR",
+    "VIRTUAL_ENV", "PYTHONPATH", "CUDA_VISIBLE_DEVICES", "HF_HOME", "HF_HUB_OFFLINE",
+    "TRANSFORMERS_OFFLINE", "TORCH_HOME",
+    env.API_KEY, env.URL, env.CONFIG, "DRIFTLINE_MODELS", "DRIFTLINE_METHOD",
+    "DRIFTLINE_REWARD_MODEL",
+)  # fmt: skip
+
+
 class RetrainTrigger:
     def __init__(
         self,
@@ -102,8 +114,9 @@ class RetrainTrigger:
                   "job_file": str(job_file)}  # fmt: skip
         assert self.launcher.command is not None
         argv = [part.format_map(fields) for part in self.launcher.command]
+        passed = (*JOB_ENVIRONMENT, *self.launcher.pass_env)
         job_env = {
-            **os.environ,
+            **{name: os.environ[name] for name in passed if name in os.environ},
             env.RETRAIN_JOB_ID: job["id"],
             env.RETRAIN_JOB_FILE: str(job_file),
             env.PROJECT: job["project"],

@@ -272,6 +272,8 @@ class RetrainingLauncher(_Strict):
     command: list[str] | None = None
     webhook: WebhookConfig | None = None
     timeout: Duration = 86400.0
+    # More environment variables the command may see (beside retrain.JOB_ENVIRONMENT).
+    pass_env: list[str] = Field(default_factory=list)
 
     @model_validator(mode="after")
     def _exactly_one(self) -> RetrainingLauncher:

@@ -152,3 +152,33 @@ def test_jobs_running_when_the_process_stopped_end_as_interrupted(
     make_engine(rules(sleeper))  # a restart while the command runs
     assert [j["status"] for j in jobs(store)] == ["interrupted"]
     engine.retrain.wait(30)  # (here the first process lives on and records the real end)
+
+
+def test_the_command_sees_its_pipelines_variables_and_none_of_the_servers_secrets(
+    store: Store, clock: Clock, make_engine: EngineFactory, monkeypatch: Any
+) -> None:
+    secrets = {
+        "DRIFTLINE_CLICKHOUSE_URL": "http://driftline:s3cret@clickhouse:8123/driftline",
+        "DRIFTLINE_WEBHOOK_SECRET": "whsec_c2VjcmV0",
+        "AWS_SECRET_ACCESS_KEY": "aws-secret",
+    }
+    wanted = {
+        "DRIFTLINE_API_KEY": "dl_pipeline",
+        "DRIFTLINE_METHOD": "kto",
+        "TEAM_BUCKET": "s3://x",
+    }
+    for name, value in {**secrets, **wanted}.items():
+        monkeypatch.setenv(name, value)
+    printer = [sys.executable, "-c", "import json, os; print(json.dumps(dict(os.environ)))"]
+    engine = make_engine(rules(f"  command: {json.dumps(printer)}\n  pass_env: [TEAM_BUCKET]"))
+    insert_feedback(store, clock.now - 1, 12)
+    engine.evaluate()
+    assert engine.retrain is not None
+    engine.retrain.wait(30)
+    [job] = jobs(store)
+    seen = json.loads(job["output"])
+    assert not set(secrets) & set(seen), sorted(set(secrets) & set(seen))
+    assert "s3cret" not in job["output"]
+    assert {name: seen.get(name) for name in wanted} == wanted
+    assert seen["DRIFTLINE_PROJECT"] == "alpha" and seen["DRIFTLINE_RETRAIN_JOB_ID"] == job["id"]
+    assert seen["PATH"]  # the command still finds its programs
