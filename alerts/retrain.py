@@ -26,6 +26,7 @@ from driftline.alerts.timestamps import ms_column, parse_rfc3339, rfc3339, secon
 from driftline.detectors.tables import queue_size
 from driftline.review.tables import feedback_until
 from driftline.store import Store, env
+from driftline.store.files import private_folder
 
 log = logging.getLogger("driftline.alerts")
 RETRAIN_RECEIVER = "retraining"
@@ -107,7 +108,7 @@ class RetrainTrigger:
     # -- launching -----------------------------------------------------------------------------
 
     def _start_command(self, job: dict[str, Any], now: float) -> None:
-        self.folder.mkdir(parents=True, exist_ok=True)
+        private_folder(self.folder)
         job_file = self.folder / f"{job['id']}.json"
         job_file.write_text(json.dumps(job, indent=2, sort_keys=True))
         fields = {"job_id": job["id"], "project": job["project"], "rule": job["rule"],

@@ -9,6 +9,8 @@ import os
 from pathlib import Path
 from typing import IO, Any
 
+from driftline.store.files import private_folder
+
 LOCK_FILE = "driftline.lock"
 CONTROL_FILE = "control.json"
 
@@ -21,7 +23,7 @@ class FolderLock:
     """An exclusive, non-blocking flock; the kernel releases it when the process dies."""
 
     def __init__(self, data: Path) -> None:
-        data.mkdir(parents=True, exist_ok=True)
+        private_folder(data)
         self.path = data / LOCK_FILE
         self._file: IO[str] | None = None
 

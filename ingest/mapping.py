@@ -23,6 +23,7 @@ from driftline.ingest import genai
 from driftline.ingest.envelope import varint
 from driftline.ingest.pricing import PriceTable
 from driftline.store.embedded import EmbeddedStore
+from driftline.store.files import private_folder
 
 _SCALAR = (
     "string_value Nullable(String), bool_value Nullable(Bool), int_value Nullable(Int64), "
@@ -258,7 +259,7 @@ class SpanDecoder:
         self, engine: EmbeddedStore, spool: Path, prices: PriceTable, streams: int = 4
     ) -> None:
         self.engine, self.prices = engine, prices
-        spool.mkdir(parents=True, exist_ok=True)
+        private_folder(spool)
         # ClickHouse parses one file per thread: split a batch so decoding uses every core.
         self._paths = [spool / f"batch-{n}.bin" for n in range(streams)]
         schema = resources.files("driftline.ingest") / "schemas" / "otlp_wal.proto"

@@ -19,6 +19,8 @@ from concurrent.futures import Future
 from dataclasses import dataclass
 from pathlib import Path
 
+from driftline.store.files import FILE_MODE, private_folder
+
 log = logging.getLogger(__name__)
 
 _HEADER = struct.Struct("<4sII")
@@ -57,7 +59,7 @@ def _fsync_dir(path: Path) -> None:
 def write_durably(path: Path, data: bytes) -> None:
     """Write a whole file through a temporary name; on disk, name included, when this returns."""
     tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "wb") as f:
+    with os.fdopen(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, FILE_MODE), "wb") as f:
         f.write(data)
         f.flush()
         os.fsync(f.fileno())
@@ -70,7 +72,7 @@ class WriteAheadLog:
         self.directory = directory
         self.segment_bytes = segment_bytes
         self.budget_bytes = budget_bytes
-        directory.mkdir(parents=True, exist_ok=True)
+        private_folder(directory)
         self._checkpoint = self._read_checkpoint()
         existing = self._segments()
         # Never append to a segment a crash may have left with a torn tail: start a new one.
@@ -180,7 +182,8 @@ class WriteAheadLog:
             self._sizes[self._segment] = 0
 
     def _open_segment(self, segment: int) -> int:
-        fd = os.open(self.directory / self._name(segment), os.O_WRONLY | os.O_CREAT | os.O_APPEND)
+        path = self.directory / self._name(segment)
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, FILE_MODE)
         _fsync_dir(self.directory)
         return fd
 

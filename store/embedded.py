@@ -11,13 +11,14 @@ import pyarrow as pa
 from chdb import session as chdb_session
 
 from driftline.store.base import INSERT_SETTINGS, Params, Store, StoreError
+from driftline.store.files import private_folder
 
 
 class EmbeddedStore(Store):
     """chDB allows one session per process; a lock serialises every call to it."""
 
     def __init__(self, path: Path, database: str = "driftline") -> None:
-        path.mkdir(parents=True, exist_ok=True)
+        private_folder(path)
         self.database = database
         self._lock = threading.Lock()
         self._session = chdb_session.Session(str(path))

@@ -135,7 +135,7 @@ def start_server(
 ) -> ServerProcess:
     """`driftline serve` as a real process; returns once /readyz answers."""
     port = port or free_port()
-    data.mkdir(parents=True, exist_ok=True)
+    data.parent.mkdir(parents=True, exist_ok=True)  # `serve` makes the folder itself
     log_path = data.parent / f"server-{port}.log"
     with open(log_path, "w") as log_file:
         process = subprocess.Popen(

@@ -131,3 +131,18 @@ def test_sdk_only_install_names_the_missing_extra(monkeypatch: pytest.MonkeyPatc
     monkeypatch.setattr(builtins, "__import__", no_click)
     with pytest.raises(SystemExit, match=r"pip install 'driftline\[server\]'"):
         cli.main()
+
+
+def test_the_data_folder_is_the_service_users_alone(server: ServerProcess) -> None:
+    """What users sent (prompts, answers, keys' hashes, the log) is created 0700/0600."""
+    sent = httpx.post(
+        server.url + "/v1/traces", content=request([span(genai_attrs())]).SerializeToString(),
+        headers={**auth(server.ingest_key), **PROTOBUF}, timeout=30,
+    )  # fmt: skip
+    assert sent.status_code == 200
+    data = server.data
+    for folder in (data, data / "wal", data / "clickhouse", data / "spool"):
+        assert folder.stat().st_mode & 0o777 == 0o700, folder
+    logged = [p for p in (data / "wal").iterdir() if p.is_file()]
+    assert logged and all(p.stat().st_mode & 0o777 == 0o600 for p in logged), logged
+    assert (data / "control.json").stat().st_mode & 0o777 == 0o600
