@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
 from typing import Any
 
@@ -110,10 +111,24 @@ def load_settings(config_file: Path | None = None, **flags: Any) -> Settings:
         raise ConfigError(f"config file {path}: {exc}") from None
 
 
+# Settings whose values are credentials, or may hold them (a URL's user:password).
+_SECRET = re.compile(r"key|secret|token|password|url", re.I)
+
+
 def _describe(exc: ValidationError, path: Path | None) -> str:
     problems = []
     for error in exc.errors():
         name = ".".join(str(p) for p in error["loc"])
-        problems.append(f"{name}: {error['msg']} (got {error.get('input')!r})")
+        shown = "a hidden value" if _SECRET.search(name) else repr(_redacted(error.get("input")))
+        problems.append(f"{name}: {error['msg']} (got {shown})")
     origin = f" (flags, DRIFTLINE_* environment, {path})" if path else ""
     return f"invalid settings{origin}: " + "; ".join(problems)
+
+
+def _redacted(value: Any) -> Any:
+    """A setting's input as an error may show it: credentials inside it replaced."""
+    if isinstance(value, dict):
+        return {k: "***" if _SECRET.search(str(k)) else _redacted(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_redacted(v) for v in value]
+    return value

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, Field, model_validator
+from pydantic import BaseModel, Field, SecretStr, model_validator
 
 METHODS = ("dpo", "kto", "reward", "ppo", "grpo")
 Method = Literal["dpo", "kto", "reward", "ppo", "grpo"]
@@ -59,7 +59,7 @@ class JudgeSettings(BaseModel):
 
     url: str = Field(description="base URL, e.g. https://api.openai.com/v1")
     model: str
-    api_key: str = ""
+    api_key: SecretStr = SecretStr("")  # never shown: not in errors, logs or dumps
     criteria: list[str] = Field(default_factory=lambda: ["accuracy", "helpfulness", "safety"])
     min_spearman: float = Field(0.8, ge=-1, le=1)
     timeout: float = Field(60.0, gt=0)

@@ -48,7 +48,9 @@ class LLMJudge:
             ],
         }
         headers = (
-            {"Authorization": f"Bearer {self.settings.api_key}"} if self.settings.api_key else {}
+            {"Authorization": f"Bearer {key}"}
+            if (key := self.settings.api_key.get_secret_value())
+            else {}
         )
         url = self.settings.url.rstrip("/") + "/chat/completions"
         try:

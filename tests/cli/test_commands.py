@@ -146,3 +146,26 @@ def test_the_data_folder_is_the_service_users_alone(server: ServerProcess) -> No
     logged = [p for p in (data / "wal").iterdir() if p.is_file()]
     assert logged and all(p.stat().st_mode & 0o777 == 0o600 for p in logged), logged
     assert (data / "control.json").stat().st_mode & 0o777 == 0o600
+
+
+def test_config_errors_never_echo_a_credential(tmp_path: Path) -> None:
+    config = tmp_path / "secret.toml"
+    config.write_text(
+        'clickhouse_url = ["http://driftline:pw-999@clickhouse:8123"]\n'
+        "[finetune.gate.judge]\n"
+        'url = "http://judge.local/v1"\n'
+        'api_key = "sk-live-123"\n'  # and no `model`: the error's input is this whole table
+    )
+    result = CliRunner().invoke(main, ["keys", "list", "--config", str(config)])
+    assert result.exit_code == 2
+    assert "clickhouse_url" in result.output and "finetune.gate.judge.model" in result.output
+    assert "pw-999" not in result.output and "sk-live-123" not in result.output
+    good = tmp_path / "good.toml"
+    good.write_text(
+        '[finetune.gate.judge]\nurl = "http://judge.local/v1"\nmodel = "grader"\n'
+        'api_key = "sk-live-123"\n'
+    )
+    settings = load_settings(good)
+    judge = settings.finetune.gate.judge
+    assert judge is not None and judge.api_key.get_secret_value() == "sk-live-123"
+    assert "sk-live-123" not in repr(judge) + str(settings.model_dump())
