@@ -67,7 +67,22 @@ def build_runtime(settings: Settings, store: Store, operator_token: str | None =
         keys=KeyChecker(store, settings.key_cache_seconds, operator_token),
         limiter=RateLimiter(settings.rate_limit_per_second, settings.rate_limit_burst),
         metrics=metrics,
+        metrics_token=_metrics_token(settings),
     )
+
+
+def _metrics_token(settings: Settings) -> str | None:
+    """The token /metrics requires, from its file (a Docker or Kubernetes secret)."""
+    path = settings.metrics_token_file
+    if path is None:
+        return None
+    try:
+        token = path.read_text().strip()
+    except OSError as exc:
+        raise ConfigError(f"metrics_token_file: cannot read {path}: {exc.strerror}") from None
+    if not token or not token.isascii():
+        raise ConfigError(f"metrics_token_file: {path} must hold an ASCII token")
+    return token
 
 
 def decode_engine(store: Store, data: Path) -> EmbeddedStore:

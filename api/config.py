@@ -56,6 +56,9 @@ class Settings(BaseSettings):
     max_concurrent_requests: int = Field(
         64, ge=1, description="connections served at once (bounds memory); more get 503"
     )
+    metrics_token_file: Path | None = Field(
+        None, description="a file holding the bearer token /metrics requires; unset: open"
+    )
     rate_limit_per_second: float = Field(500.0, ge=0, description="requests per key; 0 = off")
     rate_limit_burst: int = Field(1000, ge=1)
     wal_budget_bytes: int = Field(2048 * MiB, ge=MiB, description="unstored backlog allowed")

@@ -37,6 +37,7 @@ class Runtime:
     keys: KeyChecker
     limiter: RateLimiter
     metrics: CollectorMetrics
+    metrics_token: str | None = None  # what /metrics requires, read once at start
     detectors: DetectorLoop | None = None  # None: turned off, or the detectors extra is missing
     alerts: AlertLoop | None = None  # None: turned off, or no rules file
 

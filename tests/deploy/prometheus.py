@@ -22,7 +22,13 @@ needs_prometheus = pytest.mark.skipif(
 class Prometheus:
     """Scrapes `targets` every second and evaluates `rule_files` every second."""
 
-    def __init__(self, folder: Path, targets: list[str], rule_files: list[Path]) -> None:
+    def __init__(
+        self,
+        folder: Path,
+        targets: list[str],
+        rule_files: list[Path],
+        token_file: Path | None = None,
+    ) -> None:
         assert BINARY is not None
         folder.mkdir(parents=True, exist_ok=True)
         config = folder / "prometheus.yml"
@@ -32,7 +38,15 @@ class Prometheus:
                     "global": {"scrape_interval": "1s", "evaluation_interval": "1s"},
                     "rule_files": [str(p) for p in rule_files],
                     "scrape_configs": [
-                        {"job_name": "driftline", "static_configs": [{"targets": targets}]}
+                        {
+                            "job_name": "driftline",
+                            "static_configs": [{"targets": targets}],
+                            **(
+                                {"authorization": {"credentials_file": str(token_file)}}
+                                if token_file
+                                else {}
+                            ),
+                        }
                     ],
                 }
             )

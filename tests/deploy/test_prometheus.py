@@ -36,10 +36,37 @@ def tool(name: str, *args: str) -> str:
     return done.stdout + done.stderr
 
 
-def test_promtool_checks_config_and_rules() -> None:
-    out = tool("promtool", "check", "config", str(DEPLOY / "prometheus" / "prometheus.yml"))
+def test_promtool_checks_config_and_rules(tmp_path: Path) -> None:
+    # The token file is compose's secret at run time; promtool wants it to exist.
+    (tmp_path / "token").write_text("t0ken\n")
+    shipped = (DEPLOY / "prometheus" / "prometheus.yml").read_text()
+    assert shipped.count(SECRET_PATH) == 2  # the collector's jobs, not the workers'
+    config = tmp_path / "prometheus.yml"
+    config.write_text(shipped.replace(SECRET_PATH, str(tmp_path / "token")))
+    shutil.copy(DEPLOY / "prometheus" / "rules.yml", tmp_path / "rules.yml")
+    out = tool("promtool", "check", "config", str(config))
     assert "SUCCESS" in out and "1 rule files found" in out
     assert "SUCCESS" in tool("promtool", "check", "rules", str(RULES))
+
+
+SECRET_PATH = "/run/secrets/driftline_metrics_token"
+
+
+@needs_prometheus
+def test_metrics_want_the_token_prometheus_sends(
+    scraped: tuple[Prometheus, ServerProcess],
+) -> None:
+    """/metrics names every project's services, models and costs: with a token file set, only
+    a scraper with the token reads it; the real Prometheus above scrapes it with its file."""
+    prom, server = scraped
+    assert httpx.get(server.url + "/metrics", timeout=10).status_code == 401
+    wrong = {"Authorization": "Bearer not-it"}
+    assert httpx.get(server.url + "/metrics", headers=wrong, timeout=10).status_code == 401
+    right = {"Authorization": "Bearer s3cret-metrics-token"}
+    answer = httpx.get(server.url + "/metrics", headers=right, timeout=10)
+    assert answer.status_code == 200 and "driftline_" in answer.text
+    up = wait_for(lambda: prom.api("query", query="up")["result"], "no scrape yet")
+    assert up[0]["value"][1] == "1"
 
 
 def test_amtool_checks_alertmanager_config() -> None:
@@ -59,7 +86,9 @@ def dashboard_promql() -> list[str]:
 
 @pytest.fixture
 def scraped(tmp_path: Path) -> Iterator[tuple[Prometheus, ServerProcess]]:
-    server = start_server(tmp_path / "data")
+    token = tmp_path / "metrics-token"
+    token.write_text("s3cret-metrics-token\n")
+    server = start_server(tmp_path / "data", env={"DRIFTLINE_METRICS_TOKEN_FILE": str(token)})
     prom = None
     try:
         spans = [factory.span(factory.genai_attrs(), error=i % 5 == 0) for i in range(20)]
@@ -74,7 +103,7 @@ def scraped(tmp_path: Path) -> Iterator[tuple[Prometheus, ServerProcess]]:
         groups = yaml.safe_load(RULES.read_text())["groups"]
         fast = tmp_path / "rules.yml"
         fast.write_text(yaml.safe_dump({"groups": [{**g, "interval": "1s"} for g in groups]}))
-        prom = Prometheus(tmp_path / "prom", [server.url.removeprefix("http://")], [fast])
+        prom = Prometheus(tmp_path / "prom", [server.url.removeprefix("http://")], [fast], token)
         yield prom, server
     finally:
         if prom is not None:
