@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import math
 import re
 import secrets
 import threading
@@ -153,12 +154,24 @@ def has_keys(store: Store, project: str) -> bool:
 
 
 class KeyChecker:
-    """Checks presented keys against the store, trusting an answer for `ttl` seconds."""
+    """Checks presented keys against every key of the store, held in memory and read again
+    every `ttl` seconds; so an unknown key costs no query. A key the table lacks may be newer
+    than the last read (made by another process): it is looked up in the store, at most
+    `lookups_per_second` such lookups overall, so unknown keys cannot flood the store."""
 
-    def __init__(self, store: Store, ttl: float, operator_token: str | None = None) -> None:
+    def __init__(
+        self,
+        store: Store,
+        ttl: float,
+        operator_token: str | None = None,
+        lookups_per_second: float = 20.0,
+    ) -> None:
         self.store, self.ttl = store, ttl
         self._operator_token = operator_token
-        self._cache: dict[str, tuple[float, dict[str, Any] | None]] = {}
+        self._rows: dict[str, dict[str, Any]] = {}
+        self._read_at = -math.inf
+        self._rate = lookups_per_second
+        self._allowance, self._allowed_at = lookups_per_second, time.monotonic()
         self._lock = threading.Lock()
 
     def check(self, presented: str) -> Principal | None:
@@ -180,17 +193,29 @@ class KeyChecker:
     def _lookup(self, key_id: str) -> dict[str, Any] | None:
         now = time.monotonic()
         with self._lock:
-            cached = self._cache.get(key_id)
-        if cached and now - cached[0] < self.ttl:
-            return cached[1]
-        rows = self.store.query(
-            "SELECT project_id, role, secret_sha256, revoked, name FROM api_keys FINAL "
-            "WHERE key_id = {k:String}",
-            {"k": key_id},
-        )
-        row = rows[0] if rows else None
+            if now - self._read_at >= self.ttl:
+                self._rows = {row.pop("key_id"): row for row in self.store.query(_ALL_KEYS)}
+                self._read_at = now
+            row = self._rows.get(key_id)
+            if row is not None or not self._may_look_up(now):
+                return row
+        rows = self.store.query(_ALL_KEYS + " WHERE key_id = {k:String}", {"k": key_id})
+        if not rows:
+            return None
+        found = rows[0]
+        found.pop("key_id")
         with self._lock:
-            if len(self._cache) > 100_000:
-                self._cache.clear()
-            self._cache[key_id] = (now, row)
-        return row
+            self._rows[key_id] = found
+        return found
+
+    def _may_look_up(self, now: float) -> bool:
+        """A token bucket of `lookups_per_second` (burst as many) for keys the table lacks."""
+        self._allowance = min(self._rate, self._allowance + (now - self._allowed_at) * self._rate)
+        self._allowed_at = now
+        if self._allowance < 1:
+            return False
+        self._allowance -= 1
+        return True
+
+
+_ALL_KEYS = "SELECT key_id, project_id, role, secret_sha256, revoked, name FROM api_keys FINAL"

@@ -4,11 +4,13 @@ refused with 413 while it streams in, whatever Content-Length says."""
 from __future__ import annotations
 
 import asyncio
+import time
 from typing import Any
 
 import httpx
 
 from driftline.api.gate import SMALL_BODIES
+from driftline.store import keys
 from tests.conftest import Collector, ServerProcess
 
 MiB = 1024 * 1024
@@ -95,3 +97,36 @@ def test_a_body_under_its_cap_still_works(collector: Collector) -> None:
     )  # fmt: skip
     assert made.status_code == 201, made.text
     assert made.json()["role"] == "read"
+
+
+class CountingStore:
+    """The runtime's store, counting the queries on api_keys."""
+
+    def __init__(self, store: Any) -> None:
+        self.store, self.asked = store, 0
+
+    def query(self, sql: str, params: Any = None) -> Any:
+        self.asked += "api_keys" in sql
+        return self.store.query(sql, params)
+
+
+def test_unknown_keys_cannot_flood_the_store(collector: Collector) -> None:
+    """Well-formed keys that do not exist used to cost one store query each, on the one chDB
+    session ingest needs too. Now the keys are held in memory, and the lookups of keys the
+    table lacks (a key made by another process since) are bounded overall."""
+    checker, store = collector.runtime.keys, collector.runtime.store
+    counting = CountingStore(store)
+    checker.store = counting  # type: ignore[assignment]
+    started = time.monotonic()
+    for i in range(1000):
+        forged = {"Authorization": f"Bearer dl_{i:012x}_{'0' * 40}"}
+        assert collector.client.get("/api/calls", headers=forged).status_code == 401
+    elapsed = time.monotonic() - started
+    reads = elapsed / collector.runtime.settings.key_cache_seconds + 1
+    assert counting.asked <= 20 + 20 * elapsed + reads, (counting.asked, elapsed)
+    good = {"Authorization": f"Bearer {collector.read_key}"}
+    assert collector.client.get("/api/calls", headers=good).status_code == 200
+    _, newer = keys.create_key(store, "alpha", "read")  # made by another process
+    time.sleep(0.2)  # the lookup budget refills
+    later = {"Authorization": f"Bearer {newer}"}
+    assert collector.client.get("/api/calls", headers=later).status_code == 200
