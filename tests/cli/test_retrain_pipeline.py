@@ -81,7 +81,7 @@ def test_a_retrain_rule_runs_the_pipeline_and_announces_the_promotion(tmp_path: 
                 lambda: [j for j in api(server.url, admin, "/api/retrain-jobs")
                          if j["status"] in ("succeeded", "failed")],
                 "the retraining job did not finish",
-                timeout=300,
+                timeout=240,  # before pytest's own 300 s, so the message says what hung
             )  # fmt: skip
             assert job["status"] == "succeeded", job["output"]
             assert "promoted v2" in job["output"]

@@ -17,7 +17,7 @@ def driftline(*args: str) -> subprocess.CompletedProcess[str]:
         [sys.executable, "-m", "driftline.cli", *args],
         capture_output=True,
         text=True,
-        timeout=300,
+        timeout=240,  # before pytest's own 300 s: the failure names the command
         env={**os.environ, "PYTHONPATH": os.getcwd(), "DRIFTLINE_DETECTORS__ENABLED": "false"},
     )
 

@@ -153,7 +153,7 @@ def test_serve_detects_the_shift_alerts_and_resolves(tmp_path: Path) -> None:
                 if r.path == "/hook" and r.json()["status"] == "resolved"
             ],
             "no resolved notification: " + server.log.read_text(),
-            timeout=300,
+            timeout=240,  # before pytest's own 300 s, so the message says what hung
         )  # fmt: skip
         assert resolved[0].json()["alerts"][0]["fingerprint"] == alert["fingerprint"]
         assert get(server, "/api/alerts", state="firing") == []
