@@ -14,7 +14,7 @@ import click
 from prometheus_client import CollectorRegistry
 
 from driftline.alerts.rules import RulesError, load_rules
-from driftline.cli.client import Client
+from driftline.cli.client import Client, server_options
 from driftline.cli.group import (
     main,
     metrics_options,
@@ -23,7 +23,6 @@ from driftline.cli.group import (
     store_options,
 )
 from driftline.cli.store import exclusive_store
-from driftline.store import env
 
 
 @main.group(name="rules")
@@ -54,19 +53,7 @@ def rules_check(files: tuple[Path, ...]) -> None:
 # -- silences, through the API of a running collector (as amtool does) --------------------------
 
 
-def _api_options(func: Any) -> Any:
-    func = click.option(
-        "--key",
-        envvar=env.API_KEY,
-        required=True,
-        help="a project key (admin to add or expire) [env DRIFTLINE_API_KEY]",
-    )(func)
-    return click.option(
-        "--url",
-        envvar=env.URL,
-        default=None,
-        help="collector URL [default: the local `driftline serve`, else http://127.0.0.1:4318]",
-    )(func)
+_api_options = server_options("a project key (admin to add or expire)", key_required=True)
 
 
 @main.group(name="silence")

@@ -3,13 +3,33 @@ out, and its errors as typed exceptions (click prints their message)."""
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Callable
+from typing import Any, TypeVar
 
 import click
 import httpx
 
 from driftline.cli.local import read_control
 from driftline.store import env
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def server_options(key_help: str, key_required: bool = False) -> Callable[[F], F]:
+    """--url and --key: the running server a command talks to, and the key it sends."""
+
+    def decorate(func: F) -> F:
+        func = click.option(
+            "--key", envvar=env.API_KEY, required=key_required, default=None,
+            help=f"{key_help} [env {env.API_KEY}]",
+        )(func)  # fmt: skip
+        return click.option(
+            "--url", envvar=env.URL, default=None,
+            help=f"a running server [env {env.URL}; default: the local `driftline serve`, "
+            f"else {env.DEFAULT_URL}]",
+        )(func)  # fmt: skip
+
+    return decorate
 
 
 class Unreachable(click.ClickException):

@@ -9,7 +9,7 @@ from typing import Any
 
 import click
 
-from driftline.cli.client import Client
+from driftline.cli.client import Client, server_options
 from driftline.cli.group import (
     DEFAULT_PROJECT,
     main,
@@ -21,7 +21,6 @@ from driftline.finetune.dataset.files import held_out_path, write_splits
 from driftline.finetune.dataset.filters import ExportFilters
 from driftline.finetune.dataset.formats import FORMATS
 from driftline.finetune.dataset.snapshots import record_snapshot
-from driftline.store import env
 
 
 @main.command(name="export")
@@ -34,13 +33,7 @@ from driftline.store import env
 @click.option("--until", type=click.DateTime(), default=None, help="feedback up to (UTC)")
 @click.option("--test-fraction", type=click.FloatRange(0, 1), default=0.1, show_default=True)
 @click.option("--plain", is_flag=True, help="plain strings instead of chat messages")
-@click.option(
-    "--url",
-    envvar=env.URL,
-    default=None,
-    help="export through a running collector's API ...",
-)
-@click.option("--key", envvar=env.API_KEY, default=None, help="... with this admin key")
+@server_options("an admin key: export through the running server's API")
 def export_command(
     data: Path | None,
     clickhouse_url: str | None,

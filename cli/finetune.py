@@ -13,6 +13,7 @@ from typing import Any
 import click
 
 from driftline.api.config import Settings
+from driftline.cli.client import server_options
 from driftline.cli.group import (
     DEFAULT_PROJECT,
     main,
@@ -22,16 +23,12 @@ from driftline.cli.group import (
 from driftline.cli.store import exclusive_store
 from driftline.finetune.config import METHODS
 from driftline.finetune.ledger import Ledger, ModelVersion, VersionError
-from driftline.store import env
 
 
 def _ledger_options(func: Any) -> Any:
     """--project, and --url/--key to go through a running collector; plus the store options."""
     func = click.option("--project", default=DEFAULT_PROJECT, show_default=True)(func)
-    func = click.option("--url", envvar=env.URL, default=None,
-                        help="a running collector's URL (with --key)")(func)  # fmt: skip
-    func = click.option("--key", envvar=env.API_KEY, default=None,
-                        help="an admin key: record through the collector's API")(func)  # fmt: skip
+    func = server_options("an admin key: record through the running server's API")(func)
     return store_options(func)
 
 

@@ -22,6 +22,7 @@ import pyarrow.compute as pc
 from driftline.ingest import genai
 from driftline.ingest.envelope import varint
 from driftline.ingest.pricing import PriceTable
+from driftline.ingest.tables import keys_of
 from driftline.store.embedded import EmbeddedStore
 from driftline.store.files import private_folder
 
@@ -353,10 +354,3 @@ def first_of_each_key(table: pa.Table) -> tuple[pa.Table, int]:
     rows = first.column("row_min").combine_chunks()
     rows = rows.take(pc.sort_indices(rows))
     return table.take(rows), table.num_rows - first.num_rows
-
-
-def keys_of(table: pa.Table) -> pa.Array:
-    """`project/trace/span` per row, to compare batches with what the store holds."""
-    return pc.binary_join_element_wise(
-        table.column("project_id"), table.column("trace_id"), table.column("span_id"), "/"
-    )

@@ -11,7 +11,6 @@ import orjson
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from driftline.ingest.mapping import keys_of
 from driftline.store.base import Store
 from driftline.store.migrations import ATTRS, BODY, Migration
 from driftline.store.sql import Relation, Where, bind
@@ -432,3 +431,10 @@ def existing_keys(store: Store, table: str, rows: pa.Table) -> set[str]:
         },
     )
     return set(keys_of(pa.Table.from_pylist(found)).to_pylist()) if found else set()
+
+
+def keys_of(table: pa.Table) -> pa.Array:
+    """`project/trace/span` per row, to compare batches with what the store holds."""
+    return pc.binary_join_element_wise(
+        table.column("project_id"), table.column("trace_id"), table.column("span_id"), "/"
+    )

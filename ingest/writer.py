@@ -15,7 +15,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from driftline.ingest import tables
-from driftline.ingest.mapping import MappedBatch, SpanDecoder, keys_of
+from driftline.ingest.mapping import MappedBatch, SpanDecoder
 from driftline.ingest.metrics import CollectorMetrics
 from driftline.ingest.wal import Position, Record, WriteAheadLog, write_durably
 from driftline.store import Store, StoreError
@@ -141,7 +141,9 @@ class Writer:
             known = tables.existing_keys(self.store, name, table)
             if known:
                 self.metrics.duplicates.inc(len(known))
-                table = table.filter(pc.invert(pc.is_in(keys_of(table), pa.array(list(known)))))
+                table = table.filter(
+                    pc.invert(pc.is_in(tables.keys_of(table), pa.array(list(known))))
+                )
             if table.num_rows:
                 self.store.insert_arrow(name, table)
             self.metrics.store_write_seconds.labels(name).observe(time.perf_counter() - started)
