@@ -17,6 +17,7 @@ from driftline.alerts.tables import last_jobs
 from driftline.detectors.tables import flag_totals, latest_windows, window_tests
 from driftline.finetune.tables import versions_changed
 from driftline.ingest.tables import metric_by
+from driftline.review.feedback import trusted_sources
 from driftline.review.tables import new_feedback
 from driftline.store import Store
 
@@ -114,9 +115,10 @@ def _metric(store: Store, c: MetricCondition, now_ns: int) -> list[Sample]:
 
 
 def _feedback(store: Store, c: FeedbackCondition, rule: str, now_ns: int) -> list[Sample]:
-    """Projects with at least `at_least` feedback rows since this rule last started a job."""
+    """Projects with at least `at_least` trusted feedback rows since this rule last started a
+    job."""
     after = {project: ms * _NS_PER_MS for project, ms in last_jobs(store, rule).items()}
-    found = new_feedback(store, now_ns, c.names or [], after)
+    found = new_feedback(store, now_ns, c.names or [], after, trusted_sources(c.app_feedback))
     rows = [row for row in found if row["n"] >= c.at_least]
     return [
         Sample(

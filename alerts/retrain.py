@@ -24,6 +24,7 @@ from driftline.alerts.rules import RetrainingLauncher, Rule
 from driftline.alerts.state import Alert
 from driftline.alerts.timestamps import ms_column, parse_rfc3339, rfc3339, seconds
 from driftline.detectors.tables import queue_size
+from driftline.review.feedback import FROM_APPS, REVIEWED
 from driftline.review.tables import feedback_until
 from driftline.store import Store, env
 from driftline.store.files import private_folder
@@ -123,11 +124,31 @@ class RetrainTrigger:
             env.PROJECT: job["project"],
             env.URL: os.environ.get(env.URL) or self.api_url,
         }
+        if self.launcher.api_key_file is not None:
+            try:
+                job_env[env.API_KEY] = self._project_key(job["project"])
+            except OSError as exc:
+                self._fail(job, f"no key for project {job['project']!r}: {exc}")
+                return
         thread = threading.Thread(
             target=self._run, args=(job, argv, job_env), name=f"retrain-{job['id']}", daemon=True
         )
         self._threads = [t for t in self._threads if t.is_alive()] + [thread]
         thread.start()
+
+    def _project_key(self, project: str) -> str:
+        """The project's key from `api_key_file`; OSError when it is missing or empty."""
+        assert self.launcher.api_key_file is not None
+        path = Path(self.launcher.api_key_file.format(project=project))
+        key = path.read_text().strip()
+        if not key:
+            raise OSError(f"{path} is empty")
+        return key
+
+    def _fail(self, job: dict[str, Any], output: str) -> None:
+        log.error("retraining job %s not started: %s", job["id"], output)
+        self._save(job, "command", "failed", time.time(), None, output)
+        self._count(job["rule"], "failed")
 
     def _run(self, job: dict[str, Any], argv: list[str], env: dict[str, str]) -> None:
         try:
@@ -164,11 +185,15 @@ class RetrainTrigger:
     # -- records -------------------------------------------------------------------------------
 
     def _snapshot(self, project: str, now: float) -> dict[str, Any]:
-        """What a training run started now would read: feedback up to this moment."""
-        rows, until_ns = feedback_until(self.store, project, round(now * 1000) * 1_000_000)
+        """What a training run started now would read: reviewers' feedback up to this moment
+        (and how much the apps sent, which exports read only when asked)."""
+        until = round(now * 1000) * 1_000_000
+        rows, until_ns = feedback_until(self.store, project, until, REVIEWED)
+        app_rows, _ = feedback_until(self.store, project, until, FROM_APPS)
         return {
             "feedback_rows": rows,
             "feedback_until": rfc3339(until_ns // 1_000_000 / 1000) if rows else None,
+            "app_feedback_rows": app_rows,
             "review_queue_rows": queue_size(self.store, project),
         }
 

@@ -126,10 +126,12 @@ class MetricCondition(_Threshold):
 
 
 class FeedbackCondition(_Strict):
-    """At least `at_least` feedback rows arrived since this rule last started a retraining job."""
+    """At least `at_least` reviewers' feedback rows (and the apps', with `app_feedback`) arrived
+    since this rule last started a retraining job."""
 
     at_least: int = Field(ge=1)
     names: list[str] | None = None
+    app_feedback: bool = False
 
 
 class ModelCondition(_Strict):
@@ -274,6 +276,9 @@ class RetrainingLauncher(_Strict):
     timeout: Duration = 86400.0
     # More environment variables the command may see (beside retrain.JOB_ENVIRONMENT).
     pass_env: list[str] = Field(default_factory=list)
+    # The file holding the job's project's admin key, `{project}` in the path standing for it:
+    # each project's job speaks with its own project's key (DRIFTLINE_API_KEY).
+    api_key_file: str | None = None
 
     @model_validator(mode="after")
     def _exactly_one(self) -> RetrainingLauncher:
@@ -281,6 +286,10 @@ class RetrainingLauncher(_Strict):
             raise ValueError("give exactly one of command or webhook")
         if self.command is not None and not self.command:
             raise ValueError("command must name a program")
+        if self.api_key_file is not None and "{project}" not in self.api_key_file:
+            raise ValueError("api_key_file must name each project's key file with {project}")
+        if self.api_key_file is not None and self.command is None:
+            raise ValueError("api_key_file goes with command (a webhook carries no key)")
         return self
 
 

@@ -35,17 +35,18 @@ def _bearer(request: Request) -> str:
     return key
 
 
-def require(role: Role, project_scoped: bool = True) -> Callable[[Request], Principal]:
-    """A dependency admitting keys with `role` (admin keys pass every role check)."""
+def require(*roles: Role, project_scoped: bool = True) -> Callable[[Request], Principal]:
+    """A dependency admitting keys with one of `roles` (admin keys pass every role check)."""
+    needed = " or ".join(f"a {role.value}" for role in roles)
 
     def dependency(request: Request) -> Principal:
         rt = runtime(request)
         principal = rt.keys.check(_bearer(request))
         if principal is None:
             raise ApiError(401, UNKNOWN_KEY, CHALLENGE)
-        if not principal.role.allows(role):
+        if not any(principal.role.allows(role) for role in roles):
             raise ApiError(
-                403, f"a {principal.role.value} key cannot do this; it needs a {role.value} key"
+                403, f"a {principal.role.value} key cannot do this; it needs {needed} key"
             )
         if project_scoped and principal.project is None:
             raise ApiError(403, "the operator token manages keys only; use a project key")
@@ -65,6 +66,8 @@ def require(role: Role, project_scoped: bool = True) -> Callable[[Request], Prin
 
 IngestKey = Annotated[Principal, Depends(require(Role.INGEST))]
 ReadKey = Annotated[Principal, Depends(require(Role.READ))]
+FeedbackKey = Annotated[Principal, Depends(require(Role.INGEST, Role.REVIEW))]
+"""An app's ingest key (feedback labelled `sdk` or `api`) or a reviewer's key (`review`)."""
 AdminKey = Annotated[Principal, Depends(require(Role.ADMIN))]
 OperatorKey = Annotated[Principal, Depends(require(Role.ADMIN, project_scoped=False))]
 """An admin key of any project, or the operator token: what key management takes."""

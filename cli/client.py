@@ -3,12 +3,14 @@ out, and its errors as typed exceptions (click prints their message)."""
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable
 from typing import Any, TypeVar
 
 import click
 import httpx
 
+from driftline.api.auth import PROJECT_HEADER
 from driftline.cli.local import read_control
 from driftline.store import env
 
@@ -53,9 +55,11 @@ class Client:
 
     def __init__(self, url: str, key: str, timeout: float = 30) -> None:
         self.url = url.rstrip("/")
-        self._http = httpx.Client(
-            base_url=self.url, headers={"Authorization": f"Bearer {key}"}, timeout=timeout
-        )
+        headers = {"Authorization": f"Bearer {key}"}
+        # A retraining job names its project: the server then refuses a key of any other.
+        if project := os.environ.get(env.PROJECT):
+            headers[PROJECT_HEADER] = project
+        self._http = httpx.Client(base_url=self.url, headers=headers, timeout=timeout)
 
     @classmethod
     def local(cls, url: str | None, key: str) -> Client:

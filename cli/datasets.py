@@ -33,6 +33,9 @@ from driftline.finetune.dataset.snapshots import record_snapshot
 @click.option("--until", type=click.DateTime(), default=None, help="feedback up to (UTC)")
 @click.option("--test-fraction", type=click.FloatRange(0, 1), default=0.1, show_default=True)
 @click.option("--plain", is_flag=True, help="plain strings instead of chat messages")
+@click.option("--app-feedback", is_flag=True,
+              help="the apps' feedback too (thumbs, app scores: source sdk/api), not only "
+              "reviewers' judgements")  # fmt: skip
 @server_options("an admin key: export through the running server's API")
 def export_command(
     data: Path | None,
@@ -45,13 +48,17 @@ def export_command(
     until: datetime | None,
     test_fraction: float,
     plain: bool,
+    app_feedback: bool,
     url: str | None,
     key: str | None,
 ) -> None:
-    """Write reviewed feedback as TRL (dpo, kto, reward), OpenAI (openai-dpo), Argilla or
-    Label Studio rows, split by conversation, and record the snapshot (its id is printed)."""
-    options: dict[str, Any] = {"since": since, "until": until, "test_fraction": test_fraction,
-                               "conversational": not plain}  # fmt: skip
+    """Write reviewers' feedback (and the apps', with --app-feedback) as TRL (dpo, kto,
+    reward), OpenAI (openai-dpo), Argilla or Label Studio rows, split by conversation, and
+    record the snapshot (its id is printed)."""
+    options: dict[str, Any] = {
+        "since": since, "until": until, "test_fraction": test_fraction,
+        "conversational": not plain, "app_feedback": app_feedback,
+    }  # fmt: skip
     if key:  # a running server holds the data folder: go through its API
         body = {"format": fmt, **{k: v.isoformat() + "Z" if isinstance(v, datetime) else v
                                   for k, v in options.items() if v is not None}}  # fmt: skip

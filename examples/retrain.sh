@@ -5,8 +5,11 @@
 # candidate only if it beats that model (a rejected candidate is announced by the
 # CandidateRejected rule; this job still succeeds).
 #
+# The job is one project's (DRIFTLINE_PROJECT, set by driftline): every command below sends it,
+# and the server refuses a key of any other project, so project B's alert never retrains A.
 # `driftline serve` owns the store, so every step goes through its API:
-#   DRIFTLINE_API_KEY  an admin key of the project (required)
+#   DRIFTLINE_API_KEY  an admin key of the job's project (required): give each project its own
+#                      with `retraining.api_key_file: /run/secrets/driftline-{project}.key`
 #   DRIFTLINE_URL      the collector (default: the local `driftline serve`)
 #   DRIFTLINE_MODELS   where candidates and exports go (default ./models)
 #   DRIFTLINE_METHOD   dpo (default), kto, ppo or grpo; for ppo/grpo set DRIFTLINE_REWARD_MODEL

@@ -31,6 +31,18 @@ from driftline.store import Store
 from driftline.store.errors import InputError
 
 Source = Literal["review", "sdk", "api", "judge"]
+# The trust boundary around training data: what reviewers judged (identity from their key) is
+# what exports, retraining triggers and judge calibration read; what apps send (thumbs, app
+# scores, with a sender-chosen `user`) is kept and labelled, and read only where asked for.
+REVIEWED: tuple[Source, ...] = ("review",)
+FROM_APPS: tuple[Source, ...] = ("sdk", "api")
+
+
+def trusted_sources(app_feedback: bool) -> tuple[Source, ...]:
+    """The feedback sources training data reads: reviewers', and the apps' when asked for."""
+    return REVIEWED + FROM_APPS if app_feedback else REVIEWED
+
+
 _dedupe = threading.Lock()  # the check-then-insert in `store_feedback` must not interleave
 
 MAX_RECORDS = 1000
@@ -278,6 +290,7 @@ def _utc(moment: datetime | None) -> datetime | None:
 class FeedbackFilter:
     trace_id: str | None = None
     name: str | None = None
+    source: Source | None = None
     since_ns: int | None = None
     until_ns: int | None = None
 
@@ -286,7 +299,9 @@ def read_feedback(
     store: Store, project: str, f: FeedbackFilter, limit: int
 ) -> list[dict[str, Any]]:
     """Feedback newest first, in the shapes it was sent in."""
-    rows = tables.sent_feedback(store, project, f.trace_id, f.name, f.since_ns, f.until_ns, limit)
+    rows = tables.sent_feedback(
+        store, project, f.trace_id, f.name, f.source, f.since_ns, f.until_ns, limit
+    )
     return [_out(row) for row in rows]
 
 

@@ -122,13 +122,14 @@ def sent_feedback(
     project: str,
     trace_id: str | None,
     name: str | None,
+    source: str | None,
     since_ns: int | None,
     until_ns: int | None,
     limit: int,
 ) -> list[dict[str, Any]]:
     """Feedback rows newest first (`user` for user_id, `created_at` as RFC 3339)."""
     where = Where("project_id = {project:String}", project=project)
-    where.equals("trace_id", trace_id).equals("name", name)
+    where.equals("trace_id", trace_id).equals("name", name).equals("source", source)
     where.between("created_at", since_ns, until_ns)
     return store.query(
         "SELECT id, trace_id, span_id, name, kind, value_number, value_string, comment, "
@@ -194,11 +195,15 @@ def marks(project: str, reviewer: str) -> Relation:
 
 
 def new_feedback(
-    store: Store, until_ns: int, names: Sequence[str], after_ns: Mapping[str, int]
+    store: Store,
+    until_ns: int,
+    names: Sequence[str],
+    after_ns: Mapping[str, int],
+    sources: Sequence[str],
 ) -> list[dict[str, Any]]:
-    """Per project, feedback stored by `until_ns` and after the project's `after_ns` moment
-    (all of it for projects not named), of `names` (every name when empty): project_id, n and
-    last_ns, when it last arrived."""
+    """Per project, feedback from `sources` stored by `until_ns` and after the project's
+    `after_ns` moment (all of it for projects not named), of `names` (every name when empty):
+    project_id, n and last_ns, when it last arrived."""
     # The moments as two arrays: element 0 (no such project) is 0, the epoch.
     after = "arrayElement({after:Array(Int64)}, indexOf({projects:Array(String)}, project_id))"
     where = Where(
@@ -206,6 +211,7 @@ def new_feedback(
         f"AND ingested_at > fromUnixTimestamp64Nano({after}, 'UTC')",
         until=until_ns, projects=list(after_ns), after=list(after_ns.values()),
     )  # fmt: skip
+    where.add("source IN {sources:Array(String)}", sources=list(sources))
     if names:
         where.add("name IN {names:Array(String)}", names=list(names))
     return store.query(
@@ -215,13 +221,17 @@ def new_feedback(
     )
 
 
-def feedback_until(store: Store, project: str, until_ns: int) -> tuple[int, int]:
-    """How many feedback rows the project has stored by `until_ns`, and when the last arrived."""
+def feedback_until(
+    store: Store, project: str, until_ns: int, sources: Sequence[str]
+) -> tuple[int, int]:
+    """How many feedback rows from `sources` the project has stored by `until_ns`, and when the
+    last arrived."""
     rows = store.query(
         "SELECT count() AS n, toUnixTimestamp64Nano(max(ingested_at)) AS last_ns "
         "FROM feedback FINAL WHERE project_id = {p:String} "
-        "AND ingested_at <= fromUnixTimestamp64Nano({until:Int64}, 'UTC')",
-        {"p": project, "until": until_ns},
+        "AND ingested_at <= fromUnixTimestamp64Nano({until:Int64}, 'UTC') "
+        "AND source IN {sources:Array(String)}",
+        {"p": project, "until": until_ns, "sources": list(sources)},
     )
     return int(rows[0]["n"]), int(rows[0]["last_ns"] or 0)
 
@@ -230,13 +240,13 @@ def feedback_rows(
     store: Store, project: str, until_ns: int, since_ns: int | None
 ) -> list[dict[str, Any]]:
     """The project's feedback stored by `until_ns` (and created since `since_ns`), oldest
-    first: id, trace_id, span_id, name, kind, value_number, value_string, user_id, review_id,
-    details."""
+    first: id, trace_id, span_id, name, kind, value_number, value_string, user_id, source,
+    review_id, details."""
     where = Where("project_id = {project:String}", project=project)
     where.add("ingested_at <= fromUnixTimestamp64Nano({until:Int64}, 'UTC')", until=until_ns)
     where.between("created_at", since_ns, None)
     return store.query(
-        "SELECT id, trace_id, span_id, name, kind, value_number, value_string, user_id, "
+        "SELECT id, trace_id, span_id, name, kind, value_number, value_string, user_id, source, "
         f"review_id, details FROM feedback FINAL WHERE {where} ORDER BY created_at, id",
         where.params,
     )

@@ -38,6 +38,9 @@ class NewDataset(BaseModel):
     kto_good: float = 4.0
     kto_bad: float = 2.0
     conversational: bool = True
+    app_feedback: bool = Field(
+        False, description="the apps' feedback (thumbs, app scores) too, not only reviewers'"
+    )
 
 
 @router.post("/datasets", status_code=201, summary="Export feedback as a dataset snapshot")

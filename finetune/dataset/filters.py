@@ -20,6 +20,7 @@ class ExportFilters:
     kto_good: float = 4.0  # mean score >= this -> KTO label True
     kto_bad: float = 2.0  # mean score <= this -> KTO label False; between: left out
     conversational: bool = True  # TRL conversational rows (messages) vs plain strings
+    app_feedback: bool = False  # the apps' feedback too (thumbs, app scores), not only reviewers'
 
     def to_json(self) -> dict[str, Any]:
         """The filters as recorded in a snapshot (times as ISO 8601, UTC, milliseconds)."""
@@ -42,6 +43,8 @@ class ExportFilters:
             kto_good=float(data["kto_good"]),
             kto_bad=float(data["kto_bad"]),
             conversational=bool(data["conversational"]),
+            # Snapshots recorded before the trust boundary read every source.
+            app_feedback=bool(data.get("app_feedback", True)),
             **times,
         )
 

@@ -4,6 +4,7 @@ by conversation, with counts of what was made and left out."""
 
 from __future__ import annotations
 
+from collections import Counter
 from typing import Any
 
 from driftline.finetune.dataset.argilla import argilla_candidates
@@ -11,7 +12,7 @@ from driftline.finetune.dataset.filters import ExportFilters
 from driftline.finetune.dataset.kto import drop_conflicts, kto_candidates
 from driftline.finetune.dataset.label_studio import label_studio_candidates
 from driftline.finetune.dataset.openai_preference import openai_candidates
-from driftline.finetune.dataset.reader import read_calls, read_feedback
+from driftline.finetune.dataset.reader import read_calls, read_feedback, trusted
 from driftline.finetune.dataset.rows import Builder, Candidate, Row, Tally
 from driftline.finetune.dataset.split import split_rows
 from driftline.finetune.dataset.trl_preference import preference_candidates
@@ -45,8 +46,10 @@ def build_rows(
     check_export(fmt, filters)
     filters = filters.resolved()
     tally = Tally()
-    feedback = read_feedback(store, filters)
+    stored = read_feedback(store, filters)
+    feedback = trusted(stored, filters.app_feedback)
     tally.feedback = len(feedback)
+    tally.skipped["app_feedback"] = len(stored) - len(feedback)
     calls = read_calls(store, filters.project, feedback)
     candidates = _dedupe(BUILDERS[fmt](feedback, calls, filters, tally), tally)
     if fmt == "kto":
@@ -55,6 +58,7 @@ def build_rows(
     train, test = split_rows(filters.project, candidates, filters.test_fraction)
     counts = {
         "feedback": tally.feedback,
+        "feedback_sources": dict(sorted(Counter(fb.source for fb in feedback).items())),
         "rows": {"train": len(train), "test": len(test)},
         "sources": dict(sorted(tally.sources.items())),
         "skipped": dict(sorted((k, v) for k, v in tally.skipped.items() if v)),

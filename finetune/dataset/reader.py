@@ -15,6 +15,7 @@ from typing import Any
 
 from driftline.finetune.dataset.filters import ExportFilters, epoch_ms
 from driftline.ingest.tables import calls_named
+from driftline.review.feedback import trusted_sources
 from driftline.review.tables import feedback_rows
 from driftline.store import Store
 
@@ -56,6 +57,7 @@ class Feedback:
     number: float | None
     text: str
     user: str
+    source: str
     review_id: str
     details: dict[str, Any]
 
@@ -84,11 +86,18 @@ class Calls:
 
 
 def read_feedback(store: Store, filters: ExportFilters) -> list[Feedback]:
-    """The project's feedback ingested by the cutoff, oldest first (`filters` resolved)."""
+    """The project's feedback of every source ingested by the cutoff, oldest first (`filters`
+    resolved); `trusted` keeps what training may read."""
     assert filters.until is not None
     since = epoch_ms(filters.since) * 1_000_000 if filters.since is not None else None
     rows = feedback_rows(store, filters.project, epoch_ms(filters.until) * 1_000_000, since)
     return [_feedback(i, row) for i, row in enumerate(rows)]
+
+
+def trusted(feedback: list[Feedback], app_feedback: bool) -> list[Feedback]:
+    """Reviewers' judgements, and the apps' feedback when `app_feedback` (the trust boundary)."""
+    sources = trusted_sources(app_feedback)
+    return [fb for fb in feedback if fb.source in sources]
 
 
 def read_calls(store: Store, project: str, feedback: list[Feedback]) -> Calls:
@@ -131,6 +140,7 @@ def _feedback(index: int, row: dict[str, Any]) -> Feedback:
         number=row["value_number"],
         text=row["value_string"],
         user=row["user_id"],
+        source=row["source"],
         review_id=row["review_id"],
         details=details if isinstance(details, dict) else {},
     )

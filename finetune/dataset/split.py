@@ -8,7 +8,7 @@ import hashlib
 from collections import defaultdict
 
 from driftline.finetune.dataset.filters import ExportFilters
-from driftline.finetune.dataset.reader import Call, read_calls, read_feedback
+from driftline.finetune.dataset.reader import Call, read_calls, read_feedback, trusted
 from driftline.finetune.dataset.rows import Candidate, Row
 from driftline.store import Store
 
@@ -37,7 +37,10 @@ def held_out_scores(
     """(prompt, response, mean score per criterion) of every held-out call that people scored,
     read with a snapshot's filters: what an LLM judge must agree with to be trusted."""
     filters = filters.resolved()
-    feedback = [fb for fb in read_feedback(store, filters) if fb.kind == "numeric"]
+    # People's scores only, whatever the export read: an app's scores are not what a judge
+    # must agree with to be trusted.
+    reviewed = trusted(read_feedback(store, filters), app_feedback=False)
+    feedback = [fb for fb in reviewed if fb.kind == "numeric"]
     calls = read_calls(store, filters.project, feedback)
     scores: dict[tuple[str, str], dict[str, list[float]]] = defaultdict(lambda: defaultdict(list))
     found: dict[tuple[str, str], Call] = {}

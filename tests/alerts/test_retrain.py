@@ -16,19 +16,21 @@ from tests.alerts.conftest import SECRET, Clock, EngineFactory
 from tests.alerts.receiver import Receiver
 
 
-def insert_feedback(store: Store, at: float, n: int, project: str = "alpha") -> None:
+def insert_feedback(
+    store: Store, at: float, n: int, project: str = "alpha", source: str = "review"
+) -> None:
     ms = pa.array([round(at * 1000)] * n, pa.timestamp("ms", "UTC"))
     store.insert_arrow(
         "feedback",
         pa.table(
             {
                 "project_id": [project] * n,
-                "id": [f"fb-{at}-{i}" for i in range(n)],
+                "id": [f"fb-{source}-{at}-{i}" for i in range(n)],
                 "trace_id": [f"{i:032x}" for i in range(n)],
                 "name": ["thumbs"] * n,
                 "kind": ["boolean"] * n,
                 "value_number": [1.0] * n,
-                "source": ["sdk"] * n,
+                "source": [source] * n,
                 "created_at": ms,
                 "ingested_at": ms,
             }
@@ -36,11 +38,11 @@ def insert_feedback(store: Store, at: float, n: int, project: str = "alpha") -> 
     )
 
 
-def rules(launcher: str) -> str:
+def rules(launcher: str, condition: str = "at_least: 10") -> str:
     return f"""
 rules:
   - alert: RetrainOnFeedback
-    when: {{feedback: {{at_least: 10}}}}
+    when: {{feedback: {{{condition}}}}}
     annotations: {{summary: "{{{{ $value }}}} new judgements"}}
     retrain: {{cooldown: 1h}}
 retraining:
@@ -182,3 +184,47 @@ def test_the_command_sees_its_pipelines_variables_and_none_of_the_servers_secret
     assert {name: seen.get(name) for name in wanted} == wanted
     assert seen["DRIFTLINE_PROJECT"] == "alpha" and seen["DRIFTLINE_RETRAIN_JOB_ID"] == job["id"]
     assert seen["PATH"]  # the command still finds its programs
+
+
+def test_the_apps_feedback_starts_no_job_unless_the_rule_asks_for_it(
+    store: Store, clock: Clock, make_engine: EngineFactory
+) -> None:
+    # An ingest key's 1,000 corrections, as an app (or whoever holds its key) sends them.
+    insert_feedback(store, clock.now - 1, 1000, source="api")
+    assert make_engine(rules(command(0))).evaluate() == []
+    assert jobs(store) == []
+    insert_feedback(store, clock.now - 1, 10)  # reviewers' judgements
+    engine = make_engine(rules(command(0)))
+    [alert] = engine.evaluate()
+    assert alert.value == 10
+    assert engine.retrain is not None
+    engine.retrain.wait(30)
+    [job] = jobs(store)
+    assert json.loads(job["snapshot"])["feedback_rows"] == 10
+    assert json.loads(job["snapshot"])["app_feedback_rows"] == 1000
+
+    clock.advance(7200)
+    insert_feedback(store, clock.now - 1, 20, source="sdk")
+    asked = make_engine(rules(command(0), "at_least: 10, app_feedback: true"))
+    [alert] = asked.evaluate()
+    assert alert.value == 20
+
+
+def test_each_projects_job_gets_its_own_projects_key(
+    store: Store, clock: Clock, make_engine: EngineFactory, tmp_path: Path, monkeypatch: Any
+) -> None:
+    monkeypatch.setenv("DRIFTLINE_API_KEY", "dl_the_servers_own")
+    (tmp_path / "alpha.key").write_text("dl_alpha_admin\n")
+    printer = [sys.executable, "-c", "import os; print(os.environ['DRIFTLINE_API_KEY'])"]
+    launcher = (f"  command: {json.dumps(printer)}\n"
+                f"  api_key_file: '{tmp_path}/{{project}}.key'")  # fmt: skip
+    engine = make_engine(rules(launcher))
+    insert_feedback(store, clock.now - 1, 10, project="alpha")
+    insert_feedback(store, clock.now - 1, 10, project="beta")  # no key file: no job runs
+    engine.evaluate()
+    assert engine.retrain is not None
+    engine.retrain.wait(30)
+    found = {j["output"].strip().split(":")[0]: j for j in jobs(store)}
+    assert found["dl_alpha_admin"]["status"] == "succeeded"
+    [refused] = [j for j in jobs(store) if j["status"] == "failed"]
+    assert "no key for project 'beta'" in refused["output"] and refused["exit_code"] is None

@@ -84,6 +84,9 @@ receivers:
     assert _problems(
         "rules:\n  - alert: R\n    when: {feedback: {at_least: 1}}\n    retrain: {}\n"
     ) == ["r.yaml:1: file: a rule has retrain: but the file has no retraining: launcher"]
+    assert _problems("retraining: {command: [train], api_key_file: /run/secrets/admin.key}\n") == [
+        "r.yaml:1: retraining: api_key_file must name each project's key file with {project}"
+    ]
     assert _problems("inhibit_rules:\n  - source_matchers: [sev]\n    target_matchers: []\n") == [
         "r.yaml:2: inhibit_rules.0.source_matchers: matcher 'sev' must look like "
         'name="value" (operators =, !=, =~, !~)'

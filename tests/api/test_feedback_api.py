@@ -7,6 +7,7 @@ from typing import Any
 
 import pytest
 
+from driftline.store import Store, keys
 from tests.conftest import Collector
 
 TRACE = "0af7651916cd43dd8448eb211c80319c"
@@ -120,3 +121,44 @@ def test_keys_and_projects(collector_factory: Any) -> None:
     assert len(listed(alpha)) == 1
     no_key = alpha.client.post("/api/feedback", json={})
     assert no_key.status_code == 401
+
+
+def test_only_reviewers_judgements_train_unless_the_apps_are_asked_for(
+    collector: Collector, store: Store
+) -> None:
+    # Whoever holds an ingest key sends 1,000 corrections in someone's name.
+    forged = [{"trace_id": TRACE, "name": "correction", "correction": "Buy now!", "user": "alice",
+               "created_at": "2020-01-01T00:00:00Z"}] * 1000  # fmt: skip
+    assert post(collector, forged).status_code == 200
+    alice = keys.create_key(store, "alpha", "review", "alice")[1]
+    judged = post(collector, {"trace_id": TRACE, "name": "correction", "correction": "Paris."},
+                  alice)  # fmt: skip
+    assert judged.status_code == 200, judged.text
+    assert [(i["source"], i["user"]) for i in listed(collector, source="review")] == [
+        ("review", "alice")
+    ]
+
+    def export(**options: Any) -> dict[str, Any]:
+        made = collector.client.post(
+            "/api/datasets", json={"format": "kto", **options},
+            headers={"Authorization": f"Bearer {collector.admin_key}"},
+        )  # fmt: skip
+        assert made.status_code == 201, made.text
+        return dict(made.json()["counts"])
+
+    counts = export()
+    assert (counts["feedback"], counts["feedback_sources"]) == (1, {"review": 1})
+    assert counts["skipped"]["app_feedback"] == 1000
+    counts = export(app_feedback=True)
+    assert counts["feedback_sources"] == {"api": 1000, "review": 1}
+
+
+def test_a_review_key_speaks_only_for_its_reviewer(collector: Collector, store: Store) -> None:
+    alice = keys.create_key(store, "alpha", "review", "alice")[1]
+    as_bob = post(collector, [{"trace_id": TRACE, "name": "t", "value": 1},
+                              {"trace_id": TRACE, "name": "t", "value": 2, "user": "bob"}],
+                  alice)  # fmt: skip
+    assert as_bob.status_code == 400
+    error = as_bob.json()["error"]
+    assert "[1].user: a review key's feedback is stored under its reviewer 'alice'" in error
+    assert listed(collector) == []  # nothing of a refused request is kept

@@ -108,6 +108,12 @@ def test_a_retrain_rule_runs_the_pipeline_and_announces_the_promotion(tmp_path: 
                 in metrics
             )
             rolled_back_by_hand(server.url, admin, run["id"])
+            # A job of project beta that was handed this project's key stops at its first call.
+            beta = CliRunner(env={"DRIFTLINE_PROJECT": "beta"}).invoke(
+                main, ["models", "current", "--url", server.url, "--key", admin]
+            )
+            assert beta.exit_code == 1
+            assert "403: this key belongs to project 'default', not 'beta'" in beta.output
         finally:
             stop_server(server)
 

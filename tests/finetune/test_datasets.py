@@ -17,6 +17,7 @@ import pytest
 from driftline.finetune.dataset.filters import ExportFilters
 from driftline.finetune.dataset.formats import FORMATS, build_rows
 from driftline.finetune.dataset.snapshots import SnapshotError, export_snapshot, load_snapshot
+from driftline.finetune.dataset.split import held_out_scores
 from driftline.store import Store
 
 PROJECT = "alpha"
@@ -170,7 +171,11 @@ FEEDBACK = [
 
 
 def insert_feedback(
-    store: Store, rows: list[dict[str, Any]], created: list[datetime], ingested: list[datetime]
+    store: Store,
+    rows: list[dict[str, Any]],
+    created: list[datetime],
+    ingested: list[datetime],
+    source: str = "review",
 ) -> None:
     n = len(rows)
     store.insert_arrow(
@@ -180,7 +185,7 @@ def insert_feedback(
                 "project_id": [PROJECT] * n,
                 **{key: [r[key] for r in rows] for key in rows[0] if key != "value_number"},
                 "value_number": pa.array([r["value_number"] for r in rows], pa.float64()),
-                "source": ["review"] * n,
+                "source": [source] * n,
                 "review_id": [f"review-{r['user_id']}" for r in rows],
                 "created_at": pa.array(created, pa.timestamp("ms", "UTC")),
                 "ingested_at": pa.array(ingested, pa.timestamp("ms", "UTC")),
@@ -233,6 +238,7 @@ def test_dpo_rows_are_corrections_and_choices_deduped_and_split(store: Store) ->
     ]
     assert counts == {
         "feedback": 16,
+        "feedback_sources": {"review": 16},
         "rows": {"train": 2, "test": 2},
         "sources": {"correction": 3, "pairwise": 1},
         "skipped": {
@@ -247,6 +253,24 @@ def test_dpo_rows_are_corrections_and_choices_deduped_and_split(store: Store) ->
         },
     }
     assert build_rows(store, "reward", filters()) == (train, test, counts)
+
+
+def test_the_apps_feedback_trains_only_when_asked(store: Store) -> None:
+    # The same judgements, sent by an app (an ingest key, any `user` it likes), not reviewers.
+    insert_calls(store)
+    created = [BASE + timedelta(seconds=i) for i in range(len(FEEDBACK))]
+    insert_feedback(store, FEEDBACK, created, created, source="sdk")
+    train, test, counts = build_rows(store, "dpo", filters())
+    assert (train, test, counts["feedback"]) == ([], [], 0)
+    assert counts["skipped"] == {"app_feedback": len(FEEDBACK)}
+    train, test, counts = build_rows(store, "dpo", filters(app_feedback=True))
+    assert counts["feedback_sources"] == {"sdk": len(FEEDBACK)}
+    assert counts["rows"] == {"train": 2, "test": 2} and "app_feedback" not in counts["skipped"]
+    # What a judge must agree with is people's scores, even in an export that reads the apps'.
+    assert held_out_scores(store, filters(app_feedback=True, test_fraction=1.0)) == []
+    insert_feedback(store, [{**r, "id": "r" + r["id"]} for r in FEEDBACK], created, created)
+    people = held_out_scores(store, filters(test_fraction=1.0))
+    assert sorted(response for _, response, _ in people) == ["Plain answer.", "Rome."]
 
 
 def test_plain_rows_use_the_prompt_text(store: Store) -> None:
@@ -305,6 +329,7 @@ def test_kto_rows_label_thumbs_scores_and_corrections(store: Store) -> None:
     ]
     assert counts == {
         "feedback": 16,
+        "feedback_sources": {"review": 16},
         "rows": {"train": 3, "test": 4},
         "sources": {"boolean": 1, "correction": 5, "numeric": 1},
         "skipped": {
@@ -611,6 +636,7 @@ def test_an_empty_export_still_writes_files_and_a_snapshot(
     assert snapshot.rows == 0
     assert snapshot.counts == {
         "feedback": 0,
+        "feedback_sources": {},
         "rows": {"train": 0, "test": 0},
         "sources": {},
         "skipped": {},
