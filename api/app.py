@@ -30,6 +30,7 @@ from driftline.ingest.pricing import PriceTable
 from driftline.ingest.wal import WriteAheadLog
 from driftline.ingest.writer import Writer
 from driftline.review import web as review_routes
+from driftline.review.sessions import Sessions
 from driftline.store import Store, StoreError, apply_retention, migrate
 from driftline.store.embedded import EmbeddedStore
 from driftline.store.errors import InputError
@@ -159,6 +160,9 @@ def create_app(rt: Runtime) -> FastAPI:
         rt.store,
         rt.settings.review,
         rt.keys.check,
+        rt.keys.by_id,
+        Sessions(rt.store, rt.settings.review.session_hours * 3600),
+        limit=rt.limiter.acquire,
         charts=[finetune_overview.charts],
         models=finetune_overview.model_versions,
     )
@@ -173,6 +177,7 @@ def create_app(rt: Runtime) -> FastAPI:
     )
     app.add_exception_handler(review_routes.SignIn, review_routes.sign_in_handler)  # type: ignore[arg-type]
     app.add_exception_handler(review_routes.CrossSite, review_routes.cross_site_handler)  # type: ignore[arg-type]
+    app.add_exception_handler(review_routes.SlowDown, review_routes.slow_down_handler)  # type: ignore[arg-type]
 
     @app.exception_handler(ApiError)
     async def api_error(request: Request, exc: ApiError) -> Response:

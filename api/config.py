@@ -51,6 +51,11 @@ class Settings(BaseSettings):
     clickhouse_url: str | None = Field(None, description="ClickHouse server instead of embedded")
     host: str = env.DEFAULT_HOST
     port: int = Field(env.DEFAULT_PORT, ge=1, le=65535)
+    forwarded_allow_ips: str = Field(
+        "127.0.0.1",
+        description="proxies whose X-Forwarded-Proto/For are trusted (comma-separated, or *): "
+        "behind a TLS proxy the review cookie is then Secure",
+    )
     max_body_bytes: int = Field(16 * MiB, ge=1024, description="largest request body accepted")
     max_decompressed_bytes: int = Field(64 * MiB, ge=1024)
     max_concurrent_requests: int = Field(

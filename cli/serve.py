@@ -74,6 +74,8 @@ def serve(
                 port=settings.port,
                 log_level=log_level,
                 access_log=False,
+                proxy_headers=True,
+                forwarded_allow_ips=settings.forwarded_allow_ips,
                 limit_concurrency=settings.max_concurrent_requests,
             )
         )

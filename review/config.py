@@ -45,6 +45,9 @@ class ReviewSettings(BaseModel):
     reviews_per_item: int = Field(
         2, ge=1, le=10, description="independent reviews each queued call gets"
     )
+    session_hours: float = Field(
+        12.0, gt=0, le=24 * 30, description="how long a reviewer stays signed in"
+    )
     rubric: Rubric = Rubric.model_validate({})
     projects: dict[str, Rubric] = Field(
         default_factory=dict, description="a project's own rubric instead of `rubric`"

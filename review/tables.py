@@ -1,4 +1,5 @@
-"""The review room's tables: `feedback` and reviewers' marks (`review_marks`)."""
+"""The review room's tables: `feedback`, reviewers' marks (`review_marks`) and sign-ins
+(`review_sessions`)."""
 
 from __future__ import annotations
 
@@ -58,9 +59,25 @@ CREATE TABLE IF NOT EXISTS review_marks (
 ORDER BY (project_id, reviewer, trace_id, span_id)"""
 
 
+# A reviewer's sign-in: the browser holds a random token, the store its SHA-256 and the key it
+# stands for, so neither the cookie nor a leaked row is a key. Ended sessions are a newer row.
+_REVIEW_SESSIONS = """
+CREATE TABLE IF NOT EXISTS review_sessions (
+    token_sha256 String,
+    project_id LowCardinality(String),
+    key_id String,
+    expires_at DateTime64(3, 'UTC'),
+    ended UInt8,
+    updated_at DateTime64(3, 'UTC')
+) ENGINE = ReplacingMergeTree(updated_at)
+ORDER BY token_sha256
+TTL toDateTime(expires_at) + INTERVAL 1 DAY"""
+
+
 MIGRATIONS = (
     Migration(2, "feedback", (_FEEDBACK,)),
     Migration(5, "feedback shapes, reviewers' marks", (_FEEDBACK_SHAPES, _REVIEW_MARKS)),
+    Migration(9, "reviewers' sessions", (_REVIEW_SESSIONS,)),
 )
 
 RETENTION = {"feedback": "created_at"}
@@ -97,7 +114,31 @@ REVIEW_MARKS = pa.schema(
         ("updated_at", MS),
     ]
 )
-SCHEMAS = {"feedback": FEEDBACK, "review_marks": REVIEW_MARKS}
+REVIEW_SESSIONS = pa.schema(
+    [
+        ("token_sha256", pa.string()),
+        ("project_id", pa.string()),
+        ("key_id", pa.string()),
+        ("expires_at", MS),
+        ("ended", pa.uint8()),
+        ("updated_at", MS),
+    ]
+)
+SCHEMAS = {"feedback": FEEDBACK, "review_marks": REVIEW_MARKS, "review_sessions": REVIEW_SESSIONS}
+
+
+def insert_session(store: Store, columns: Mapping[str, Any]) -> None:
+    store.insert_arrow("review_sessions", table_of(REVIEW_SESSIONS, columns))
+
+
+def session_row(store: Store, token_sha256: str) -> dict[str, Any] | None:
+    """A session's latest row: key_id, expires_ms, ended."""
+    rows = store.query(
+        "SELECT key_id, toUnixTimestamp64Milli(expires_at) AS expires_ms, ended "
+        "FROM review_sessions FINAL WHERE token_sha256 = {t:String}",
+        {"t": token_sha256},
+    )
+    return rows[0] if rows else None
 
 
 def insert_feedback(store: Store, columns: Mapping[str, Any]) -> None:

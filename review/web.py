@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from math import ceil
 from pathlib import Path
 from typing import Annotated, Any
 from urllib.parse import parse_qs, quote
@@ -24,6 +25,7 @@ from driftline.review.agreement import Rating, agreement, reviewer_bias
 from driftline.review.config import ReviewSettings
 from driftline.review.feedback import check_targets, store_feedback
 from driftline.review.judgements import Judgement, JudgementError, check_rubric, to_feedback
+from driftline.review.sessions import Sessions
 from driftline.store import Store
 from driftline.store.errors import Conflict, InputError, NotFound
 from driftline.store.keys import Principal, Role
@@ -74,6 +76,9 @@ class ReviewSite:
     store: Store
     settings: ReviewSettings
     check_key: Callable[[str], Principal | None]
+    key_of: Callable[[str], Principal | None]  # a key id's principal; None once revoked
+    sessions: Sessions
+    limit: Callable[[str], float] = field(default=lambda _key_id: 0.0)  # seconds to wait
     charts: Sequence[Charts] = ()
     models: Callable[[Store, str], list[dict[str, Any]]] = field(default=lambda _s, _p: [])
 
@@ -87,13 +92,39 @@ class SignIn(Exception):
     """The request has no valid review key: pages go to the sign-in form, the API says 401."""
 
 
+class SlowDown(Exception):
+    """The reviewer's key is over its rate limit; `wait` is the seconds until it is not."""
+
+    def __init__(self, wait: float) -> None:
+        super().__init__(f"rate limit exceeded for this key; retry in {wait:.1f}s")
+        self.wait = wait
+
+
 def reviewer(request: Request) -> Principal:
-    header = request.headers.get("authorization", "")
-    key = request.cookies.get(COOKIE) or header.removeprefix("Bearer ").strip()
-    principal = site(request).check_key(key) if key else None
-    if principal is None or principal.project is None or not principal.role.allows(Role.REVIEW):
+    """The signed-in reviewer (a session cookie, or a review key as a bearer token)."""
+    rt = site(request)
+    token = request.cookies.get(COOKIE)
+    if token:
+        key_id = rt.sessions.key_id(token)
+        principal = rt.key_of(key_id) if key_id else None
+    else:
+        key = request.headers.get("authorization", "").removeprefix("Bearer ").strip()
+        principal = rt.check_key(key) if key else None
+    if not _reviews(principal):
         raise SignIn
+    assert principal is not None
+    if wait := rt.limit(principal.key_id):
+        raise SlowDown(wait)
     return principal
+
+
+def _reviews(principal: Principal | None) -> bool:
+    """A key that may review: a project's review (or admin) key."""
+    return (
+        principal is not None
+        and principal.project is not None
+        and principal.role.allows(Role.REVIEW)
+    )
 
 
 Reviewer = Annotated[Principal, Depends(reviewer)]
@@ -123,18 +154,29 @@ async def login(request: Request) -> Response:
     key = (form.get("key") or [""])[0].strip()
     target = (form.get("next") or ["/review"])[0]
     target = target if target.startswith("/review") else "/review"
-    principal = site(request).check_key(key) if key else None
-    if principal is None or principal.project is None or not principal.role.allows(Role.REVIEW):
+    rt = site(request)
+    principal = rt.check_key(key) if key else None
+    if not _reviews(principal):
         message = quote("that key is unknown, revoked, or not a review key")
         return RedirectResponse(f"/review/login?error={message}&next={quote(target)}", 303)
+    assert principal is not None
     response = RedirectResponse(target, 303)
-    response.set_cookie(COOKIE, key, httponly=True, samesite="strict", path="/review",
+    # Behind a TLS proxy the scheme is https once uvicorn trusts its X-Forwarded-Proto
+    # (`forwarded_allow_ips`): the cookie is then sent over TLS only.
+    response.set_cookie(COOKIE, rt.sessions.start(principal), max_age=round(rt.sessions.lifetime),
+                        httponly=True, samesite="strict", path="/review",
                         secure=request.url.scheme == "https")  # fmt: skip
     return response
 
 
 @router.post("/logout")
-def logout() -> Response:
+def logout(request: Request) -> Response:
+    token = request.cookies.get(COOKIE)
+    rt = site(request)
+    key_id = rt.sessions.key_id(token) if token else None
+    principal = rt.key_of(key_id) if key_id else None
+    if token and principal is not None:
+        rt.sessions.end(token, principal)
     response = RedirectResponse("/review/login", 303)
     response.delete_cookie(COOKIE, path="/review")
     return response
@@ -298,6 +340,10 @@ def script_json(value: Any) -> str:
 
 def cross_site_handler(request: Request, exc: CrossSite) -> Response:
     return JSONResponse({"error": str(exc)}, 403)
+
+
+def slow_down_handler(request: Request, exc: SlowDown) -> Response:
+    return JSONResponse({"error": str(exc)}, 429, headers={"Retry-After": str(ceil(exc.wait))})
 
 
 def sign_in_handler(request: Request, exc: SignIn) -> Response:

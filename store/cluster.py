@@ -15,7 +15,7 @@ _TABLE_REF = re.compile(r"\b(FROM|INTO)\s+(\w+)")
 _ENGINE = re.compile(
     r"\) ENGINE = (ReplacingMergeTree|AggregatingMergeTree|MergeTree)(?:\((\w+)\))?"
 )
-_ORDER_BY = re.compile(r"ORDER BY \(?([\w, ]+?)\)?\s*$")
+_ORDER_BY = re.compile(r"ORDER BY \(?([\w, ]+?)\)?\s*(?:TTL [^\n]*)?$")
 _MIGRATIONS_TABLE = (
     "CREATE TABLE IF NOT EXISTS schema_migrations (version UInt32, name String, "
     "applied_at DateTime64(3, 'UTC') DEFAULT now64(3)) ENGINE = MergeTree ORDER BY version"

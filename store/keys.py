@@ -14,6 +14,7 @@ from enum import StrEnum
 from typing import Any
 
 from driftline.store.base import Store
+from driftline.store.buckets import TokenBucket
 from driftline.store.migrations import Migration
 
 _PROJECT = re.compile(r"^[a-z0-9][a-z0-9_-]{0,62}$")
@@ -170,8 +171,7 @@ class KeyChecker:
         self._operator_token = operator_token
         self._rows: dict[str, dict[str, Any]] = {}
         self._read_at = -math.inf
-        self._rate = lookups_per_second
-        self._allowance, self._allowed_at = lookups_per_second, time.monotonic()
+        self._misses = TokenBucket(lookups_per_second, lookups_per_second)
         self._lock = threading.Lock()
 
     def check(self, presented: str) -> Principal | None:
@@ -184,11 +184,13 @@ class KeyChecker:
             return None
         key_id, secret = match.groups()
         row = self._lookup(key_id)
-        if row is None or row["revoked"]:
+        if row is None or not hmac.compare_digest(row["secret_sha256"], _sha256(secret)):
             return None
-        if not hmac.compare_digest(row["secret_sha256"], _sha256(secret)):
-            return None
-        return Principal(key_id, row["project_id"], Role(row["role"]), row["name"])
+        return _principal(key_id, row)
+
+    def by_id(self, key_id: str) -> Principal | None:
+        """The principal of a key already proven (a review session's): None once revoked."""
+        return _principal(key_id, self._lookup(key_id))
 
     def _lookup(self, key_id: str) -> dict[str, Any] | None:
         now = time.monotonic()
@@ -197,7 +199,7 @@ class KeyChecker:
                 self._rows = {row.pop("key_id"): row for row in self.store.query(_ALL_KEYS)}
                 self._read_at = now
             row = self._rows.get(key_id)
-            if row is not None or not self._may_look_up(now):
+            if row is not None or not self._misses.take():
                 return row
         rows = self.store.query(_ALL_KEYS + " WHERE key_id = {k:String}", {"k": key_id})
         if not rows:
@@ -208,14 +210,11 @@ class KeyChecker:
             self._rows[key_id] = found
         return found
 
-    def _may_look_up(self, now: float) -> bool:
-        """A token bucket of `lookups_per_second` (burst as many) for keys the table lacks."""
-        self._allowance = min(self._rate, self._allowance + (now - self._allowed_at) * self._rate)
-        self._allowed_at = now
-        if self._allowance < 1:
-            return False
-        self._allowance -= 1
-        return True
+
+def _principal(key_id: str, row: dict[str, Any] | None) -> Principal | None:
+    if row is None or row["revoked"]:
+        return None
+    return Principal(key_id, row["project_id"], Role(row["role"]), row["name"])
 
 
 _ALL_KEYS = "SELECT key_id, project_id, role, secret_sha256, revoked, name FROM api_keys FINAL"

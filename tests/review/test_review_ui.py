@@ -24,6 +24,7 @@ from driftline.detectors.embeddings import quantize
 from driftline.finetune import registry
 from driftline.finetune.ledger import StoreLedger
 from driftline.store import Store, keys
+from tests.conftest import wait_for
 from tests.sdk.conftest import LiveCollector, start_live
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
@@ -304,9 +305,17 @@ def test_item_page_screenshot_for_the_docs(
         shutil.copyfile(shot, DOCS / "review-item.png")
 
 
+def signed_in(live: LiveCollector, key: str) -> dict[str, str]:
+    """The session cookie signing in with `key` sets (the browser's part, without a browser)."""
+    login = httpx.post(f"{live.url}/review/login", data={"key": key, "next": "/review"},
+                       follow_redirects=False, timeout=10)  # fmt: skip
+    assert login.status_code == 303 and login.headers["location"] == "/review"
+    return {"driftline_review": login.cookies["driftline_review"]}
+
+
 def test_a_reviewer_of_another_project_sees_nothing(live: LiveCollector, store: Store) -> None:
     beta = keys.create_key(store, "beta", "review", "eve")[1]
-    cookies = {"driftline_review": beta}
+    cookies = signed_in(live, beta)
     queue = httpx.get(live.url + "/review", cookies=cookies, timeout=10)
     assert queue.status_code == 200 and "Nothing to review" in queue.text
     span = "a000000000000001"
@@ -316,9 +325,54 @@ def test_a_reviewer_of_another_project_sees_nothing(live: LiveCollector, store: 
                         json={"scores": {"accuracy": 1}}, timeout=10)  # fmt: skip
     assert judged.status_code == 404
     read_key = keys.create_key(store, "alpha", "read")[1]
-    refused = httpx.get(live.url + "/review", cookies={"driftline_review": read_key}, timeout=10,
-                        follow_redirects=False)  # fmt: skip
-    assert refused.status_code == 303 and "/review/login" in refused.headers["location"]
+    login = httpx.post(f"{live.url}/review/login", data={"key": read_key},
+                       follow_redirects=False, timeout=10)  # fmt: skip
+    assert "error=" in login.headers["location"] and "driftline_review" not in login.cookies
+
+
+def test_the_cookie_is_a_session_that_ends_not_the_key(live: LiveCollector, store: Store) -> None:
+    key_id, key = keys.create_key(store, "alpha", "review", "alice")
+    login = httpx.post(f"{live.url}/review/login", data={"key": key}, follow_redirects=False,
+                       timeout=10)  # fmt: skip
+    cookie = login.headers["set-cookie"]
+    assert key not in cookie and "HttpOnly" in cookie and "SameSite=strict" in cookie
+    assert "Max-Age=43200" in cookie  # review.session_hours, 12 by default
+    assert "Secure" not in cookie  # plain http here; https (or a trusted proxy's) sets it
+    session = {"driftline_review": login.cookies["driftline_review"]}
+    [stored] = store.query("SELECT * FROM review_sessions FINAL")
+    assert stored["key_id"] == key_id and login.cookies["driftline_review"] not in str(stored)
+
+    def page(cookies: dict[str, str]) -> int:
+        got = httpx.get(live.url + "/review", cookies=cookies, follow_redirects=False, timeout=10)
+        return got.status_code
+
+    assert page(session) == 200
+    assert page({"driftline_review": key}) == 303  # a key is not a session
+    assert page({"driftline_review": "x" * 5000}) == 303
+    out = httpx.post(f"{live.url}/review/logout", cookies=session, follow_redirects=False,
+                     timeout=10)  # fmt: skip
+    assert out.status_code == 303 and page(session) == 303  # signed out: the token is dead
+
+    again = signed_in(live, key)
+    assert page(again) == 200
+    keys.revoke_key(store, key_id)
+    revoked = wait_for(lambda: page(again) == 303 or None, "a revoked key's session lived on")
+    assert revoked
+
+
+def test_review_requests_share_the_keys_rate_limit(tmp_path: Path, store: Store) -> None:
+    seed(store)
+    limited = start_live(tmp_path / "limited" / "data", store, rate_limit_per_second=1,
+                         rate_limit_burst=3)  # fmt: skip
+    try:
+        key = keys.create_key(store, "alpha", "review", "alice")[1]
+        cookies = signed_in(limited, key)
+        codes = [httpx.get(limited.url + "/review", cookies=cookies, timeout=10)
+                 for _ in range(6)]  # fmt: skip
+        assert [c.status_code for c in codes[:3]] == [200, 200, 200]
+        assert codes[-1].status_code == 429 and int(codes[-1].headers["Retry-After"]) >= 1
+    finally:
+        limited.stop()
 
 
 @pytest.mark.parametrize(

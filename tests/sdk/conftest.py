@@ -65,9 +65,12 @@ class LiveCollector:
         self.thread.join(10)
 
 
-def start_live(data: Path, store: Store, port: int | None = None) -> LiveCollector:
+def start_live(
+    data: Path, store: Store, port: int | None = None, **settings: object
+) -> LiveCollector:
     """The collector app under uvicorn in a thread, bound to 127.0.0.1 on a free port."""
-    runtime = build_runtime(make_settings(data.parent, rate_limit_per_second=1e6), store)
+    settings = {"rate_limit_per_second": 1e6, **settings}
+    runtime = build_runtime(make_settings(data.parent, **settings), store)
     ingest = keys.create_key(store, "alpha", "ingest")[1]
     read = keys.create_key(store, "alpha", "read")[1]
     port = port or free_port()

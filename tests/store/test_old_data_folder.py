@@ -1,6 +1,7 @@
 """A data folder made by driftline before the rooms were split (commit dab74da, schema version 8)
-opens unchanged with today's code: the same tables, the same migration numbers, everything it
-held readable through the API, its keys still valid, and new data going into it.
+opens with today's code: its tables unchanged (later migrations only add tables), the same
+migration numbers, everything it held readable through the API, its keys still valid, and new
+data going into it.
 
 The folder is `tests/fixtures/data-v8.tar.gz`, made by the old code's own server, HTTP API and
 CLI (tests/fixtures/build_data_v8.py); `data-v8.json` holds its keys, what was put in, and what
@@ -103,30 +104,37 @@ def rows(store: Store, described: dict[str, Any]) -> dict[str, int]:
     return counts
 
 
-def test_migrate_applies_nothing_and_the_tables_are_todays(
+def test_migrate_adds_only_what_came_after_and_changes_no_old_table(
     old_folder: Path, tmp_path: Path
 ) -> None:
     store = open_store(old_folder)
+    newer = [m.version for m in migrations() if m.version > 8]
     try:
         assert schema_version(store) == 8
         recorded = store.query("SELECT version, name FROM schema_migrations ORDER BY version")
         before = tables(store)
+        assert migrate(store) == newer
         assert migrate(store) == []
-        assert schema_version(store) == 8 == migrations()[-1].version
+        assert schema_version(store) == migrations()[-1].version
         after = tables(store)
         counts = rows(store, after)
         still = store.query("SELECT version, name FROM schema_migrations ORDER BY version")
     finally:
         store.close()
-    # Same migration numbers as today's code has; the old rows untouched (the names are
+    # Same migration numbers as today's code has up to 8; the old rows untouched (the names are
     # descriptions: today's code joins the rooms' parts of a version, so they may read otherwise).
-    assert [r["version"] for r in recorded] == [m.version for m in migrations()]
-    assert [[r["version"], r["name"]] for r in still] == MANIFEST["schema"]["migrations"]
-    assert still == recorded
-    # Nothing created or altered, every row still there.
-    assert after == before
-    assert {name: t["engine"] for name, t in after.items()} == MANIFEST["schema"]["engines"]
-    assert counts == MANIFEST["schema"]["rows"]
+    assert [r["version"] for r in recorded] == [m.version for m in migrations() if m.version <= 8]
+    assert [[r["version"], r["name"]] for r in still[: len(recorded)]] == (
+        MANIFEST["schema"]["migrations"]
+    )
+    assert still[: len(recorded)] == recorded
+    # The old tables neither altered nor emptied; later migrations only add tables.
+    assert {name: after[name] for name in before} == before
+    assert set(after) - set(before) == {"review_sessions"}
+    assert {name: t["engine"] for name, t in before.items()} == MANIFEST["schema"]["engines"]
+    assert {name: n for name, n in counts.items() if name in before} == {
+        **MANIFEST["schema"]["rows"], "schema_migrations": len(still)
+    }
     assert counts["llm_calls"] == MANIFEST["counts"]["llm_calls"] == 87
     assert counts["spans"] == MANIFEST["counts"]["spans"]
     assert counts["feedback"] == MANIFEST["counts"]["feedback"]
@@ -346,11 +354,11 @@ def test_old_keys_work_and_new_data_goes_in(old_server: ServerProcess) -> None:
     ids = {json.loads(line)["key_id"] for line in listed_cli.stdout.splitlines()}
     assert ids == set(MANIFEST["key_ids"].values())
 
-    # Stopped and opened again: the old and the new rows, still at schema version 8.
+    # Stopped and opened again: the old and the new rows, at today's schema version.
     stop_server(server)
     store = open_store(server.data)
     try:
-        assert schema_version(store) == 8
+        assert schema_version(store) == migrations()[-1].version
         n = store.query("SELECT count() AS n FROM llm_calls FINAL")[0]["n"]
         assert n == total
     finally:
