@@ -25,6 +25,9 @@ class AlertSettings(BaseModel):
     enabled: bool = Field(True, description="evaluate rules inside `driftline serve`")
     rules_file: Path | None = Field(None, description="rules YAML; no file, no alerts")
     evaluation_interval: float = Field(15.0, gt=0, description="seconds between evaluations")
+    max_alerts_per_rule: int = Field(
+        100, ge=1, description="per project: alerts one rule keeps (label values come from spans)"
+    )
     resend_delay: float = Field(
         60.0, gt=0, description="how often firing alerts are re-pushed to Alertmanager"
     )

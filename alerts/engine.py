@@ -81,6 +81,7 @@ class AlertEngine:
         self.active: dict[str, Alert] = self.log.load(clock() - KEEP_RESOLVED)
         self._pushed_at = 0.0
         self._lock = threading.Lock()
+        self._over_limit: set[tuple[str, str]] = set()  # (rule, project) warned of
 
     def evaluate(self) -> list[Alert]:
         """One round: every rule, then notifications; returns the alerts that changed."""
@@ -98,6 +99,7 @@ class AlertEngine:
                     self._count(rule, "error")
                     continue
                 self._count(rule, "ok")
+                samples = self._bounded(rule, samples)
                 for alert, was in self._advance(rule, samples, now):
                     changed.append(alert)
                     if alert.state == "firing" and was != "firing":
@@ -120,6 +122,27 @@ class AlertEngine:
         self._client.close()
 
     # -- lifecycle -----------------------------------------------------------------------------
+
+    def _bounded(self, rule: Rule, samples: list[Sample]) -> list[Sample]:
+        """At most `max_alerts_per_rule` of a rule's alerts per project, those already active
+        first: label values such as model and service come from spans, which anyone with an
+        ingest key writes, and one project's made-up names must not bury another's alerts."""
+        limit = self.settings.max_alerts_per_rule
+        by_project: dict[str, list[Sample]] = {}
+        for sample in samples:
+            by_project.setdefault(sample.labels.get("project", ""), []).append(sample)
+        kept: list[Sample] = []
+        for project, found in by_project.items():
+            if len(found) > limit:
+                found.sort(key=lambda s: fingerprint(s.labels) not in self.active)  # stable
+                if (rule.alert, project) not in self._over_limit:
+                    log.warning(
+                        "rule %s found %d label sets in project %s; alerting on %d "
+                        "(alerts.max_alerts_per_rule)", rule.alert, len(found), project, limit,
+                    )  # fmt: skip
+                self._over_limit.add((rule.alert, project))
+            kept += found[:limit]
+        return kept
 
     def _advance(
         self, rule: Rule, samples: list[Sample], now: float

@@ -5,7 +5,6 @@ from __future__ import annotations
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from pathlib import Path
 from typing import Any
 
 from fastapi import FastAPI, Request, Response
@@ -50,7 +49,7 @@ def build_runtime(settings: Settings, store: Store, operator_token: str | None =
     metrics.track_backlog(wal.backlog_bytes)
     ModelMetrics(store, metrics.registry)
     decoder = SpanDecoder(
-        decode_engine(store, settings.data),
+        decode_engine(store, settings),
         settings.data / "spool",
         PriceTable({k: v.price() for k, v in settings.prices.items()}),
     )
@@ -67,6 +66,9 @@ def build_runtime(settings: Settings, store: Store, operator_token: str | None =
         writer=writer,
         keys=KeyChecker(store, settings.key_cache_seconds, operator_token),
         limiter=RateLimiter(settings.rate_limit_per_second, settings.rate_limit_burst),
+        heavy_limiter=RateLimiter(
+            settings.heavy_rate_limit_per_second, settings.heavy_rate_limit_burst
+        ),
         metrics=metrics,
         metrics_token=_metrics_token(settings),
     )
@@ -86,11 +88,11 @@ def _metrics_token(settings: Settings) -> str | None:
     return token
 
 
-def decode_engine(store: Store, data: Path) -> EmbeddedStore:
+def decode_engine(store: Store, settings: Settings) -> EmbeddedStore:
     """chDB decodes spans: the embedded store itself, or a private one beside a server store."""
     if isinstance(store, EmbeddedStore):
         return store
-    return EmbeddedStore(data / "decoder")
+    return EmbeddedStore(settings.data / "decoder", limits=settings.engine_limits())
 
 
 _INGEST_PATHS = frozenset({"/v1/traces", "/api/feedback"})

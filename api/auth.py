@@ -35,8 +35,11 @@ def _bearer(request: Request) -> str:
     return key
 
 
-def require(*roles: Role, project_scoped: bool = True) -> Callable[[Request], Principal]:
-    """A dependency admitting keys with one of `roles` (admin keys pass every role check)."""
+def require(
+    *roles: Role, project_scoped: bool = True, heavy: bool = False
+) -> Callable[[Request], Principal]:
+    """A dependency admitting keys with one of `roles` (admin keys pass every role check);
+    `heavy` routes also take from their project's budget of expensive requests."""
     needed = " or ".join(f"a {role.value}" for role in roles)
 
     def dependency(request: Request) -> Principal:
@@ -59,9 +62,26 @@ def require(*roles: Role, project_scoped: bool = True) -> Callable[[Request], Pr
             raise ApiError(
                 429, "rate limit exceeded for this key", {"Retry-After": retry_after(wait)}
             )
+        if heavy:
+            charge_heavy(request, principal)
         return principal
 
     return dependency
+
+
+def charge_heavy(request: Request, principal: Principal) -> None:
+    """Take one of the project's expensive requests (a full-text search, a dataset export or
+    rebuild), or answer 429: they scan what cheap ones do not, and keys are per project."""
+    rt = runtime(request)
+    wait = rt.heavy_limiter.acquire(principal.project or principal.key_id)
+    if wait:
+        rt.metrics.requests_rejected.labels("rate_limited").inc()
+        raise ApiError(
+            429,
+            "this project's searches and dataset exports are over their rate limit "
+            "(heavy_rate_limit_per_second)",
+            {"Retry-After": retry_after(wait)},
+        )
 
 
 IngestKey = Annotated[Principal, Depends(require(Role.INGEST))]
@@ -69,5 +89,7 @@ ReadKey = Annotated[Principal, Depends(require(Role.READ))]
 FeedbackKey = Annotated[Principal, Depends(require(Role.INGEST, Role.REVIEW))]
 """An app's ingest key (feedback labelled `sdk` or `api`) or a reviewer's key (`review`)."""
 AdminKey = Annotated[Principal, Depends(require(Role.ADMIN))]
+HeavyReadKey = Annotated[Principal, Depends(require(Role.READ, heavy=True))]
+HeavyAdminKey = Annotated[Principal, Depends(require(Role.ADMIN, heavy=True))]
 OperatorKey = Annotated[Principal, Depends(require(Role.ADMIN, project_scoped=False))]
 """An admin key of any project, or the operator token: what key management takes."""

@@ -5,9 +5,9 @@ from __future__ import annotations
 import os
 import re
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from pydantic import BaseModel, Field, ValidationError, field_validator
+from pydantic import BaseModel, Field, ValidationError, ValidationInfo, field_validator
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -21,6 +21,9 @@ from driftline.finetune.config import FinetuneSettings
 from driftline.ingest.pricing import Price
 from driftline.review.config import ReviewSettings
 from driftline.store import env
+
+if TYPE_CHECKING:
+    from driftline.store.embedded import EngineLimits
 
 MiB = 1024 * 1024
 # Days each table keeps its rows (0 = forever). Feedback is training data: kept by default.
@@ -61,23 +64,78 @@ class Settings(BaseSettings):
     max_concurrent_requests: int = Field(
         64, ge=1, description="connections served at once (bounds memory); more get 503"
     )
+    # Memory: what one collector holds, by bytes (docs/deploy.md, "Memory").
+    max_inflight_body_bytes: int = Field(
+        64 * MiB,
+        ge=64 * 1024,
+        description="request bodies held at once, all requests together, as received plus as "
+        "inflated; past it 503 with Retry-After",
+    )
+    store_memory_bytes: int = Field(
+        384 * MiB, ge=64 * MiB, description="embedded ClickHouse: all queries and merges at once"
+    )
+    store_query_memory_bytes: int = Field(
+        256 * MiB, ge=16 * MiB, description="embedded ClickHouse: one query or insert"
+    )
+    store_cache_bytes: int = Field(
+        64 * MiB, ge=0, description="embedded ClickHouse: mark, index and condition caches"
+    )
+    store_background_threads: int = Field(
+        2, ge=1, le=64, description="embedded ClickHouse: merges and mutations at once"
+    )
     metrics_token_file: Path | None = Field(
         None, description="a file holding the bearer token /metrics requires; unset: open"
     )
     rate_limit_per_second: float = Field(500.0, ge=0, description="requests per key; 0 = off")
     rate_limit_burst: int = Field(1000, ge=1)
+    heavy_rate_limit_per_second: float = Field(
+        1.0, ge=0, description="per project: text searches, dataset exports and rebuilds; 0 = off"
+    )
+    heavy_rate_limit_burst: int = Field(10, ge=1)
     wal_budget_bytes: int = Field(2048 * MiB, ge=MiB, description="unstored backlog allowed")
     wal_segment_bytes: int = Field(64 * MiB, ge=64 * 1024)
-    writer_batch_bytes: int = Field(24 * MiB, ge=1024)
+    writer_batch_bytes: int = Field(
+        8 * MiB, ge=1024, description="log records decoded and stored at once; memory follows it"
+    )
     writer_flush_interval: float = Field(0.1, ge=0, le=10)
     retention_days: dict[str, int] = Field(default_factory=lambda: dict(_RETENTION_DEFAULTS))
     prices: dict[str, PriceSetting] = Field(default_factory=dict)
     key_cache_seconds: float = Field(5.0, ge=0, description="how long a checked key is trusted")
-    max_label_series: int = Field(1000, ge=10, description="series cap per metric")
+    max_label_series: int = Field(1000, ge=10, description="series per metric per project")
     detectors: DetectorSettings = DetectorSettings.model_validate({})
     alerts: AlertSettings = AlertSettings.model_validate({})
     review: ReviewSettings = ReviewSettings.model_validate({})
     finetune: FinetuneSettings = FinetuneSettings.model_validate({})
+
+    @field_validator("max_inflight_body_bytes")
+    @classmethod
+    def _a_body_fits(cls, value: int, info: ValidationInfo) -> int:
+        largest = info.data.get("max_body_bytes")
+        if largest is not None and value < largest:
+            raise ValueError(
+                f"must be at least max_body_bytes ({largest}): a body that large could never "
+                "be read"
+            )
+        return value
+
+    @field_validator("store_query_memory_bytes")
+    @classmethod
+    def _a_query_fits(cls, value: int, info: ValidationInfo) -> int:
+        total = info.data.get("store_memory_bytes")
+        if total is not None and value > total:
+            raise ValueError(f"must be at most store_memory_bytes ({total})")
+        return value
+
+    def engine_limits(self) -> EngineLimits:
+        """The embedded ClickHouse's bounds (chDB is imported only when a store is opened)."""
+        from driftline.store.embedded import EngineLimits
+
+        return EngineLimits(
+            memory_bytes=self.store_memory_bytes,
+            query_memory_bytes=self.store_query_memory_bytes,
+            cache_bytes=self.store_cache_bytes,
+            background_threads=self.store_background_threads,
+        )
 
     @field_validator("retention_days")
     @classmethod

@@ -35,7 +35,8 @@ class Runtime:
     wal: WriteAheadLog
     writer: Writer
     keys: KeyChecker
-    limiter: RateLimiter
+    limiter: RateLimiter  # every request, per key
+    heavy_limiter: RateLimiter  # searches and dataset rebuilds, per project
     metrics: CollectorMetrics
     metrics_token: str | None = None  # what /metrics requires, read once at start
     detectors: DetectorLoop | None = None  # None: turned off, or the detectors extra is missing

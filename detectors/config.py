@@ -104,6 +104,9 @@ class DetectorSettings(BaseModel):
         200,
         description="the first N calls of a version become its reference, once it has N",
     )
+    max_version_references: int = Field(
+        50, ge=1, description="per project: past this many, new versions get no reference"
+    )
 
     review_daily_budget: int = Field(200, ge=0, description="flagged calls queued per day")
     audit_rate: float = Field(0.05, ge=0, le=1, description="share of unflagged calls queued")

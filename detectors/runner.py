@@ -101,6 +101,7 @@ class Runner:
     # load waiting for its turn is let in between two batches (a lock alone is not fair).
     _embedding: threading.Lock = field(default_factory=threading.Lock)
     _load_waiting: threading.Event = field(default_factory=threading.Event)
+    _full_projects: set[str] = field(default_factory=set)  # at max_version_references, warned
 
     def run_once(self) -> list[WindowOutcome]:
         """Embed waiting calls, freeze new versions' references, then test every new window."""
@@ -138,12 +139,21 @@ class Runner:
     def test(self) -> list[WindowOutcome]:
         """Freeze new versions' references, then test every complete window of every reference."""
         if self.settings.per_version_references:
+            full: set[str] = set()
             try:
                 version_references(
-                    self.store, self.settings.version_reference_calls, self.embedder.name
-                )
+                    self.store, self.settings.version_reference_calls, self.embedder.name,
+                    self.settings.max_version_references, full,
+                )  # fmt: skip
             except Exception:
                 log.exception("per-version references failed; testing the existing ones")
+            for project in sorted(full - self._full_projects):
+                log.warning(
+                    "project %s has %d per-version references "
+                    "(detectors.max_version_references): new versions get none",
+                    project, self.settings.max_version_references,
+                )  # fmt: skip
+            self._full_projects = full
         horizon = self.embedding_job().horizon_ns()
         outcomes = []
         for reference in list_references(self.store):

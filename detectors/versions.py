@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+from collections import Counter
 from datetime import UTC, datetime, timedelta
 
 from driftline.detectors import tables
@@ -38,8 +39,12 @@ def reference_name(service: str, version: str) -> str:
     return f"{name[: MAX_NAME - len(digest) - 1]}~{digest}"
 
 
-def version_references(store: Store, calls: int, model: str) -> list[Reference]:
-    """Freeze the reference of each service version with `calls` calls embedded by `model`."""
+def version_references(
+    store: Store, calls: int, model: str, per_project: int, full: set[str]
+) -> list[Reference]:
+    """Freeze the reference of each service version with `calls` calls embedded by `model`,
+    at most `per_project` per project (versions come from spans: a sender could make any
+    number); projects at that cap are added to `full`."""
     # Only embedded calls count: a reference frozen ahead of an embedding backlog would wait.
     # A count may include a call embedded twice before a merge: create_reference (which reads
     # FINAL) then finds fewer than `calls` and the version waits for the next pass.
@@ -53,11 +58,15 @@ def version_references(store: Store, calls: int, model: str) -> list[Reference]:
         for r in existing
         if set(r.scope) == {"service", "version"}
     }
+    count = Counter(project for project, _, _ in scopes)
     created = []
     for row in candidates:
         project, service, version = row["project"], row["service"], row["version"]
         name = reference_name(service, version)
         if (project, name) in names or (project, service, version) in scopes:
+            continue
+        if count[project] >= per_project:
+            full.add(project)
             continue
         first = _moment(int(row["first_ns"]))
         try:
@@ -79,6 +88,7 @@ def version_references(store: Store, calls: int, model: str) -> list[Reference]:
             version, service, project, name, reference.calls, first.isoformat(),
         )  # fmt: skip
         names.add((project, name))
+        count[project] += 1
         created.append(reference)
     return created
 

@@ -17,19 +17,22 @@ OTHER = "_other"
 
 
 class LabelCap:
-    """Caps a metric's series: past `limit` label sets, new ones collapse into `_other`."""
+    """Caps a metric's series per project (the first label, which keys set, not spans): past
+    `limit` label sets of a project, its new ones collapse into (project, `_other`, ...), so
+    one tenant's made-up service or model names never crowd out another's series."""
 
     def __init__(self, limit: int) -> None:
         self.limit = limit
-        self._seen: set[tuple[str, ...]] = set()
+        self._seen: dict[str, set[tuple[str, ...]]] = defaultdict(set)
 
     def __call__(self, labels: tuple[str, ...]) -> tuple[str, ...]:
-        if labels in self._seen:
+        seen = self._seen[labels[0]]
+        if labels in seen:
             return labels
-        if len(self._seen) < self.limit:
-            self._seen.add(labels)
+        if len(seen) < self.limit:
+            seen.add(labels)
             return labels
-        return tuple(OTHER for _ in labels)
+        return (labels[0], *(OTHER for _ in labels[1:]))
 
 
 class BatchHistogram(Collector):
@@ -79,6 +82,7 @@ class CollectorMetrics:
     def __init__(self, max_series: int = 1000) -> None:
         r = self.registry = CollectorRegistry()
         self.cap = LabelCap(max_series)
+        self.error_cap = LabelCap(max_series)
         self.requests = Counter(
             "driftline_ingest_requests", "OTLP export requests by HTTP status", ["code"], registry=r
         )
@@ -177,5 +181,5 @@ class CollectorMetrics:
                 if columns["status_code"][i] == "error" or columns["error_type"][i]:
                     errors[columns["error_type"][i] or "_OTHER"] += 1
             for error_type, count in errors.items():
-                (capped,) = self.cap((error_type,))
+                _, capped = self.error_cap((labels[0], error_type))
                 self.llm_errors.labels(*labels, capped).inc(count)

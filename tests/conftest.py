@@ -87,8 +87,9 @@ class Collector:
 
 
 def make_settings(tmp_path: Path, **overrides: object) -> Settings:
-    """Settings for an in-process collector; detectors off unless a test turns them on."""
-    overrides = {"detectors": {"enabled": False}, **overrides}
+    """Settings for an in-process collector; detectors and the per-project limit on expensive
+    requests off unless a test turns them on (tests search far faster than people)."""
+    overrides = {"detectors": {"enabled": False}, "heavy_rate_limit_per_second": 0, **overrides}
     return load_settings(None, data=tmp_path / "data", writer_flush_interval=0.01, **overrides)
 
 

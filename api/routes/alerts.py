@@ -30,7 +30,7 @@ def get_alerts(
     state: Literal["active", "pending", "firing", "resolved", "all"] = "active",
     rule: str | None = None,
     fingerprint: str | None = None,
-    limit: Annotated[int, Query(ge=1, le=10_000)] = 500,
+    limit: Annotated[int, Query(ge=1, le=1000)] = 500,
 ) -> dict[str, Any]:
     store = runtime(request).store
     now = time.time()

@@ -9,7 +9,7 @@ from typing import Annotated, Any, Literal
 import orjson
 from fastapi import APIRouter, Query, Request
 
-from driftline.api.auth import ReadKey
+from driftline.api.auth import ReadKey, charge_heavy
 from driftline.api.routes.common import HEX32
 from driftline.api.runtime import ApiError, runtime
 from driftline.ingest import tables as ingest_tables
@@ -56,6 +56,8 @@ def list_calls(
     cursor: str | None = None,
     project: Annotated[str | None, Query(description="must match the key's project")] = None,
 ) -> dict[str, Any]:
+    if q:  # a scan of the texts, not a range read
+        charge_heavy(request, principal)
     found = ingest_tables.list_calls(
         runtime(request).store,
         principal.project or "",

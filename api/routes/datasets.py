@@ -10,7 +10,7 @@ from typing import Annotated, Any, Literal
 from fastapi import APIRouter, Query, Request, Response
 from pydantic import BaseModel, ConfigDict, Field
 
-from driftline.api.auth import AdminKey, ReadKey
+from driftline.api.auth import HeavyAdminKey, HeavyReadKey, ReadKey
 from driftline.api.runtime import ApiError, runtime
 from driftline.finetune.dataset.files import encode_rows
 from driftline.finetune.dataset.filters import ExportFilters
@@ -44,7 +44,7 @@ class NewDataset(BaseModel):
 
 
 @router.post("/datasets", status_code=201, summary="Export feedback as a dataset snapshot")
-def post_dataset(request: Request, principal: AdminKey, body: NewDataset) -> dict[str, Any]:
+def post_dataset(request: Request, principal: HeavyAdminKey, body: NewDataset) -> dict[str, Any]:
     assert principal.project is not None
     filters = ExportFilters(principal.project, **body.model_dump(exclude={"format"}))
     try:
@@ -71,7 +71,9 @@ def get_dataset(request: Request, principal: ReadKey, snapshot_id: str) -> dict[
 
 
 @router.get("/datasets/{snapshot_id}/scores", summary="People's scores of held-out calls")
-def get_dataset_scores(request: Request, principal: ReadKey, snapshot_id: str) -> dict[str, Any]:
+def get_dataset_scores(
+    request: Request, principal: HeavyReadKey, snapshot_id: str
+) -> dict[str, Any]:
     """What an LLM judge must agree with before the eval gate trusts it."""
     ledger = StoreLedger(runtime(request).store, principal.project or "")
     try:
@@ -83,7 +85,7 @@ def get_dataset_scores(request: Request, principal: ReadKey, snapshot_id: str) -
 
 @router.get("/datasets/{snapshot_id}/{split}", summary="A snapshot's train or test file")
 def get_dataset_file(
-    request: Request, principal: ReadKey, snapshot_id: str, split: Literal["train", "test"]
+    request: Request, principal: HeavyReadKey, snapshot_id: str, split: Literal["train", "test"]
 ) -> Response:
     store = runtime(request).store
     try:

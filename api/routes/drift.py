@@ -21,7 +21,7 @@ def get_drift(
     reference: str | None = None,
     since: Annotated[str | None, Query(description="RFC 3339 or Unix seconds")] = None,
     until: Annotated[str | None, Query(description="RFC 3339 or Unix seconds")] = None,
-    limit: Annotated[int, Query(ge=1, le=10_000)] = 500,
+    limit: Annotated[int, Query(ge=1, le=1000)] = 500,
 ) -> dict[str, Any]:
     windows = drift_windows(
         runtime(request).store, principal.project or "", reference,

@@ -8,7 +8,7 @@ from typing import Any
 from fastapi import APIRouter, Request
 from pydantic import BaseModel, ConfigDict, Field
 
-from driftline.api.auth import AdminKey, ReadKey
+from driftline.api.auth import HeavyAdminKey, ReadKey
 from driftline.api.runtime import ApiError, runtime
 from driftline.detectors.references import (
     MIN_CALLS,
@@ -37,7 +37,9 @@ class NewReference(BaseModel):
 
 
 @router.post("/references", status_code=201, summary="Freeze a new reference version")
-def post_reference(request: Request, principal: AdminKey, body: NewReference) -> dict[str, Any]:
+def post_reference(
+    request: Request, principal: HeavyAdminKey, body: NewReference
+) -> dict[str, Any]:
     assert principal.project is not None
     scope = {
         "service": body.service,

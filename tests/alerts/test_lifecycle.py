@@ -149,3 +149,21 @@ def test_flag_rates_and_counts_over_the_trailing_period(
     assert fired["Novel"].value == 35
     assert fired["LowRelevance"].evidence["flagged"] == 60
     assert fired["Novel"].annotations["review_url"].endswith("?reason=novel&reference=bot-v1")
+
+
+def test_made_up_model_names_cannot_bury_other_alerts(
+    store: Store, clock: Clock, make_engine: EngineFactory
+) -> None:
+    # Whoever holds alpha's ingest key sends failing calls under 30 invented model names.
+    engine = make_engine(ERRORS.replace("for: 1m", "for: 0s"), max_alerts_per_rule=5)
+    insert_calls(store, clock.now, 20, errors=20, model="real")
+    assert [a.labels["model"] for a in engine.evaluate()] == ["real"]
+    for i in range(30):
+        insert_calls(store, clock.now, 20, errors=20, model=f"fake-{i:02d}")
+    insert_calls(store, clock.now, 20, errors=20, project="beta")
+    clock.advance(1)
+    engine.evaluate()
+    firing = [a for a in engine.active.values() if a.state == "firing"]
+    alpha = [a.labels["model"] for a in firing if a.labels["project"] == "alpha"]
+    assert len(alpha) == 5 and "real" in alpha  # the one already firing is kept
+    assert [a.labels["model"] for a in firing if a.labels["project"] == "beta"] == ["m1"]

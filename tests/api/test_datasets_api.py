@@ -22,7 +22,8 @@ def api(c: Collector, method: str, path: str, key: str, **kwargs: Any) -> Any:
 def test_snapshot_files_and_scoping(collector: Collector) -> None:
     store_calls(collector.runtime.store)
     fix = {"trace_id": TRACE, "span_id": B, "name": "correction", "correction": ANSWER_A}
-    assert post(collector, fix).status_code == 200
+    reviewer = keys.create_key(collector.runtime.store, "alpha", "review", "ann")[1]
+    assert post(collector, fix, reviewer).status_code == 200
     made = api(collector, "POST", "/api/datasets", collector.admin_key,
                json={"format": "dpo", "conversational": False, "test_fraction": 0})  # fmt: skip
     assert made.status_code == 201, made.text

@@ -188,24 +188,56 @@ def test_each_new_version_gets_its_reference_and_its_windows(
     assert not vs_own.drifting  # against chat@1.0 this window drifts (centroid p ≈ 0.02)
 
 
+def freeze(store: Store, embedder: Any, per_project: int = 50, full: set[str] | None = None) -> Any:
+    """One pass of per-version references, `per_project` at most."""
+    return version_references(store, N, embedder.name, per_project, set() if full is None else full)
+
+
+def test_a_project_gets_at_most_its_cap_of_version_references(
+    store: Store, hashing: HashingEmbedder, caplog: pytest.LogCaptureFixture
+) -> None:
+    # Versions come from spans: a sender can make a new one per call. Each project has a cap.
+    pairs = texts(MIX, 20, 0)[:N]
+    for i, version in enumerate(("1", "2", "3")):  # in this order
+        add_calls(store, pairs, range(i * 1000, i * 1000 + N), version=version)
+    add_calls(store, pairs, range(N), version="1", project="beta")
+    embedding(store, hashing).backfill()
+    full: set[str] = set()
+    made = freeze(store, hashing, per_project=2, full=full)
+    assert sorted((r.project, r.name) for r in made) == [
+        ("alpha", "chat@1"), ("alpha", "chat@2"), ("beta", "chat@1"),
+    ]  # fmt: skip
+    assert full == {"alpha"}
+    assert freeze(store, hashing, per_project=2) == []  # the table remembers the count
+    with caplog.at_level(logging.WARNING, "driftline.detectors"):
+        runner = Runner(store, settings(max_version_references=2), hashing)
+        runner.run_once()
+        runner.run_once()
+    warned = [r.message for r in caplog.records if "max_version_references" in r.message]
+    assert warned == [
+        "project alpha has 2 per-version references (detectors.max_version_references): "
+        "new versions get none"
+    ]  # once, not every pass
+
+
 def test_a_version_waits_for_its_first_n_calls(store: Store, hashing: HashingEmbedder) -> None:
     pairs = texts(MIX, 20, 0)
     add_calls(store, pairs[: N - 1], range(N - 1), version="2.0")
     add_calls(store, pairs[: N - 1], range(N - 1), service="", version="2.0")
     embedding(store, hashing).backfill()
-    assert version_references(store, N, hashing.name) == []  # not a smaller one meanwhile
+    assert freeze(store, hashing) == []  # not a smaller one meanwhile
     assert list_references(store) == []
 
     add_calls(store, pairs[N - 1 : N + 20], range(N - 1, N + 20), version="2.0")
     add_calls(store, [pairs[N - 1]], [N - 1], service="", version="2.0")
     embedding(store, hashing).backfill()
-    made = version_references(store, N, hashing.name)
+    made = freeze(store, hashing)
     assert [(r.name, r.scope, r.calls) for r in made] == [
         ("chat@2.0", {"service": "chat", "version": "2.0"}, N),
         ("@2.0", {"service": "", "version": "2.0"}, N),  # calls without a service, only
     ]
     assert members(store, "chat@2.0").isdisjoint(members(store, "@2.0"))
-    assert version_references(store, N, hashing.name) == []
+    assert freeze(store, hashing) == []
 
 
 def test_a_version_waits_for_its_calls_to_be_embedded(
@@ -214,9 +246,9 @@ def test_a_version_waits_for_its_calls_to_be_embedded(
     add_calls(store, mixed(MIX, 20), range(100), version="2.5")
     job = embedding(store, hashing, batch=50)
     job.run_once()  # half embedded: the reference would be tested on 50 of its 60 calls
-    assert version_references(store, N, hashing.name) == []
+    assert freeze(store, hashing) == []
     job.run_once()
-    (made,) = version_references(store, N, hashing.name)
+    (made,) = freeze(store, hashing)
     assert (made.name, made.calls) == ("chat@2.5", N)
 
 
@@ -227,7 +259,7 @@ def test_hand_made_references_of_a_version_are_kept(store: Store, hashing: Hashi
     embedding(store, hashing).backfill()
     create_reference(store, "alpha", "chat-3.0", {"service": "chat", "version": "3.0"})
     create_reference(store, "alpha", "chat@3.1", {"service": "chat"})  # the name is taken
-    assert version_references(store, N, hashing.name) == []
+    assert freeze(store, hashing) == []
     assert [(r.name, r.version, r.calls) for r in list_references(store)] == [
         ("chat-3.0", 1, 100),
         ("chat@3.1", 1, 200),
