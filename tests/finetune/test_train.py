@@ -5,7 +5,10 @@ input fails the run with its reason."""
 from __future__ import annotations
 
 import json
+import random
+import uuid
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 
@@ -27,6 +30,15 @@ def offline(monkeypatch: pytest.MonkeyPatch) -> None:
     for name in ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE", "TRANSFORMERS_OFFLINE"):
         monkeypatch.setenv(name, "1")
     monkeypatch.setenv("TOKENIZERS_PARALLELISM", "false")
+
+
+@pytest.fixture
+def seeded_ids(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The world's ids from a seed: a snapshot lists its rows by feedback id, and their order
+    decides the batches, so random ids would make a run differ from the last."""
+    rng = random.Random(0)
+    ids = SimpleNamespace(uuid4=lambda: uuid.UUID(int=rng.getrandbits(128), version=4))
+    monkeypatch.setattr(world, "uuid", ids)
 
 
 World = tuple[StoreLedger, Snapshot, Path]
@@ -280,16 +292,52 @@ def test_online_methods_train_on_the_snapshot_prompts_with_the_reward_model(
         finetune(ledger, Request(snap.id, method, base, tmp_path / "again"), config)
 
 
-def test_kto_trains_on_thumbs_and_the_gate_reads_its_labels(store: Store, tmp_path: Path) -> None:
-    world.insert_thumbs(store, "alpha", up=20, down=20)
+def test_kto_learns_from_thumbs_which_wording_people_like(
+    store: Store, tmp_path: Path, seeded_ids: None
+) -> None:
+    # Thumbs up on the plain wording, down on the hedge, on alternating topics. Held-out
+    # conversations are about topics never trained on, so only the wording can rank them.
+    liked = world.insert_calls(store, "alpha", True, world.TOPICS[::2])
+    disliked = world.insert_calls(store, "alpha", False, world.TOPICS[1::2])
+    calls = (liked[0] + disliked[0], liked[1] + disliked[1])
+    thumbs = [1.0] * len(liked[0]) + [0.0] * len(disliked[0])
+    world.insert_feedback(store, "alpha", calls, "boolean", numbers=thumbs)
     snap = world.snapshot(store, "alpha", fmt="kto", fraction=0.25)
     base = world.base_model(tmp_path / "base")
     ledger = StoreLedger(store, "alpha")
+    _, _, test = ledger.snapshot(snap.id)
+    assert {row["label"] for row in test} == {True, False}
     config = settings(tmp_path, max_steps=3)
     done = finetune(ledger, Request(snap.id, "kto", base, tmp_path / "kto"), config)
     assert done.run.status == "succeeded" and done.version is not None
     assert "loss" in read_curves(store, "alpha", done.run.id)
     _, _, evidence = run_gate(ledger, tmp_path / "kto", base, snap.id, config)
-    assert evidence.held_out_rows == snap.counts["rows"]["test"] > 0
-    assert 0.0 <= evidence.preference_accuracy <= 1.0
+    assert evidence.held_out_rows == len(test) == snap.counts["rows"]["test"]
+    # The base model itself ties every row (0.5); the candidate must have raised the liked
+    # answers above the base model and lowered the disliked ones.
+    assert evidence.preference_accuracy >= 0.9
     assert evidence.baseline_likelihood_accuracy is None  # unpaired rows have no pair to rank
+
+
+def test_grpo_raises_the_reward_it_is_trained_on(
+    store: Store, tmp_path: Path, seeded_ids: None
+) -> None:
+    world.insert_world(store, "alpha")
+    snap = world.snapshot(store, "alpha")
+    base = world.base_model(tmp_path / "base")
+    ledger = StoreLedger(store, "alpha")
+    plain = set(world.GOOD.split()) - set(world.BAD.split())
+    hedge = set(world.BAD.split()) - set(world.GOOD.split())
+
+    def reward(prompts: list[str], responses: list[str]) -> list[float]:
+        return [float(sum((w in plain) - (w in hedge) for w in r.split())) for r in responses]
+
+    config = settings(tmp_path, learning_rate=1e-2, rl_steps=32, max_new_tokens=6)
+    request = Request(snap.id, "grpo", base, tmp_path / "grpo")
+    done = finetune(ledger, request, config, online_reward=lambda _: reward)
+    rewards = [value for _, value in read_curves(store, "alpha", done.run.id)["reward"]]
+    assert len(rewards) == 32
+    first, last = sum(rewards[:8]) / 8, sum(rewards[-8:]) / 8
+    # Measured over other data orders: +1.7 to +2.7 plain-minus-hedge words per answer; an
+    # untrained policy's curve stays within 0.1.
+    assert last - first > 1.0, (first, last)
