@@ -28,6 +28,7 @@ from driftline.ingest.metrics import CollectorMetrics
 from driftline.ingest.pricing import PriceTable
 from driftline.ingest.wal import WriteAheadLog
 from driftline.ingest.writer import Writer
+from driftline.review import explorer
 from driftline.review import web as review_routes
 from driftline.review.sessions import Sessions
 from driftline.store import Store, StoreError, apply_retention, migrate
@@ -165,12 +166,14 @@ def create_app(rt: Runtime) -> FastAPI:
         rt.keys.by_id,
         Sessions(rt.store, rt.settings.review.session_hours * 3600),
         limit=rt.limiter.acquire,
+        heavy=rt.heavy_limiter.acquire,
         charts=[finetune_overview.charts],
         models=finetune_overview.model_versions,
     )
     for router in ROUTERS:
         app.include_router(router)
     app.include_router(review_routes.router)
+    app.include_router(explorer.router)
     # follow_symlink: an editable (strict) install serves these files through links.
     app.mount(
         "/review/static",
@@ -179,7 +182,7 @@ def create_app(rt: Runtime) -> FastAPI:
     )
     app.add_exception_handler(review_routes.SignIn, review_routes.sign_in_handler)  # type: ignore[arg-type]
     app.add_exception_handler(review_routes.CrossSite, review_routes.cross_site_handler)  # type: ignore[arg-type]
-    app.add_exception_handler(review_routes.SlowDown, review_routes.slow_down_handler)  # type: ignore[arg-type]
+    app.add_exception_handler(review_routes.Refused, review_routes.refused_handler)  # type: ignore[arg-type]
 
     @app.exception_handler(ApiError)
     async def api_error(request: Request, exc: ApiError) -> Response:

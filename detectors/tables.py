@@ -646,6 +646,21 @@ def is_queued(store: Store, project: str, trace_id: str, span_id: str) -> bool:
     return bool(rows[0]["n"])
 
 
+def queued_in_trace(store: Store, project: str, trace_id: str) -> dict[str, dict[str, Any]]:
+    """span id → the queue's row for each of the trace's queued calls: reasons, scores,
+    thresholds, notes, priority, source, window_key."""
+    rows = store.query(
+        "SELECT toString(span_id) AS span_id, reasons, scores, thresholds, notes, priority, "
+        "source, window_key FROM review_queue FINAL WHERE project_id = {p:String} "
+        "AND trace_id = {t:String}",
+        {"p": project, "t": trace_id},
+    )
+    for row in rows:
+        for name in ("scores", "thresholds", "notes"):
+            row[name] = dict(row[name])
+    return {row.pop("span_id"): row for row in rows}
+
+
 def queue_size(store: Store, project: str) -> int:
     rows = store.query(
         "SELECT count() AS n FROM review_queue FINAL WHERE project_id = {p:String}",

@@ -344,10 +344,7 @@ class CallFilter:
     text: str | None = None  # in the input or the output, case-insensitive
 
 
-def list_calls(
-    store: Store, project: str, f: CallFilter, limit: int, after: Position | None = None
-) -> list[dict[str, Any]]:
-    """Calls newest first, from just past `after`; each row has `start_time_unix_nano`."""
+def _where(project: str, f: CallFilter) -> Where:
     where = Where("project_id = {project:String}", project=project)
     where.between("start_time", f.since_ns, f.until_ns)
     if f.model:
@@ -362,6 +359,14 @@ def list_calls(
             "OR positionCaseInsensitiveUTF8(output_text, {q:String}) > 0",
             q=f.text,
         )
+    return where
+
+
+def list_calls(
+    store: Store, project: str, f: CallFilter, limit: int, after: Position | None = None
+) -> list[dict[str, Any]]:
+    """Calls newest first, from just past `after`; each row has `start_time_unix_nano`."""
+    where = _where(project, f)
     if after is not None:
         where.add(
             "(start_time, trace_id, span_id) < (fromUnixTimestamp64Nano({c_ns:Int64}, 'UTC'), "
@@ -374,6 +379,25 @@ def list_calls(
         {**where.params, "limit": limit},
     )
     return [_row(r, "llm_call") for r in rows]
+
+
+def call_summary(store: Store, project: str, f: CallFilter) -> dict[str, Any]:
+    """Figures over the calls `f` selects (bound its time range): calls, error_rate,
+    p50/p95_latency_ms, input/output/total tokens, cost_usd; rates and latencies are None
+    without calls."""
+    where = _where(project, f)
+    [row] = store.query(
+        f"SELECT count() AS calls, {CALL_METRICS['error_rate']} AS error_rate, "
+        f"{CALL_METRICS['p50_latency_ms']} AS p50_latency_ms, "
+        f"{CALL_METRICS['p95_latency_ms']} AS p95_latency_ms, "
+        "sum(input_tokens) AS input_tokens, sum(output_tokens) AS output_tokens, "
+        "sum(total_tokens) AS total_tokens, sum(cost_usd) AS cost_usd "
+        f"FROM llm_calls FINAL WHERE {where}",
+        where.params,
+    )
+    if not row["calls"]:
+        row.update(error_rate=None, p50_latency_ms=None, p95_latency_ms=None)
+    return row
 
 
 def trace(store: Store, project: str, trace_id: str) -> list[dict[str, Any]]:

@@ -9,6 +9,7 @@ from typing import Any, Literal
 
 from driftline.detectors.tables import queued, queued_keys, window_tests
 from driftline.ingest.tables import review_texts
+from driftline.review.conversation import messages
 from driftline.review.tables import draft_body, marks, review_counts
 from driftline.store import Store
 from driftline.store.sql import Where, bind
@@ -106,17 +107,3 @@ def item(
 def draft(store: Store, project: str, reviewer: str, trace_id: str, span_id: str) -> dict[str, Any]:
     body = draft_body(store, project, reviewer, trace_id, span_id)
     return dict(json.loads(body)) if body else {}
-
-
-def messages(input_messages: str, input_text: str) -> list[dict[str, str]]:
-    """The conversation as role and text, from the canonical messages (else the plain text)."""
-    try:
-        parsed = json.loads(input_messages) if input_messages else []
-    except ValueError:
-        parsed = []
-    out = []
-    for message in parsed if isinstance(parsed, list) else []:
-        parts = message.get("parts") if isinstance(message, dict) else None
-        text = "\n".join(str(p.get("content", "")) for p in parts or [] if isinstance(p, dict))
-        out.append({"role": str(message.get("role", "user")), "content": text})
-    return out or [{"role": "user", "content": input_text}]

@@ -1,6 +1,7 @@
-"""The review web UI at /review: sign in with a review key, the queue, one item with its
-forms, agreement, and an overview for people without Grafana. Server-rendered (Jinja2) with a
-little plain JavaScript for the keyboard and highlighting."""
+"""The web UI at /review: sign in with a key of a project; reviewers (review or admin keys) get
+the queue, one item with its forms and agreement; every key, read keys too, gets the calls
+explorer (`explorer.py`) and an overview for people without Grafana. Server-rendered (Jinja2)
+with a little plain JavaScript for the keyboard and highlighting."""
 
 from __future__ import annotations
 
@@ -79,6 +80,8 @@ class ReviewSite:
     key_of: Callable[[str], Principal | None]  # a key id's principal; None once revoked
     sessions: Sessions
     limit: Callable[[str], float] = field(default=lambda _key_id: 0.0)  # seconds to wait
+    # per project: the API's budget of text searches, so the UI is no way around it
+    heavy: Callable[[str], float] = field(default=lambda _project: 0.0)
     charts: Sequence[Charts] = ()
     models: Callable[[Store, str], list[dict[str, Any]]] = field(default=lambda _s, _p: [])
 
@@ -89,19 +92,33 @@ def site(request: Request) -> ReviewSite:
 
 
 class SignIn(Exception):
-    """The request has no valid review key: pages go to the sign-in form, the API says 401."""
+    """The request has no valid key of a project: pages go to the sign-in form, the API
+    says 401."""
 
 
-class SlowDown(Exception):
-    """The reviewer's key is over its rate limit; `wait` is the seconds until it is not."""
+class Refused(Exception):
+    """A signed-in request the site turns down: an error page, or JSON for the forms' API."""
 
-    def __init__(self, wait: float) -> None:
-        super().__init__(f"rate limit exceeded for this key; retry in {wait:.1f}s")
-        self.wait = wait
+    def __init__(
+        self,
+        status: int,
+        message: str,
+        principal: Principal | None = None,
+        headers: dict[str, str] | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.status, self.principal, self.headers = status, principal, headers or {}
 
 
-def reviewer(request: Request) -> Principal:
-    """The signed-in reviewer (a session cookie, or a review key as a bearer token)."""
+def slow_down(wait: float, what: str = "this key") -> Refused:
+    """429 for `wait` more seconds."""
+    return Refused(429, f"rate limit exceeded for {what}; retry in {wait:.1f}s",
+                   headers={"Retry-After": str(ceil(wait))})  # fmt: skip
+
+
+def viewer(request: Request) -> Principal:
+    """Whoever is signed in (a session cookie, or a read, review or admin key as a bearer
+    token): what the explorer and the overview take."""
     rt = site(request)
     token = request.cookies.get(COOKIE)
     if token:
@@ -110,23 +127,38 @@ def reviewer(request: Request) -> Principal:
     else:
         key = request.headers.get("authorization", "").removeprefix("Bearer ").strip()
         principal = rt.check_key(key) if key else None
-    if not _reviews(principal):
+    if not _views(principal):
         raise SignIn
     assert principal is not None
     if wait := rt.limit(principal.key_id):
-        raise SlowDown(wait)
+        raise slow_down(wait)
     return principal
 
 
-def _reviews(principal: Principal | None) -> bool:
-    """A key that may review: a project's review (or admin) key."""
+def reviewer(request: Request) -> Principal:
+    """The signed-in reviewer: a review (or admin) key's; a read key's session gets 403."""
+    principal = viewer(request)
+    if not reviews(principal):
+        raise Refused(403, "reviewing needs a review key: a read key can explore calls and "
+                      "traces only", principal)  # fmt: skip
+    return principal
+
+
+def _views(principal: Principal | None) -> bool:
+    """A key that may sign in: a project's read, review or admin key (not an ingest key)."""
     return (
         principal is not None
         and principal.project is not None
-        and principal.role.allows(Role.REVIEW)
+        and (principal.role.allows(Role.READ) or principal.role.allows(Role.REVIEW))
     )
 
 
+def reviews(principal: Principal) -> bool:
+    """May judge calls: a review or admin key."""
+    return principal.role.allows(Role.REVIEW)
+
+
+Viewer = Annotated[Principal, Depends(viewer)]
 Reviewer = Annotated[Principal, Depends(reviewer)]
 
 
@@ -134,10 +166,11 @@ def name_of(principal: Principal) -> str:
     return principal.name or principal.key_id
 
 
-def page(request: Request, template: str, principal: Principal, **context: Any) -> HTMLResponse:
-    return templates.TemplateResponse(
-        request, template, {"me": name_of(principal), "project": principal.project, **context}
-    )
+def page(
+    request: Request, template: str, principal: Principal, status: int = 200, **context: Any
+) -> HTMLResponse:
+    me = {"me": name_of(principal), "project": principal.project, "reviews": reviews(principal)}
+    return templates.TemplateResponse(request, template, {**me, **context}, status_code=status)
 
 
 # -- signing in ------------------------------------------------------------------------------
@@ -156,10 +189,12 @@ async def login(request: Request) -> Response:
     target = target if target.startswith("/review") else "/review"
     rt = site(request)
     principal = rt.check_key(key) if key else None
-    if not _reviews(principal):
-        message = quote("that key is unknown, revoked, or not a review key")
+    if not _views(principal):
+        message = quote("that key is unknown, revoked, or not a read, review or admin key")
         return RedirectResponse(f"/review/login?error={message}&next={quote(target)}", 303)
     assert principal is not None
+    if target == "/review" and not reviews(principal):  # a read key's home is the calls
+        target = "/review/calls"
     response = RedirectResponse(target, 303)
     # Behind a TLS proxy the scheme is https once uvicorn trusts its X-Forwarded-Proto
     # (`forwarded_allow_ips`): the cookie is then sent over TLS only.
@@ -240,7 +275,7 @@ def agreement_page(request: Request, principal: Reviewer) -> HTMLResponse:
 
 @router.get("/overview", response_class=HTMLResponse)
 def overview_page(
-    request: Request, principal: Reviewer, days: Annotated[int, Query(ge=1, le=90)] = 7
+    request: Request, principal: Viewer, days: Annotated[int, Query(ge=1, le=90)] = 7
 ) -> HTMLResponse:
     rt = site(request)
     project = principal.project or ""
@@ -342,11 +377,20 @@ def cross_site_handler(request: Request, exc: CrossSite) -> Response:
     return JSONResponse({"error": str(exc)}, 403)
 
 
-def slow_down_handler(request: Request, exc: SlowDown) -> Response:
-    return JSONResponse({"error": str(exc)}, 429, headers={"Retry-After": str(ceil(exc.wait))})
+def refused_handler(request: Request, exc: Refused) -> Response:
+    if request.url.path.startswith("/review/api/"):
+        return JSONResponse({"error": str(exc)}, exc.status, headers=exc.headers)
+    context = {"code": exc.status, "message": str(exc)}
+    if exc.principal is not None:
+        response = page(request, "error.html", exc.principal, exc.status, **context)
+    else:
+        response = templates.TemplateResponse(request, "error.html", context, exc.status)
+    response.headers.update(exc.headers)
+    return response
 
 
 def sign_in_handler(request: Request, exc: SignIn) -> Response:
     if request.url.path.startswith("/review/api/"):
         return JSONResponse({"error": "sign in with a review key"}, 401)
-    return RedirectResponse(f"/review/login?next={quote(request.url.path)}", 303)
+    asked = request.url.path + (f"?{request.url.query}" if request.url.query else "")
+    return RedirectResponse(f"/review/login?next={quote(asked)}", 303)

@@ -2,41 +2,17 @@
 
 from __future__ import annotations
 
-import base64
-import re
 from typing import Annotated, Any, Literal
 
-import orjson
 from fastapi import APIRouter, Query, Request
 
 from driftline.api.auth import ReadKey, charge_heavy
-from driftline.api.routes.common import HEX32
-from driftline.api.runtime import ApiError, runtime
+from driftline.api.runtime import runtime
 from driftline.ingest import tables as ingest_tables
-from driftline.store.times import MAX_NS, parse_time
+from driftline.ingest.cursor import next_page, position
+from driftline.store.times import parse_time
 
 router = APIRouter(prefix="/api", tags=["read"])
-_HEX16 = re.compile(r"^[0-9a-f]{16}$")
-
-
-def _encode_cursor(row: dict[str, Any]) -> str:
-    raw = orjson.dumps([row["start_time_unix_nano"], row["trace_id"], row["span_id"]])
-    return base64.urlsafe_b64encode(raw).decode()
-
-
-def _decode_cursor(cursor: str) -> ingest_tables.Position:
-    try:
-        ns, trace_id, span_id = orjson.loads(base64.urlsafe_b64decode(cursor.encode()))
-        if not (
-            type(ns) is int
-            and 0 <= ns <= MAX_NS
-            and HEX32.match(trace_id)
-            and _HEX16.match(span_id)
-        ):
-            raise ValueError
-    except Exception:
-        raise ApiError(400, "cursor is not one this API returned") from None
-    return ns, trace_id, span_id
 
 
 @router.get("/calls", summary="LLM calls, newest first")
@@ -66,7 +42,7 @@ def list_calls(
             status, q,
         ),
         limit + 1,
-        _decode_cursor(cursor) if cursor else None,
+        position(cursor) if cursor else None,
     )  # fmt: skip
-    next_cursor = _encode_cursor(found[limit - 1]) if len(found) > limit else None
-    return {"items": found[:limit], "next_cursor": next_cursor}
+    items, next_cursor = next_page(found, limit)
+    return {"items": items, "next_cursor": next_cursor}

@@ -219,10 +219,12 @@ def _stat(title: str) -> stat.Panel:
 
 
 def _trace_links(panel: table.Panel) -> table.Panel:
-    """Open a call's review page (conversation, flags, link to the whole trace)."""
+    """Open the call in its trace in driftline's explorer (the waterfall, the conversation,
+    feedback, flags and, if queued, its review item)."""
     link = {
-        "title": "Open in driftline",
-        "url": "${driftline_url}/review/items/${__data.fields.trace_id}/${__data.fields.span_id}",
+        "title": "Open the trace in driftline",
+        "url": "${driftline_url}/review/traces/${__data.fields.trace_id}"
+        "#span-${__data.fields.span_id}",
         "targetBlank": True,
     }
     return panel.override_by_name("trace_id", [DynamicConfigValue("links", [link])])

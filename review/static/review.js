@@ -3,17 +3,33 @@
 
 const typing = (e) => ["INPUT", "TEXTAREA", "SELECT"].includes(e.target.tagName);
 
-// -- queue: j/k move, Enter opens -----------------------------------------------------------
-const queueRows = [...document.querySelectorAll("#queue tbody tr[data-href]")];
-if (queueRows.length) {
+// -- lists (the queue, calls, a trace's spans): j/k move, Enter or a click opens --------------
+const listRows = [...document.querySelectorAll("table[data-keys] tbody tr[data-href]")];
+if (listRows.length) {
   let at = 0;
-  const show = () => queueRows.forEach((r, i) => r.classList.toggle("current", i === at));
+  const show = () => listRows.forEach((r, i) => r.classList.toggle("current", i === at));
+  const move = (to) => { at = Math.max(0, Math.min(to, listRows.length - 1)); show(); listRows[at].scrollIntoView({ block: "nearest" }); };
+  const open = (row) => { location.href = row.dataset.href; };
   show();
+  listRows.forEach((row, i) => {
+    row.addEventListener("focus", () => { at = i; show(); });
+    row.addEventListener("click", (e) => { if (!e.target.closest("a, button")) open(row); });
+  });
   document.addEventListener("keydown", (e) => {
-    if (typing(e)) return;
-    if (e.key === "j") { at = Math.min(at + 1, queueRows.length - 1); show(); }
-    else if (e.key === "k") { at = Math.max(at - 1, 0); show(); }
-    else if (e.key === "Enter" || e.key === "o") { location.href = queueRows[at].dataset.href; }
+    if (typing(e) || e.ctrlKey || e.metaKey || e.altKey) return;
+    if (e.key === "j") move(at + 1);
+    else if (e.key === "k") move(at - 1);
+    else if ((e.key === "Enter" && !e.target.closest("a, button")) || e.key === "o") open(listRows[at]);
+  });
+}
+
+// -- the calls explorer: / searches, n is the next page -------------------------------------
+const search = document.getElementById("q");
+if (search) {
+  document.addEventListener("keydown", (e) => {
+    if (typing(e) || e.ctrlKey || e.metaKey || e.altKey) return;
+    if (e.key === "/") { e.preventDefault(); search.focus(); }
+    else if (e.key === "n") { const next = document.querySelector("a[rel=next]"); if (next) next.click(); }
   });
 }
 

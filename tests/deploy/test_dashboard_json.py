@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 
 from deploy.grafana import build
+from driftline.review.explorer import router as explorer
 
 
 def test_json_files_are_what_build_py_writes() -> None:
@@ -33,3 +34,17 @@ def test_dashboards_have_variables_links_and_sources() -> None:
                 sql = target.get("rawSql", "")
                 assert not sql or "$__timeFilter(" in sql or "$__toTime" in sql or "FINAL" in sql
     assert uids == {u for u, _ in build.DASHBOARDS}
+
+
+def test_call_tables_open_the_call_in_its_trace() -> None:
+    """Each row of the slowest and failed calls links to the explorer's trace page, at the
+    call's span (a route of driftline.review.explorer)."""
+    assert "/review/traces/{trace_id}" in {getattr(r, "path", "") for r in explorer.routes}
+    board = json.loads(build.render()["overview.json"])
+    for title in ("Slowest calls", "Latest failed calls"):
+        [panel] = [p for p in board["panels"] if p["title"] == title]
+        [override] = panel["fieldConfig"]["overrides"]
+        assert override["matcher"] == {"id": "byName", "options": "trace_id"}
+        [link] = override["properties"][0]["value"]
+        trace = "${driftline_url}/review/traces/${__data.fields.trace_id}"
+        assert link["url"] == trace + "#span-${__data.fields.span_id}"

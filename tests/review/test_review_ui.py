@@ -324,8 +324,8 @@ def test_a_reviewer_of_another_project_sees_nothing(live: LiveCollector, store: 
     judged = httpx.post(f"{live.url}/review/api/items/{'a' * 32}/{span}", cookies=cookies,
                         json={"scores": {"accuracy": 1}}, timeout=10)  # fmt: skip
     assert judged.status_code == 404
-    read_key = keys.create_key(store, "alpha", "read")[1]
-    login = httpx.post(f"{live.url}/review/login", data={"key": read_key},
+    ingest_key = keys.create_key(store, "alpha", "ingest")[1]
+    login = httpx.post(f"{live.url}/review/login", data={"key": ingest_key},
                        follow_redirects=False, timeout=10)  # fmt: skip
     assert "error=" in login.headers["location"] and "driftline_review" not in login.cookies
 

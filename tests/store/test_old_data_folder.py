@@ -133,7 +133,8 @@ def test_migrate_adds_only_what_came_after_and_changes_no_old_table(
     assert set(after) - set(before) == {"review_sessions"}
     assert {name: t["engine"] for name, t in before.items()} == MANIFEST["schema"]["engines"]
     assert {name: n for name, n in counts.items() if name in before} == {
-        **MANIFEST["schema"]["rows"], "schema_migrations": len(still)
+        **MANIFEST["schema"]["rows"],
+        "schema_migrations": len(still),
     }
     assert counts["llm_calls"] == MANIFEST["counts"]["llm_calls"] == 87
     assert counts["spans"] == MANIFEST["counts"]["spans"]
