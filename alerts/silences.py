@@ -11,6 +11,9 @@ from driftline.alerts import tables
 from driftline.alerts.labels import Labels, Matcher, MatcherError, matches_all, parse_matcher
 from driftline.alerts.timestamps import ms_column, rfc3339
 from driftline.store import Store
+from driftline.store.times import MAX_NS, NS_PER_SECOND
+
+_LATEST = MAX_NS / NS_PER_SECOND
 
 
 class SilenceError(ValueError):
@@ -83,6 +86,9 @@ class Silences:
         comment: str,
         now: float,
     ) -> Silence:
+        for name, moment in (("startsAt", starts_at), ("endsAt", ends_at)):
+            if not 0 <= moment <= _LATEST:  # a time the store, and an RFC 3339 answer, can hold
+                raise SilenceError(f"{name} must lie between 1970 and 2262")
         if ends_at <= starts_at:
             raise SilenceError("endsAt must be after startsAt")
         if ends_at <= now:

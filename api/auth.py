@@ -53,9 +53,11 @@ def require(
             )
         if project_scoped and principal.project is None:
             raise ApiError(403, "the operator token manages keys only; use a project key")
-        asked = request.headers.get(PROJECT_HEADER) or request.query_params.get("project")
-        if asked and principal.project is not None and asked != principal.project:
-            raise ApiError(403, f"this key belongs to project {principal.project!r}, not {asked!r}")
+        for asked in (request.headers.get(PROJECT_HEADER), request.query_params.get("project")):
+            if asked and principal.project is not None and asked != principal.project:
+                raise ApiError(
+                    403, f"this key belongs to project {principal.project!r}, not {asked!r}"
+                )
         wait = rt.limiter.acquire(principal.key_id)
         if wait:
             rt.metrics.requests_rejected.labels("rate_limited").inc()

@@ -85,6 +85,9 @@ class FinetuneSettings(BaseModel):
     runs_dir: Path = Field(
         Path("driftline-runs"), description="checkpoints and logs of runs, one folder each"
     )
+    models_root: Path = Field(
+        Path("models"), description="the folder the API registers model versions from (any depth)"
+    )
 
     @model_validator(mode="after")
     def _judge_key(self) -> FinetuneSettings:

@@ -24,7 +24,10 @@ def in_service(versions: Iterable[ModelVersion]) -> ModelVersion | None:
 
 def find(ledger: Ledger, name_or_path: str) -> ModelVersion | None:
     """A version by its name (`v3`) or by its folder."""
-    target = _resolved(name_or_path)
+    try:
+        target: str | None = _resolved(name_or_path)
+    except (ValueError, OSError, RuntimeError):  # no path: a NUL byte, `~nobody`, a link loop
+        target = None
     for v in ledger.versions():
         if v.version == name_or_path or v.path == target:
             return v
@@ -119,6 +122,20 @@ def rollback(ledger: Ledger) -> tuple[ModelVersion, ModelVersion]:
 
 def _number(version: str) -> int:
     return int(version[1:]) if version[1:].isdigit() else 0
+
+
+def confined(path: str, root: Path) -> str:
+    """`path` resolved (links followed), if it lies inside `root`; else VersionError."""
+    try:
+        folder, top = Path(_resolved(path)), Path(_resolved(str(root)))
+    except (ValueError, OSError, RuntimeError) as exc:  # a NUL byte, a loop of links
+        raise VersionError(f"path {path!r} is not a folder path: {exc}") from None
+    if not folder.is_relative_to(top):
+        raise VersionError(
+            f"path {path!r} is outside the models root {top} (finetune.models_root): "
+            "model folders are registered from there only"
+        )
+    return str(folder)
 
 
 def _resolved(path: str) -> str:

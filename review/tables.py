@@ -171,11 +171,13 @@ def sent_feedback(
     """Feedback rows newest first (`user` for user_id, `created_at` as RFC 3339)."""
     where = Where("project_id = {project:String}", project=project)
     where.equals("trace_id", trace_id).equals("name", name).equals("source", source)
-    where.between("created_at", since_ns, until_ns)
+    # `feedback.`: the column, not the RFC 3339 text selected under its name
+    where.between("feedback.created_at", since_ns, until_ns)
     return store.query(
         "SELECT id, trace_id, span_id, name, kind, value_number, value_string, comment, "
         f"user_id AS user, source, review_id, details, {iso('created_at', 'created_at')} "
-        f"FROM feedback FINAL WHERE {where} ORDER BY created_at DESC, id LIMIT {{limit:UInt32}}",
+        f"FROM feedback FINAL WHERE {where} ORDER BY feedback.created_at DESC, id "
+        "LIMIT {limit:UInt32}",
         bind(where, {"limit": limit}),
     )
 

@@ -8,8 +8,8 @@ from fastapi import APIRouter, Request
 from pydantic import BaseModel, ConfigDict, Field
 
 from driftline.api.auth import AdminKey, ReadKey
-from driftline.api.routes.common import project_ledger
-from driftline.api.runtime import ApiError
+from driftline.api.routes.common import UnixSeconds, project_ledger
+from driftline.api.runtime import ApiError, runtime
 from driftline.finetune import registry
 from driftline.finetune.ledger import VERSION_STATUSES, ModelVersion, VersionError
 
@@ -26,8 +26,8 @@ class VersionBody(BaseModel):
     snapshot_id: str = ""
     method: str = ""
     verdict: dict[str, Any] = Field(default_factory=dict)
-    created_at: float
-    updated_at: float
+    created_at: UnixSeconds
+    updated_at: UnixSeconds
 
 
 class Promotion(BaseModel):
@@ -61,8 +61,14 @@ def put_model(
 ) -> dict[str, Any]:
     if body.status not in VERSION_STATUSES:
         raise ApiError(400, f"status must be one of {', '.join(VERSION_STATUSES)}")
+    root = runtime(request).settings.finetune.models_root
+    try:
+        path = registry.confined(body.path, root)
+    except VersionError as exc:
+        raise ApiError(400, str(exc)) from None
     ledger = project_ledger(request, principal)
-    ledger.save_version(ModelVersion(project=ledger.project, version=version, **body.model_dump()))
+    fields = {**body.model_dump(), "path": path}
+    ledger.save_version(ModelVersion(project=ledger.project, version=version, **fields))
     return {"version": version}
 
 

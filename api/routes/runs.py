@@ -8,7 +8,7 @@ from fastapi import APIRouter, Query, Request
 from pydantic import BaseModel, ConfigDict, Field
 
 from driftline.api.auth import AdminKey, ReadKey
-from driftline.api.routes.common import project_ledger
+from driftline.api.routes.common import UINT32_MAX, UnixSeconds, project_ledger
 from driftline.api.runtime import ApiError
 from driftline.finetune.ledger import RUN_STATUSES, Run
 from driftline.finetune.tables import read_curves
@@ -26,17 +26,17 @@ class RunBody(BaseModel):
     params: dict[str, Any] = Field(default_factory=dict)
     status: str = Field(description=" | ".join(RUN_STATUSES))
     error: str = ""
-    step: int = Field(0, ge=0)
-    total_steps: int = Field(0, ge=0)
+    step: int = Field(0, ge=0, le=UINT32_MAX)
+    total_steps: int = Field(0, ge=0, le=UINT32_MAX)
     summary: dict[str, Any] = Field(default_factory=dict)
-    created_at: float
-    updated_at: float
+    created_at: UnixSeconds
+    updated_at: UnixSeconds
 
 
 class Metrics(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    step: int = Field(ge=0)
+    step: int = Field(ge=0, le=UINT32_MAX)
     figures: dict[str, float]
 
 

@@ -77,8 +77,13 @@ def test_a_project_never_reads_another_projects_calls_or_traces(
     beta_view = a.client.get(f"/api/traces/{shared_trace.hex()}", headers=read_b).json()
     assert [s["span_name"] for s in beta_view["spans"]] == ["beta-twin"]
 
-    # Asking for the other project by name is refused, not quietly honoured.
-    for how in ({"params": {"project": "beta"}}, {"headers": {"x-driftline-project": "beta"}}):
+    # Asking for the other project by name is refused, not quietly honoured, even beside a
+    # header naming the key's own project.
+    for how in (
+        {"params": {"project": "beta"}},
+        {"headers": {"x-driftline-project": "beta"}},
+        {"params": {"project": "beta"}, "headers": {"x-driftline-project": "alpha"}},
+    ):
         headers = {**read_a, **how.get("headers", {})}
         r = a.client.get("/api/calls", params=how.get("params"), headers=headers)
         assert r.status_code == 403, how

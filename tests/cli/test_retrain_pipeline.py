@@ -68,6 +68,7 @@ def test_a_retrain_rule_runs_the_pipeline_and_announces_the_promotion(tmp_path: 
             "HOOK_SECRET": SECRET,
             "DRIFTLINE_API_KEY": admin,
             "DRIFTLINE_MODELS": str(tmp_path / "models"),
+            "DRIFTLINE_FINETUNE__MODELS_ROOT": str(tmp_path / "models"),
             "DRIFTLINE_FINETUNE__TRAIN__LEARNING_RATE": "5e-3",
             "DRIFTLINE_FINETUNE__TRAIN__EPOCHS": "3",
             "DRIFTLINE_FINETUNE__TRAIN__BATCH_SIZE": "8",
