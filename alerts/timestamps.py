@@ -7,13 +7,16 @@ from datetime import UTC, datetime
 import pyarrow as pa
 
 ZERO_TIME = "0001-01-01T00:00:00Z"  # Alertmanager's "not ended" endsAt
+# Silences stored before their end was bounded may end past what datetime can show: shown as
+# the last moment it can, rather than failing every listing of the project's silences.
+_LAST = datetime(9999, 12, 31, 23, 59, 59, UTC).timestamp()
 
 
 def rfc3339(seconds: float | None) -> str:
     """`2026-11-29T12:00:00.123Z`, or Alertmanager's zero time for None."""
     if seconds is None:
         return ZERO_TIME
-    moment = datetime.fromtimestamp(seconds, UTC)
+    moment = datetime.fromtimestamp(min(seconds, _LAST), UTC)
     return moment.strftime("%Y-%m-%dT%H:%M:%S.") + f"{moment.microsecond // 1000:03d}Z"
 
 
