@@ -9,7 +9,7 @@ import pyarrow as pa
 ZERO_TIME = "0001-01-01T00:00:00Z"  # Alertmanager's "not ended" endsAt
 # Silences stored before their end was bounded may end past what datetime can show: shown as
 # the last moment it can, rather than failing every listing of the project's silences.
-_LAST = datetime(9999, 12, 31, 23, 59, 59, UTC).timestamp()
+_LAST = datetime(9999, 12, 31, 23, 59, 59, tzinfo=UTC).timestamp()
 
 
 def rfc3339(seconds: float | None) -> str:
