@@ -19,6 +19,7 @@ from driftline.api.config import ConfigError, Settings
 from driftline.api.gate import BodyTooLarge, RequestGate
 from driftline.api.ratelimit import RateLimiter
 from driftline.api.routes import ROUTERS
+from driftline.api.routes.ingest import OTLP_PATHS
 from driftline.api.runtime import ApiError, Runtime
 from driftline.finetune import overview as finetune_overview
 from driftline.finetune.metrics import ModelMetrics
@@ -96,7 +97,7 @@ def decode_engine(store: Store, settings: Settings) -> EmbeddedStore:
     return EmbeddedStore(settings.data / "decoder", limits=settings.engine_limits())
 
 
-_INGEST_PATHS = frozenset({"/v1/traces", "/api/feedback"})
+_INGEST_PATHS = OTLP_PATHS | {"/api/feedback"}
 
 
 def alert_loop(
@@ -186,7 +187,7 @@ def create_app(rt: Runtime) -> FastAPI:
 
     @app.exception_handler(ApiError)
     async def api_error(request: Request, exc: ApiError) -> Response:
-        if request.url.path == "/v1/traces":
+        if request.url.path in OTLP_PATHS:
             rt.metrics.requests.labels(str(exc.status)).inc()
             if exc.status != 429:
                 rt.metrics.requests_rejected.labels(_REASONS.get(exc.status, "other")).inc()

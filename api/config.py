@@ -27,7 +27,13 @@ if TYPE_CHECKING:
 
 MiB = 1024 * 1024
 # Days each table keeps its rows (0 = forever). Feedback is training data: kept by default.
-_RETENTION_DEFAULTS = {"llm_calls": 90, "spans": 30, "feedback": 0}
+_RETENTION_DEFAULTS = {
+    "llm_calls": 90,
+    "spans": 30,
+    "feedback": 0,
+    "otel_metrics": 30,
+    "otel_logs": 30,
+}
 
 
 class ConfigError(ValueError):

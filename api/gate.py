@@ -15,6 +15,7 @@ from starlette.responses import JSONResponse
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from driftline.api.auth import CHALLENGE, MISSING_KEY, UNKNOWN_KEY, presented_key
+from driftline.api.routes.ingest import OTLP_PATHS
 from driftline.store.keys import Principal
 
 KiB = 1024
@@ -33,7 +34,7 @@ SMALL_BODIES = (
 )
 _BODY_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
 # OTLP ingest checks its key before reading and bounds its body itself, answering in OTLP's shape.
-_OWN_GATE = "/v1/traces"
+_OWN_GATE = OTLP_PATHS
 
 
 class BodyTooLarge(HTTPException):
@@ -57,7 +58,7 @@ class RequestGate:
         return next(small, self.max_body_bytes)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or scope["path"] == _OWN_GATE:
+        if scope["type"] != "http" or scope["path"] in _OWN_GATE:
             await self.app(scope, receive, send)
             return
         path, headers = scope["path"], Headers(scope=scope)

@@ -1,16 +1,17 @@
-"""Decode and check OTLP/HTTP trace export requests (protobuf or JSON, optionally gzipped)."""
+"""Decode and check OTLP/HTTP trace export requests (protobuf or JSON, optionally gzipped), and
+what every OTLP signal shares: media types, decompression, parsing, responses."""
 
 from __future__ import annotations
 
 import base64
 import zlib
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
 import orjson
 from google.protobuf import json_format
-from google.protobuf.message import DecodeError
+from google.protobuf.message import DecodeError, Message
 from google.rpc.status_pb2 import Status
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
     ExportTraceServiceRequest,
@@ -93,52 +94,66 @@ def decompress(body: bytes, encoding: str | None, limit: int) -> bytes:
 
 def parse(data: bytes, media: str) -> ExportTraceServiceRequest:
     request = ExportTraceServiceRequest()
+    parse_into(request, data, media, "trace", _ids_to_base64)
+    return request
+
+
+def parse_into(
+    request: Message,
+    data: bytes,
+    media: str,
+    signal: str,
+    prepare: Callable[[dict[str, Any]], dict[str, Any]],
+) -> None:
+    """Read an OTLP export request of `signal` (protobuf, or JSON made ready by `prepare`)."""
+    name = type(request).__name__
     if media == PROTOBUF:
         try:
             request.ParseFromString(data)
         except (DecodeError, RuntimeError, ValueError) as exc:
-            raise BadRequest(f"body is not a protobuf ExportTraceServiceRequest: {exc}") from exc
-        return request
+            raise BadRequest(f"body is not a protobuf {name}: {exc}") from exc
+        return
     try:
         document = orjson.loads(data)
     except orjson.JSONDecodeError as exc:
         raise BadRequest(f"body is not valid JSON: {exc}") from exc
     if not isinstance(document, dict):
-        raise BadRequest("JSON body must be an object with a resourceSpans list")
+        raise BadRequest(f"JSON body must be an object ({name})")
     try:
-        json_format.ParseDict(_ids_to_base64(document), request, ignore_unknown_fields=True)
+        json_format.ParseDict(prepare(document), request, ignore_unknown_fields=True)
     except (json_format.ParseError, ValueError, TypeError, RecursionError) as exc:
-        raise BadRequest(f"JSON body is not an OTLP trace export: {exc}") from exc
-    return request
+        raise BadRequest(f"JSON body is not an OTLP {signal} export: {exc}") from exc
 
 
 def _ids_to_base64(document: dict[str, Any]) -> dict[str, Any]:
     """OTLP/JSON writes trace and span ids as hex; protobuf's JSON mapping expects base64."""
-
-    def convert(holder: dict[str, Any], key: str, where: str) -> None:
-        value = holder.get(key)
-        if isinstance(value, str) and value:
-            try:
-                holder[key] = base64.b64encode(bytes.fromhex(value)).decode()
-            except ValueError as exc:
-                raise BadRequest(f"{where}.{key} is not hex: {value[:40]!r}") from exc
-
-    for i, rs in enumerate(_list(document, "resourceSpans", "")):
-        for j, ss in enumerate(_list(rs, "scopeSpans", f"resourceSpans[{i}]")):
-            for k, span in enumerate(_list(ss, "spans", f"resourceSpans[{i}].scopeSpans[{j}]")):
+    for i, rs in enumerate(json_list(document, "resourceSpans", "")):
+        for j, ss in enumerate(json_list(rs, "scopeSpans", f"resourceSpans[{i}]")):
+            for k, span in enumerate(json_list(ss, "spans", f"resourceSpans[{i}].scopeSpans[{j}]")):
                 where = f"resourceSpans[{i}].scopeSpans[{j}].spans[{k}]"
                 if not isinstance(span, dict):
                     raise BadRequest(f"{where} must be an object")
                 for key in ("traceId", "spanId", "parentSpanId"):
-                    convert(span, key, where)
-                for n, link in enumerate(_list(span, "links", where)):
+                    hex_to_base64(span, key, where)
+                for n, link in enumerate(json_list(span, "links", where)):
                     if isinstance(link, dict):
-                        convert(link, "traceId", f"{where}.links[{n}]")
-                        convert(link, "spanId", f"{where}.links[{n}]")
+                        hex_to_base64(link, "traceId", f"{where}.links[{n}]")
+                        hex_to_base64(link, "spanId", f"{where}.links[{n}]")
     return document
 
 
-def _list(holder: Any, key: str, where: str) -> list[Any]:
+def hex_to_base64(holder: dict[str, Any], key: str, where: str) -> None:
+    """An id written as hex (OTLP/JSON) rewritten as base64 (protobuf's JSON mapping)."""
+    value = holder.get(key)
+    if isinstance(value, str) and value:
+        try:
+            holder[key] = base64.b64encode(bytes.fromhex(value)).decode()
+        except ValueError as exc:
+            raise BadRequest(f"{where}.{key} is not hex: {value[:40]!r}") from exc
+
+
+def json_list(holder: Any, key: str, where: str) -> list[Any]:
+    """`holder[key]`, a list (or none), in a JSON body; BadRequest naming `where` otherwise."""
     if not isinstance(holder, dict):
         raise BadRequest(f"{where or 'body'} must be an object")
     value = holder.get(key, [])
@@ -216,17 +231,27 @@ def _to_json(attributes: Iterable[KeyValue]) -> bool:
     changed = False
     for kv in attributes:
         if kv.key in _BODY_KEYS and kv.value.WhichOneof("value") in _STRUCTURED:
-            kv.value.string_value = orjson.dumps(_plain(kv.value)).decode()
+            kv.value.string_value = orjson.dumps(plain(kv.value)).decode()
             changed = True
     return changed
 
 
-def _plain(value: AnyValue) -> Any:
+def text_map(attributes: Iterable[KeyValue]) -> dict[str, str]:
+    """Attributes as text: strings as they are, other values as JSON."""
+    out = {}
+    for kv in attributes:
+        value = plain(kv.value)
+        out[kv.key] = value if isinstance(value, str) else orjson.dumps(value).decode()
+    return out
+
+
+def plain(value: AnyValue) -> Any:
+    """An attribute value as plain Python (bytes as base64)."""
     kind = value.WhichOneof("value")
     if kind == "array_value":
-        return [_plain(v) for v in value.array_value.values]
+        return [plain(v) for v in value.array_value.values]
     if kind == "kvlist_value":
-        return {kv.key: _plain(kv.value) for kv in value.kvlist_value.values}
+        return {kv.key: plain(kv.value) for kv in value.kvlist_value.values}
     if kind == "bytes_value":
         return base64.b64encode(value.bytes_value).decode()
     return getattr(value, kind) if kind else None
@@ -264,13 +289,18 @@ def response(decoded: Decoded | None, media: str) -> bytes:
     if decoded is not None and decoded.rejected:
         reply.partial_success.rejected_spans = sum(decoded.rejected.values())
         reply.partial_success.error_message = decoded.message
-    if media == JSON:
-        return json_format.MessageToJson(reply, indent=None).encode()
-    return reply.SerializeToString()
+    return encode(reply, media)
 
 
 # google.rpc.Code for each HTTP status the ingest endpoint answers with.
 _GRPC_CODES = {400: 3, 401: 16, 403: 7, 413: 8, 415: 3, 429: 8, 503: 14}
+
+
+def encode(reply: Message, media: str) -> bytes:
+    """An OTLP response message in the request's encoding."""
+    if media == JSON:
+        return json_format.MessageToJson(reply, indent=None).encode()
+    return reply.SerializeToString()
 
 
 def status_body(http_status: int, message: str, media: str) -> bytes:

@@ -11,9 +11,10 @@ import orjson
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from driftline.store.arrow import NS, table_of
 from driftline.store.base import Store
 from driftline.store.migrations import ATTRS, BODY, Migration
-from driftline.store.sql import Relation, Where, bind
+from driftline.store.sql import Relation, Where, bind, iso
 
 _SPAN_IDENTITY = """
     project_id LowCardinality(String),
@@ -140,14 +141,144 @@ _INGESTED_INDEX = (
 _INGESTED_INDEX_BUILD = "ALTER TABLE llm_calls MATERIALIZE INDEX idx_ingested"
 
 
+# OTLP metrics and logs (`/v1/metrics`, `/v1/logs`), stored as they are sent. A retried export
+# repeats its rows exactly: the sorting keys make the copy one row.
+_OTEL_METRICS = """
+CREATE TABLE IF NOT EXISTS otel_metrics (
+    project_id LowCardinality(String),
+    service LowCardinality(String),
+    name LowCardinality(String),
+    unit LowCardinality(String),
+    kind LowCardinality(String),
+    temporality LowCardinality(String),
+    series UInt64,
+    attributes Map(LowCardinality(String), String),
+    resource Map(LowCardinality(String), String),
+    scope LowCardinality(String),
+    start_time DateTime64(9, 'UTC'),
+    time DateTime64(9, 'UTC'),
+    value Float64,
+    count UInt64,
+    bucket_counts Array(UInt64),
+    bounds Array(Float64),
+    min Nullable(Float64),
+    max Nullable(Float64),
+    ingested_at DateTime64(3, 'UTC') DEFAULT now64(3)
+) ENGINE = ReplacingMergeTree
+PARTITION BY toYYYYMM(time)
+ORDER BY (project_id, name, series, time, start_time)"""
+
+_OTEL_LOGS = """
+CREATE TABLE IF NOT EXISTS otel_logs (
+    project_id LowCardinality(String),
+    service LowCardinality(String),
+    time DateTime64(9, 'UTC'),
+    record_id String,
+    severity_number UInt8,
+    severity_text LowCardinality(String),
+    event_name LowCardinality(String),
+    body String CODEC(ZSTD(3)),
+    attributes Map(LowCardinality(String), String),
+    resource Map(LowCardinality(String), String),
+    scope LowCardinality(String),
+    trace_id String,
+    span_id String,
+    ingested_at DateTime64(3, 'UTC') DEFAULT now64(3),
+    INDEX idx_trace trace_id TYPE bloom_filter(0.01) GRANULARITY 4
+) ENGINE = ReplacingMergeTree
+PARTITION BY toYYYYMM(time)
+ORDER BY (project_id, time, record_id)"""
+
+
 MIGRATIONS = (
     Migration(1, "calls and spans", (_LLM_CALLS, _SPANS)),
     Migration(7, "hourly rollup of calls for dashboards", (_HOURLY, _HOURLY_MV, _HOURLY_BACKFILL)),
     Migration(8, "calls found by when they arrived", (_INGESTED_INDEX, _INGESTED_INDEX_BUILD)),
+    Migration(10, "OTLP metrics and logs", (_OTEL_METRICS, _OTEL_LOGS)),
 )
 
 # Tables whose retention is configurable, and the column their TTL counts from.
-RETENTION = {"llm_calls": "start_time", "spans": "start_time"}
+RETENTION = {
+    "llm_calls": "start_time",
+    "spans": "start_time",
+    "otel_metrics": "time",
+    "otel_logs": "time",
+}
+
+_MAP = pa.map_(pa.string(), pa.string())
+OTEL_METRICS = pa.schema(
+    [
+        ("project_id", pa.string()),
+        ("service", pa.string()),
+        ("name", pa.string()),
+        ("unit", pa.string()),
+        ("kind", pa.string()),
+        ("temporality", pa.string()),
+        ("series", pa.uint64()),
+        ("attributes", _MAP),
+        ("resource", _MAP),
+        ("scope", pa.string()),
+        ("start_time", NS),
+        ("time", NS),
+        ("value", pa.float64()),
+        ("count", pa.uint64()),
+        ("bucket_counts", pa.list_(pa.uint64())),
+        ("bounds", pa.list_(pa.float64())),
+        ("min", pa.float64()),
+        ("max", pa.float64()),
+    ]
+)
+OTEL_LOGS = pa.schema(
+    [
+        ("project_id", pa.string()),
+        ("service", pa.string()),
+        ("time", NS),
+        ("record_id", pa.string()),
+        ("severity_number", pa.uint8()),
+        ("severity_text", pa.string()),
+        ("event_name", pa.string()),
+        ("body", pa.string()),
+        ("attributes", _MAP),
+        ("resource", _MAP),
+        ("scope", pa.string()),
+        ("trace_id", pa.string()),
+        ("span_id", pa.string()),
+    ]
+)
+SCHEMAS = {"otel_metrics": OTEL_METRICS, "otel_logs": OTEL_LOGS}
+
+
+def insert_signal(store: Store, table: str, project: str, rows: list[dict[str, Any]]) -> None:
+    """OTLP metric points or log records (`otel_metrics`, `otel_logs`), as decoded, of a project."""
+    schema = SCHEMAS[table]
+    columns = {name: [row[name] for row in rows] for name in schema.names if name != "project_id"}
+    columns["project_id"] = [project] * len(rows)
+    for name in ("attributes", "resource"):
+        columns[name] = [list(m.items()) for m in columns[name]]
+    store.insert_arrow(table, table_of(schema, columns))
+
+
+def signal_summary(store: Store, project: str, since_ns: int) -> list[dict[str, Any]]:
+    """Per OTLP metric (name, kind, unit) and per log event name since `since_ns`: rows, services,
+    the last time one arrived."""
+    params = {"p": project, "since": since_ns}
+    metrics = store.query(
+        "SELECT 'metric' AS signal, name, kind, unit, count() AS points, "
+        "groupUniqArray(10)(service) AS services, "
+        f"{iso('max(time)', 'last')} FROM otel_metrics FINAL WHERE project_id = {{p:String}} "
+        "AND time >= fromUnixTimestamp64Nano({since:Int64}, 'UTC') GROUP BY name, kind, unit "
+        "ORDER BY name, kind, unit",
+        params,
+    )
+    logs = store.query(
+        "SELECT 'log' AS signal, event_name AS name, '' AS kind, '' AS unit, count() AS points, "
+        "groupUniqArray(10)(service) AS services, "
+        f"{iso('max(time)', 'last')} FROM otel_logs FINAL WHERE project_id = {{p:String}} "
+        "AND time >= fromUnixTimestamp64Nano({since:Int64}, 'UTC') GROUP BY event_name "
+        "ORDER BY event_name",
+        params,
+    )
+    return metrics + logs
 
 
 # -- reads other rooms make (they never name these tables) -------------------------------------

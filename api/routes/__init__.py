@@ -20,6 +20,7 @@ from driftline.api.routes import (
     retrain_jobs,
     review_queue,
     runs,
+    signals,
     silences,
     traces,
 )
@@ -30,6 +31,7 @@ ROUTERS: tuple[APIRouter, ...] = tuple(
         ingest,
         calls,
         traces,
+        signals,
         feedback,
         references,
         drift,

@@ -1,20 +1,26 @@
-"""OTLP/HTTP trace ingest: `POST /v1/traces`, acknowledged once durable in the log."""
+"""OTLP/HTTP ingest: `POST /v1/traces`, acknowledged once durable in the log; `/v1/metrics`
+and `/v1/logs`, acknowledged once stored."""
 
 from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Callable
+from typing import Any
 
 from fastapi import APIRouter, Request, Response
 from starlette.concurrency import run_in_threadpool
 
 from driftline.api.auth import IngestKey
 from driftline.api.runtime import ApiError, runtime
-from driftline.ingest import envelope, otlp
+from driftline.ingest import envelope, otlp, otlp_logs, otlp_metrics
+from driftline.ingest.tables import insert_signal
 from driftline.ingest.wal import WalClosed, WalFull
+from driftline.store import StoreError
 
 router = APIRouter(tags=["ingest"])
 _RETRY_WHEN_FULL = "5"
+OTLP_PATHS = frozenset({"/v1/traces", "/v1/metrics", "/v1/logs"})
 
 
 async def read_body(request: Request, limit: int) -> bytes:
@@ -79,3 +85,60 @@ async def export_traces(request: Request, principal: IngestKey) -> Response:
     rt.metrics.ack_seconds.observe(time.perf_counter() - started)
     rt.metrics.requests.labels("200").inc()
     return Response(otlp.response(decoded, media), media_type=media)
+
+
+@router.post(
+    "/v1/metrics",
+    summary="OTLP/HTTP metric export (protobuf or JSON, optionally gzip)",
+    response_class=Response,
+)
+async def export_metrics(request: Request, principal: IngestKey) -> Response:
+    media, rejected, message = await _store_signal(
+        request, principal.project, "otel_metrics", otlp_metrics.decode, otlp_metrics.rows
+    )
+    return Response(otlp_metrics.response(rejected, message, media), media_type=media)
+
+
+@router.post(
+    "/v1/logs",
+    summary="OTLP/HTTP log export (protobuf or JSON, optionally gzip)",
+    response_class=Response,
+)
+async def export_logs(request: Request, principal: IngestKey) -> Response:
+    media, rejected, message = await _store_signal(
+        request, principal.project, "otel_logs", otlp_logs.decode, otlp_logs.rows
+    )
+    return Response(otlp_logs.response(rejected, message, media), media_type=media)
+
+
+async def _store_signal(
+    request: Request,
+    project: str | None,
+    table: str,
+    decode: Callable[[bytes, str, str | None, int], Any],
+    rows_of: Callable[[Any], tuple[list[dict[str, Any]], int, str]],
+) -> tuple[str, int, str]:
+    """Read, decode and store a metrics or logs export before answering: the store is what
+    makes it durable (these are small and few beside traces). (media, rejected, message)."""
+    rt = runtime(request)
+    try:
+        media = otlp.media_type(request.headers.get("content-type"))
+        body = await read_body(request, rt.settings.max_body_bytes)
+        decoded = await run_in_threadpool(
+            decode, body, media, request.headers.get("content-encoding"),
+            rt.settings.max_decompressed_bytes,
+        )  # fmt: skip
+    except otlp.UnsupportedMedia as exc:
+        raise ApiError(415, str(exc)) from None
+    except otlp.TooLarge as exc:
+        raise ApiError(413, str(exc)) from None
+    except otlp.BadRequest as exc:
+        raise ApiError(400, str(exc)) from None
+    rows, rejected, message = rows_of(decoded)
+    if rows:
+        assert project is not None
+        try:
+            await run_in_threadpool(insert_signal, rt.store, table, project, rows)
+        except StoreError as exc:
+            raise ApiError(503, f"the store is unavailable: {exc}", {"Retry-After": "5"}) from None
+    return media, rejected, message

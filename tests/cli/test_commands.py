@@ -84,7 +84,13 @@ def test_settings_precedence_flags_then_env_then_file(
     monkeypatch.setenv("DRIFTLINE_PORT", "6000")
     settings = load_settings(config)
     assert (settings.port, settings.host) == (6000, "0.0.0.0")
-    assert settings.retention_days == {"llm_calls": 90, "spans": 7, "feedback": 0}
+    assert settings.retention_days == {
+        "llm_calls": 90,
+        "spans": 7,
+        "feedback": 0,
+        "otel_metrics": 30,
+        "otel_logs": 30,
+    }
     assert load_settings(config, port=7000).port == 7000
     monkeypatch.setenv("DRIFTLINE_CONFIG", str(config))
     assert load_settings().host == "0.0.0.0"

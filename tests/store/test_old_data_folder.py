@@ -130,7 +130,7 @@ def test_migrate_adds_only_what_came_after_and_changes_no_old_table(
     assert still[: len(recorded)] == recorded
     # The old tables neither altered nor emptied; later migrations only add tables.
     assert {name: after[name] for name in before} == before
-    assert set(after) - set(before) == {"review_sessions"}
+    assert set(after) - set(before) == {"review_sessions", "otel_metrics", "otel_logs"}
     assert {name: t["engine"] for name, t in before.items()} == MANIFEST["schema"]["engines"]
     assert {name: n for name, n in counts.items() if name in before} == {
         **MANIFEST["schema"]["rows"],
