@@ -1,6 +1,14 @@
 """The `driftline` command with every command group on it."""
 
-from driftline.cli import alerts, datasets, detectors, finetune, keys, serve  # noqa: F401
+from driftline.cli import (  # noqa: F401  (each module adds its commands to `main`)
+    alerts,
+    datasets,
+    detectors,
+    finetune,
+    keys,
+    migrate,
+    serve,
+)
 from driftline.cli.group import main
 
 __all__ = ["main"]

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import re
 
-from driftline.store.migrations import migrations
+from driftline.store.migrations import MIGRATIONS_TABLE, Layout, Migration, migrations
 
 ZOOKEEPER_PATH = "/clickhouse/tables/{shard}/{database}/{table}"
 _CREATE = re.compile(r"^\s*CREATE TABLE IF NOT EXISTS (\w+) \(")
@@ -16,45 +16,62 @@ _ENGINE = re.compile(
     r"\) ENGINE = (ReplacingMergeTree|AggregatingMergeTree|MergeTree)(?:\((\w+)\))?"
 )
 _ORDER_BY = re.compile(r"ORDER BY \(?([\w, ]+?)\)?\s*(?:TTL [^\n]*)?$")
-_MIGRATIONS_TABLE = (
-    "CREATE TABLE IF NOT EXISTS schema_migrations (version UInt32, name String, "
-    "applied_at DateTime64(3, 'UTC') DEFAULT now64(3)) ENGINE = MergeTree ORDER BY version"
-)
 
 
-def cluster_ddl(cluster: str, database: str = "driftline") -> list[str]:
-    """Every table of every migration as `<table>_local` (Replicated*MergeTree on each shard's
-    replicas) behind a Distributed `<table>` that driftline reads and writes unchanged; each
-    materialized view from local table to local table, each backfill through Distributed ones.
+class ClusterLayout(Layout):
+    """The schema on a named cluster: each table as `<table>_local` (Replicated*MergeTree on
+    each shard's replicas) behind a Distributed `<table>` that driftline reads and writes
+    unchanged; each materialized view from local table to local table; each backfill through the
+    Distributed tables; every statement ON CLUSTER.
 
     Rows go to shards by a hash of trace_id where the table has one (a trace stays on one
     shard); otherwise by a hash of the sorting key, so every version of a row that
     ReplacingMergeTree collapses lands on the same shard and FINAL stays correct."""
-    on = f"ON CLUSTER {_quote(cluster)}"
-    statements = [f"CREATE DATABASE IF NOT EXISTS {database} {on}"]
-    for sql in (_MIGRATIONS_TABLE, *(s for m in migrations() for s in m.statements)):
+
+    def __init__(self, cluster: str, database: str = "driftline") -> None:
+        self.cluster, self.database = cluster, database
+        self.on = f"ON CLUSTER {_quote(cluster)}"
+
+    def setup(self) -> list[str]:
+        return [
+            f"CREATE DATABASE IF NOT EXISTS {self.database} {self.on}",
+            *self._statement(MIGRATIONS_TABLE),
+        ]
+
+    def render(self, migration: Migration) -> list[str]:
+        return [out for sql in migration.statements for out in self._statement(sql)]
+
+    def _statement(self, sql: str) -> list[str]:
+        database, on = self.database, self.on
         if created := _CREATE.match(sql):
-            statements += _create(sql, created.group(1), database, cluster, on)
-        elif view := _VIEW.match(sql):
+            return _create(sql, created.group(1), database, self.cluster, on)
+        if view := _VIEW.match(sql):
             # Each shard's view adds the calls its own local table receives to its own local
             # rollup; reads through the Distributed rollup merge the states across shards.
             body = _TABLE_REF.sub(rf"\1 {database}.\2_local", sql[view.end() :])
-            statements.append(
+            return [
                 f"CREATE MATERIALIZED VIEW IF NOT EXISTS {database}.{view.group(1)} {on} "
                 f"TO {database}.{view.group(2)}_local AS{body}"
-            )
-        elif _INSERT.match(sql):
+            ]
+        if _INSERT.match(sql):
             # A backfill runs once, from the node the script is applied on: it reads every shard
             # through the Distributed tables and writes through them.
-            statements.append(_TABLE_REF.sub(rf"\1 {database}.\2", sql))
-        elif altered := _ALTER.match(sql):
-            table = altered.group(1)
-            rest = sql[altered.end() :]
-            statements.append(f"ALTER TABLE {database}.{table}_local {on} {rest}")
+            return [_TABLE_REF.sub(rf"\1 {database}.\2", sql)]
+        if altered := _ALTER.match(sql):
+            table, rest = altered.group(1), sql[altered.end() :]
+            out = [f"ALTER TABLE {database}.{table}_local {on} {rest}"]
             if "INDEX" not in rest:  # a Distributed table has columns but no data to index
-                statements.append(f"ALTER TABLE {database}.{table} {on} {rest}")
-        else:
-            raise ValueError(f"a migration statement this renderer does not know: {sql[:80]}")
+                out.append(f"ALTER TABLE {database}.{table} {on} {rest}")
+            return out
+        raise ValueError(f"a migration statement this renderer does not know: {sql[:80]}")
+
+
+def cluster_ddl(cluster: str, database: str = "driftline") -> list[str]:
+    """Every migration for a new cluster, as one script, ending with the record of them all."""
+    layout = ClusterLayout(cluster, database)
+    statements = layout.setup()
+    for migration in migrations():
+        statements += layout.render(migration)
     versions = ", ".join(f"({m.version}, {_string(m.name)})" for m in migrations())
     statements.append(f"INSERT INTO {database}.schema_migrations (version, name) VALUES {versions}")
     return statements

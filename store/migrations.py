@@ -67,25 +67,56 @@ def retention_columns() -> dict[str, str]:
     return found
 
 
-def migrate(store: Store) -> list[int]:
-    """Apply every migration the database lacks, in order; return the versions applied."""
-    store.command(
-        "CREATE TABLE IF NOT EXISTS schema_migrations (version UInt32, name String, "
-        "applied_at DateTime64(3, 'UTC') DEFAULT now64(3)) ENGINE = MergeTree ORDER BY version"
-    )
+MIGRATIONS_TABLE = (
+    "CREATE TABLE IF NOT EXISTS schema_migrations (version UInt32, name String, "
+    "applied_at DateTime64(3, 'UTC') DEFAULT now64(3)) ENGINE = MergeTree ORDER BY version"
+)
+
+
+class Layout:
+    """How the schema is laid out: here, plain tables on one node. `store.cluster` lays it out
+    on a cluster (replicated local tables behind Distributed ones)."""
+
+    def setup(self) -> list[str]:
+        """What must exist before the applied versions can be read."""
+        return [MIGRATIONS_TABLE]
+
+    def render(self, migration: Migration) -> list[str]:
+        """A migration's statements in this layout."""
+        return list(migration.statements)
+
+
+def pending(store: Store, layout: Layout | None = None) -> list[tuple[Migration, list[str]]]:
+    """Each migration the database lacks, with its statements in `layout`; StoreError when the
+    database is newer than this code."""
+    layout = layout or Layout()
     schema = migrations()
-    applied = {row["version"] for row in store.query("SELECT version FROM schema_migrations")}
+    found = store.query(
+        "SELECT count() AS n FROM system.tables WHERE database = currentDatabase() "
+        "AND name = 'schema_migrations'"
+    )
+    applied = (
+        {row["version"] for row in store.query("SELECT version FROM schema_migrations")}
+        if found[0]["n"]
+        else set()
+    )
     known = schema[-1].version
     if applied and max(applied) > known:
         raise StoreError(
             f"database schema is at version {max(applied)}, newer than this driftline knows "
             f"({known}); upgrade driftline instead of running an older one against it"
         )
+    return [(m, layout.render(m)) for m in schema if m.version not in applied]
+
+
+def migrate(store: Store, layout: Layout | None = None) -> list[int]:
+    """Apply every migration the database lacks, in order; return the versions applied."""
+    layout = layout or Layout()
+    for statement in layout.setup():
+        store.command(statement)
     done = []
-    for migration in schema:
-        if migration.version in applied:
-            continue
-        for statement in migration.statements:
+    for migration, statements in pending(store, layout):
+        for statement in statements:
             store.command(statement)
         store.command(
             "INSERT INTO schema_migrations (version, name) VALUES ({v:UInt32}, {n:String})",
