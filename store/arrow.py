@@ -26,3 +26,14 @@ def table_of(schema: pa.Schema, columns: Mapping[str, Any]) -> pa.Table:
     if unknown or missing:
         raise ValueError(f"columns not in the schema: {unknown}; missing: {missing}")
     return pa.table(dict(columns), schema=schema)
+
+
+def strings_not_binary(table: pa.Table) -> pa.Table:
+    """FixedString columns as text: ClickHouse's Arrow output makes them fixed-size binary (the
+    server's and chDB's alike), and driftline's (hashes, ids) are text."""
+    for i, field in enumerate(table.schema):
+        if pa.types.is_fixed_size_binary(field.type):
+            table = table.set_column(
+                i, field.name, table.column(i).cast(pa.binary()).cast(pa.string())
+            )
+    return table

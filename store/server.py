@@ -11,6 +11,7 @@ import pyarrow as pa
 from clickhouse_connect.driver.client import Client
 from clickhouse_connect.driver.external import ExternalData
 
+from driftline.store.arrow import strings_not_binary
 from driftline.store.base import INSERT_SETTINGS, Params, Store, StoreError
 
 
@@ -55,9 +56,10 @@ class ServerStore(Store):
 
     def query_arrow(self, sql: str, params: Params | None = None) -> pa.Table:
         try:
-            return self._client().query_arrow(sql, parameters=dict(params or {}), use_strings=True)
+            table = self._client().query_arrow(sql, parameters=dict(params or {}), use_strings=True)
         except Exception as exc:
             raise StoreError(str(exc)) from exc
+        return strings_not_binary(table)
 
     def insert_arrow(self, table: str, data: pa.Table) -> None:
         try:
@@ -77,14 +79,17 @@ class ServerStore(Store):
             fmt="TabSeparated",
         )
         try:
-            result = self._client().query(
+            # Arrow, as query_arrow: Native rows would hold FixedString columns as bytes.
+            table = self._client().query_arrow(
                 sql.replace("{values}", "driftline_values"),
                 parameters=dict(params or {}),
+                use_strings=True,
                 external_data=external,
             )
         except Exception as exc:
             raise StoreError(str(exc)) from exc
-        return list(result.named_results())
+        rows: list[dict[str, Any]] = strings_not_binary(table).to_pylist()
+        return rows
 
     def close(self) -> None:
         client = getattr(self._local, "client", None)

@@ -8,10 +8,12 @@ import socket
 import subprocess
 import sys
 import time
+import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TypeVar
+from urllib.parse import urlsplit, urlunsplit
 
 import httpx
 import pytest
@@ -22,6 +24,7 @@ from driftline.api.config import Settings, load_settings
 from driftline.api.runtime import Runtime
 from driftline.store import Store, keys, migrate, open_store
 from driftline.store.migrations import migrations
+from tests import clickhouse_http
 
 T = TypeVar("T")
 
@@ -58,6 +61,58 @@ def migrate_to(store: Store, version: int) -> None:
 def store(tmp_path: Path) -> Iterator[Store]:
     """A fresh embedded ClickHouse (chDB allows one open at a time per process)."""
     s = open_store(tmp_path / "data")
+    migrate(s)
+    yield s
+    s.close()
+
+
+# The backends a test that takes `backend` (or `open_backend`) runs on: the embedded engine, the
+# server backend against the stand-in for a ClickHouse server (tests/clickhouse_http.py), and a
+# real server when DRIFTLINE_CLICKHOUSE_URL names one.
+BACKENDS = ["embedded", "server"] + (
+    ["real-server"] if os.environ.get("DRIFTLINE_CLICKHOUSE_URL") else []
+)
+
+
+@pytest.fixture(scope="session")
+def clickhouse_stand_in(
+    tmp_path_factory: pytest.TempPathFactory,
+) -> Iterator[clickhouse_http.Running]:
+    """A stand-in for a remote ClickHouse server (its HTTP interface over chDB), in its own
+    process, shared by the session; each test gets a database of its own."""
+    with clickhouse_http.running(tmp_path_factory.mktemp("clickhouse") / "chdb") as server:
+        yield server
+
+
+@pytest.fixture(params=BACKENDS)
+def backend(request: pytest.FixtureRequest) -> str:
+    return str(request.param)
+
+
+@pytest.fixture
+def open_backend(request: pytest.FixtureRequest, backend: str, tmp_path: Path) -> Iterator:
+    """Opens a store on `backend`, on the same data at each call: the embedded engine in
+    tmp_path, or a database of this test's own on the stand-in or the real server (dropped
+    after the test)."""
+    if backend == "embedded":
+        yield lambda: open_store(tmp_path / "data")
+        return
+    database = f"driftline_test_{uuid.uuid4().hex[:12]}"
+    if backend == "server":
+        url = request.getfixturevalue("clickhouse_stand_in").url(database)
+    else:
+        real = urlsplit(os.environ["DRIFTLINE_CLICKHOUSE_URL"])
+        url = urlunsplit((real.scheme, real.netloc, f"/{database}", "", ""))
+    yield lambda: open_store(clickhouse_url=url)
+    with open_store(clickhouse_url=url) as s:
+        s.command(f"DROP DATABASE IF EXISTS {database}")
+
+
+@pytest.fixture
+def backend_store(open_backend: Callable[[], Store]) -> Iterator[Store]:
+    """A fresh, migrated store on each backend; a module or folder whose tests should run on
+    every backend makes it its `store`."""
+    s = open_backend()
     migrate(s)
     yield s
     s.close()

@@ -8,16 +8,24 @@ import time
 from typing import Any
 
 import orjson
+import pytest
 from google.rpc.status_pb2 import Status
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceResponse
 from opentelemetry.proto.common.v1.common_pb2 import AnyValue, ArrayValue, KeyValue, KeyValueList
 from prometheus_client.parser import text_string_to_metric_families
 
 from driftline.ingest import envelope
+from driftline.store import Store
 from tests import factory as f
 from tests.conftest import Collector
 
 JSON = {"content-type": "application/json"}
+
+
+@pytest.fixture
+def store(backend_store: Store) -> Store:
+    """The writer writes into each backend (tests/conftest.py's BACKENDS)."""
+    return backend_store
 
 
 def post(

@@ -1,10 +1,12 @@
-"""The store on the real embedded ClickHouse (chDB); server tests need DRIFTLINE_CLICKHOUSE_URL."""
+"""The store on every backend: the embedded ClickHouse (chDB), the server backend against the
+stand-in for a server (tests/clickhouse_http.py), and a real server when DRIFTLINE_CLICKHOUSE_URL
+is set (tests/conftest.py's BACKENDS)."""
 
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 
 import pyarrow as pa
 import pytest
@@ -78,12 +80,12 @@ def test_insert_query_and_parameters(store: Store) -> None:
         store.query("SELECT no_such_column FROM t")
 
 
-def test_data_survives_reopening(tmp_path: Path) -> None:
-    first = open_store(tmp_path / "data")
+def test_data_survives_reopening(open_backend: Callable[[], Store]) -> None:
+    first = open_backend()
     migrate(first)
     first.command("INSERT INTO projects (project_id) VALUES ('kept')")
     first.close()
-    second = open_store(tmp_path / "data")
+    second = open_backend()
     try:
         assert second.query("SELECT project_id FROM projects") == [{"project_id": "kept"}]
     finally:
@@ -138,8 +140,10 @@ _ROLLUP = _TOTALS.format(
 )
 
 
-def test_the_hourly_rollup_backfills_old_calls_once_and_follows_new_ones(tmp_path: Path) -> None:
-    store = open_store(tmp_path / "data")
+def test_the_hourly_rollup_backfills_old_calls_once_and_follows_new_ones(
+    open_backend: Callable[[], Store],
+) -> None:
+    store = open_backend()
     try:
         migrate_to(store, 6)
         seed(store, 2000, days=3)
@@ -153,7 +157,7 @@ def test_the_hourly_rollup_backfills_old_calls_once_and_follows_new_ones(tmp_pat
         assert store.query(_ROLLUP) == raw
         hours = store.query("SELECT uniqExact(toStartOfHour(start_time)) AS n FROM llm_calls")
         assert 60 <= hours[0]["n"] <= 73
-        # The writer's own insert path (Arrow through Python()) feeds the view.
+        # The writer's own insert path (Arrow through Python(), or over HTTP) feeds the view.
         now = datetime.now(UTC)
         store.insert_arrow(
             "llm_calls",
