@@ -3,6 +3,7 @@
 from driftline.cli import (  # noqa: F401  (each module adds its commands to `main`)
     alerts,
     datasets,
+    demo,
     detectors,
     finetune,
     keys,

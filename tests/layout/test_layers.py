@@ -64,6 +64,18 @@ def test_the_tree_keeps_the_layers(tree: Path) -> None:
             "import driftline.store\n",
             "driftline.sdk is not allowed to import driftline.store",
         ),
+        # the demo's own process loading the SDK: only its app (a user's app) may
+        (
+            "demo/run.py",
+            "from driftline import sdk\n",
+            "driftline.demo is not allowed to import driftline.sdk",
+        ),
+        # ... nor by importing the app, whose own import of the SDK the lint lets through
+        (
+            "cli/demo.py",
+            "def _late():\n    from driftline.demo import app\n",
+            "driftline.cli is not allowed to import driftline.demo.app",
+        ),
         # the SDK loading a heavy library the app did not ask for
         (
             "sdk/observe.py",
