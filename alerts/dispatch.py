@@ -183,7 +183,11 @@ class Dispatcher:
         payload = slack_body(body) if receiver.kind == "slack" else body
         group.sequence += 1
         self._record(group, firing, now)
-        ident = hashlib.sha256(f"{receiver.name}\0{group.key}\0{group.sequence}".encode())
+        # The moment too: a new installation's groups count from 1 again, and a receiver that
+        # deduplicates by webhook-id must not take its first notice for an old one.
+        ident = hashlib.sha256(
+            f"{receiver.name}\0{group.key}\0{group.sequence}\0{now:.6f}".encode()
+        )
         return Message(
             id="msg_" + ident.hexdigest()[:32],
             project=labels.get("project", ""),
