@@ -15,6 +15,7 @@ from prometheus_client import CollectorRegistry
 
 from driftline.alerts.engine import AlertEngine, AlertLoop
 from driftline.alerts.rules import RulesError, load_rules
+from driftline.api.budget import BodiesBusy, BodyBudget, BodyOverBudget
 from driftline.api.config import ConfigError, Settings
 from driftline.api.gate import BodyTooLarge, RequestGate
 from driftline.api.ratelimit import RateLimiter
@@ -147,6 +148,8 @@ def create_app(rt: Runtime) -> FastAPI:
                     loop.stop()
             rt.writer.stop()
             rt.wal.close()
+            if rt.writer.decoder.engine is not rt.store:  # the private one beside a server's
+                rt.writer.decoder.engine.close()
 
     app = FastAPI(
         title="driftline collector",
@@ -158,7 +161,10 @@ def create_app(rt: Runtime) -> FastAPI:
     )
     app.state.runtime = rt
     app.add_middleware(
-        RequestGate, check_key=rt.keys.check, max_body_bytes=rt.settings.max_body_bytes
+        RequestGate,
+        check_key=rt.keys.check,
+        max_body_bytes=rt.settings.max_body_bytes,
+        budget=BodyBudget(rt.settings.max_inflight_body_bytes),
     )
     app.state.review = review_routes.ReviewSite(
         rt.store,
@@ -204,6 +210,13 @@ def create_app(rt: Runtime) -> FastAPI:
     @app.exception_handler(BodyTooLarge)
     async def too_large(request: Request, exc: BodyTooLarge) -> Response:
         return await api_error(request, ApiError(413, exc.detail))
+
+    @app.exception_handler(BodiesBusy)
+    @app.exception_handler(BodyOverBudget)
+    async def over_budget(request: Request, exc: BodiesBusy | BodyOverBudget) -> Response:
+        return await api_error(
+            request, ApiError(exc.status_code, exc.detail, dict(exc.headers or {}))
+        )
 
     @app.exception_handler(InputError)
     async def bad_input(request: Request, exc: InputError) -> Response:

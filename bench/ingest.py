@@ -4,14 +4,19 @@ A load generator in its own process sends OTLP/HTTP protobuf batches of 512 real
 (traces of one agent span and three chat calls; prompts and answers are Debian package synopses and
 descriptions, a few hundred characters each) over keep-alive connections to `driftline serve` on
 the embedded store. Acks are durable (fsynced write-ahead log). The run ends when every span sent
-is in ClickHouse, so the stored rate includes the writer catching up.
+is in ClickHouse, so the stored rate includes the writer catching up. The collector's peak memory
+is its high-water resident set (VmHWM), start included.
 
-    python bench/ingest.py [--batches 2000] [--connections 8]
+    python bench/ingest.py [--batches 2000] [--connections 8] [--gzip] [--env NAME=VALUE]
+
+It prints its result as a JSON object; `bench/run_all.py --only ingest` records it in
+docs/benchmarks/ and renders docs/benchmarks.md from the record.
 """
 
 from __future__ import annotations
 
 import argparse
+import gzip
 import http.client
 import json
 import multiprocessing as mp
@@ -20,6 +25,7 @@ import platform
 import random
 import re
 import statistics
+import subprocess
 import sys
 import tempfile
 import threading
@@ -102,6 +108,8 @@ def load_generator(
     url: str, key: str, args: argparse.Namespace, ready: mp.Event, go: mp.Event, results: mp.Queue
 ) -> None:
     batches = build_batches(args.batches, args.spans_per_batch)
+    if args.gzip:
+        batches = [gzip.compress(b, compresslevel=6) for b in batches]
     ready.set()
     go.wait()
     host, port = url.removeprefix("http://").split(":")
@@ -113,6 +121,8 @@ def load_generator(
     def worker() -> None:
         conn = http.client.HTTPConnection(host, int(port), timeout=60)
         headers = {"content-type": "application/x-protobuf", "authorization": f"Bearer {key}"}
+        if args.gzip:
+            headers["content-encoding"] = "gzip"
         while True:
             with lock:
                 n = next(cursor, None)
@@ -168,11 +178,33 @@ def rss_kib(pid: int, field: str) -> int:
     return 0
 
 
+def revision() -> str:
+    """The commit of the collector's code (the `driftline` package the server imports)."""
+    import driftline
+
+    where = Path(next(iter(driftline.__path__))).resolve()
+    command = ["git", "-C", str(where), "describe", "--always", "--dirty"]
+    try:
+        return subprocess.run(command, capture_output=True, text=True, check=True).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
+
+
+def machine() -> str:
+    mem = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30
+    load = ", ".join(f"{x:.1f}" for x in os.getloadavg())
+    return (
+        f"{platform.machine()}, {os.cpu_count()} cores, {mem:.0f} GiB, Python "
+        f"{platform.python_version()}; load average at the end {load}"
+    )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--batches", type=int, default=2000)
     parser.add_argument("--spans-per-batch", type=int, default=512)
     parser.add_argument("--connections", type=int, default=8)
+    parser.add_argument("--gzip", action="store_true", help="send the batches gzip-compressed")
     parser.add_argument("--env", action="append", default=[], help="NAME=VALUE for the server")
     args = parser.parse_args()
     total = args.batches * args.spans_per_batch
@@ -198,15 +230,14 @@ def main() -> None:
             base_rss = rss_kib(server.process.pid, "VmRSS")
             t0 = time.time()
             go.set()
-            peak = base_rss
             stored = 0
             while stored < total:
                 time.sleep(0.2)
-                peak = max(peak, rss_kib(server.process.pid, "VmRSS"))
                 stored = stored_rows(server.url)
                 if time.time() - t0 > 900:
                     raise SystemExit(f"timed out with {stored}/{total} stored")
             t_stored = time.time()
+            peak = rss_kib(server.process.pid, "VmHWM")  # the high-water mark, start included
             sent = results.get()
             gen.join()
         finally:
@@ -217,10 +248,13 @@ def main() -> None:
     store_seconds = t_stored - sent["started"]
     result = {
         "date": time.strftime("%Y-%m-%d"),
-        "machine": f"{platform.machine()}, {os.cpu_count()} cores, {platform.python_version()}",
+        "machine": machine(),
+        "revision": revision(),
         "spans": total,
         "batches": args.batches,
         "connections": args.connections,
+        "gzip": args.gzip,
+        "env": args.env,
         "acked_spans_per_s": round(total / ack_seconds),
         "stored_spans_per_s": round(total / store_seconds),
         "ack_p50_ms": round(statistics.median(lat) * 1000, 1),

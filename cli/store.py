@@ -16,7 +16,7 @@ from driftline.store import Store, StoreError, migrate, open_store
 
 def open_settings_store(settings: Settings) -> Store:
     try:
-        return open_store(settings.data, settings.clickhouse_url)
+        return open_store(settings.data, settings.clickhouse_url, settings.engine_limits())
     except StoreError as exc:
         raise click.ClickException(str(exc)) from None
 

@@ -30,6 +30,7 @@ _MAX_TIME = 2**63 - 1  # ClickHouse DateTime64(9) ends in 2262
 _STRUCTURED = ("array_value", "kvlist_value")
 _BODY_KEYS = frozenset(genai.BODY_KEYS)
 _MAX_GZIP_MEMBERS = 64  # each member restarts the inflater; a bound keeps the work linear
+_INFLATE_STEP = 1024 * 1024  # inflated at a time, each step counted against the byte budget
 
 
 class BadRequest(ValueError):
@@ -63,24 +64,34 @@ def media_type(content_type: str | None) -> str:
     return bare
 
 
-def decompress(body: bytes, encoding: str | None, limit: int) -> bytes:
+def decompress(
+    body: bytes, encoding: str | None, limit: int, take: Callable[[int], None] | None = None
+) -> bytes:
+    """The body inflated, at most `limit` bytes; `take(n)` is told of every `n` bytes inflated
+    before more are (the server's byte budget: it raises to stop)."""
     encoding = (encoding or "identity").strip().lower()
     if encoding == "identity":
         return body
     if encoding != "gzip":
         raise UnsupportedMedia(f"content encoding {encoding!r} is not supported; use gzip")
-    inflater = zlib.decompressobj(wbits=31)
     pieces: list[bytes] = []
     size = 0
     try:
         # a gzip stream may be several members back to back (RFC 1952): read them all
         for _ in range(_MAX_GZIP_MEMBERS):
-            piece = inflater.decompress(body, limit + 1 - size)
-            pieces.append(piece)
-            size += len(piece)
+            inflater = zlib.decompressobj(wbits=31)
+            while not inflater.eof and size <= limit:
+                piece = inflater.decompress(body, min(_INFLATE_STEP, limit + 1 - size))
+                body = inflater.unconsumed_tail
+                if take is not None:
+                    take(len(piece))
+                pieces.append(piece)
+                size += len(piece)
+                if not piece and not body:
+                    break  # the input ended inside the member: truncated
             if not (inflater.eof and inflater.unused_data) or size > limit:
                 break
-            body, inflater = inflater.unused_data, zlib.decompressobj(wbits=31)
+            body = inflater.unused_data
         else:
             raise BadRequest(f"gzip body has more than {_MAX_GZIP_MEMBERS} members")
     except zlib.error as exc:
@@ -270,9 +281,15 @@ def _problem(span: Span) -> str:
     return ""
 
 
-def decode(body: bytes, content_type: str | None, encoding: str | None, limit: int) -> Decoded:
+def decode(
+    body: bytes,
+    content_type: str | None,
+    encoding: str | None,
+    limit: int,
+    take: Callable[[int], None] | None = None,
+) -> Decoded:
     media = media_type(content_type)
-    data = decompress(body, encoding, limit)
+    data = decompress(body, encoding, limit, take)
     request = parse(data, media)
     accepted, rejected, message = check_spans(request)
     rewritten = (media == JSON or _may_hold_structured_body(data)) and (

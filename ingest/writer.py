@@ -2,6 +2,10 @@
 
 A batch is committed in the log only after the store has it. A crash in between replays the
 batch; rows whose (trace_id, span_id) the store already has are skipped, so nothing is doubled.
+
+Memory follows the batch: decoding `batch_bytes` of records takes several times that in
+ClickHouse and Arrow. A batch that passes the engine's per-query memory limit is not retried as
+it is: the writer halves its batch until one fits, then grows it back.
 """
 
 from __future__ import annotations
@@ -19,8 +23,21 @@ from driftline.ingest.mapping import MappedBatch, SpanDecoder
 from driftline.ingest.metrics import CollectorMetrics
 from driftline.ingest.wal import Position, Record, WriteAheadLog, write_durably
 from driftline.store import Store, StoreError
+from driftline.store.embedded import MEMORY_LIMIT_EXCEEDED
 
 log = logging.getLogger(__name__)
+
+
+class TooLarge(Exception):
+    """A batch passes the store's memory limit, for one query or for all at once."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.per_query = "query memory limit" in message.lower()
+
+
+def _memory_limit(exc: Exception) -> bool:
+    return MEMORY_LIMIT_EXCEEDED in str(exc)
 
 
 class Writer:
@@ -38,6 +55,7 @@ class Writer:
         self.wal, self.store, self.decoder, self.metrics = wal, store, decoder, metrics
         self.batch_bytes = batch_bytes
         self.flush_interval = flush_interval
+        self._batch_limit = batch_bytes  # lower while batches pass the engine's memory limit
         self.store_healthy = True
         self._drain_deadline = float("inf")
         self._stop = threading.Event()
@@ -75,13 +93,27 @@ class Writer:
             return position
         if not stopping and self.wal.backlog_bytes() < self.batch_bytes:
             self._stop.wait(self.flush_interval)  # let a small batch grow a little
-        records = self.wal.read(position, self.batch_bytes)
+        records = self.wal.read(position, self._batch_limit)
         if not records:
             self._stop.wait(0.2)  # nothing readable yet past `position`: do not spin
             return position
-        if not self._store(self._decode(records)):
-            return position  # stopping while the store is down: the log keeps the batch
+        try:
+            if not self._store(self._decode(records)):
+                return position  # stopping while the store is down: the log keeps the batch
+        except TooLarge as exc:
+            if len(records) > 1:  # smaller each time, down to one record
+                read = sum(len(r.payload) for r in records)
+                self._batch_limit = max(1, min(self._batch_limit, read) // 2)
+                log.warning("a batch of %d records passes the store's memory limit; trying "
+                            "%d bytes at a time", len(records), self._batch_limit)  # fmt: skip
+                return position
+            if not exc.per_query:
+                raise  # other queries hold the memory: the same record, after a pause
+            self._dead_letter(records[0], exc)  # alone past store_query_memory_bytes: never fits
         self.wal.commit(records[-1].end)
+        self._batch_limit = min(self.batch_bytes, self._batch_limit * 2)
+        if self.wal.backlog_bytes() == 0:  # caught up: give back what the batches freed
+            self.decoder.engine.release_memory()
         return records[-1].end
 
     def _decode(self, records: list[Record]) -> MappedBatch:
@@ -94,6 +126,8 @@ class Writer:
         try:
             return self.decoder.decode([r.payload for r in records])
         except (StoreError, pa.ArrowException, ValueError) as exc:
+            if _memory_limit(exc):
+                raise TooLarge(str(exc)) from exc
             if not self.decoder.engine.ping():
                 raise
             log.error("a batch of %d records failed to decode (%s); isolating", len(records), exc)
@@ -123,6 +157,8 @@ class Writer:
                 self.store_healthy = True
                 return True
             except StoreError as exc:
+                if _memory_limit(exc):
+                    raise TooLarge(str(exc)) from exc
                 self.store_healthy = False
                 self.metrics.store_errors.inc()
                 log.warning("store write failed, retrying in %.1fs: %s", delay, exc)

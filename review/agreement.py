@@ -20,10 +20,10 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
-import krippendorff
 import numpy as np
-from sklearn.metrics import cohen_kappa_score
-from statsmodels.stats.inter_rater import aggregate_raters, fleiss_kappa
+
+# krippendorff, sklearn and statsmodels (with scipy and pandas, ~150 MB resident) are imported
+# where a statistic is computed, not when the collector starts.
 
 Value = float | str | bool
 Level = Literal["nominal", "ordinal", "interval", "ratio"]
@@ -174,6 +174,8 @@ def _matrix(
 
 def _alpha(matrix: np.ndarray[Any, np.dtype[np.float64]], level: Level) -> float | None:
     """Krippendorff's alpha, None where undefined."""
+    import krippendorff
+
     try:
         return _finite(krippendorff.alpha(reliability_data=matrix, level_of_measurement=level))
     except ValueError:  # the library raises instead of returning NaN when there is one value
@@ -182,6 +184,8 @@ def _alpha(matrix: np.ndarray[Any, np.dtype[np.float64]], level: Level) -> float
 
 def _cohen(matrix: np.ndarray[Any, np.dtype[np.float64]]) -> float | None:
     """Cohen's kappa for two reviewers who both rated every item."""
+    from sklearn.metrics import cohen_kappa_score
+
     first, second = matrix
     # explicit labels: without them sklearn warns when one reviewer used a single category
     labels = np.unique(matrix)
@@ -198,6 +202,8 @@ def _fleiss_rows(table: Table, codes: Mapping[tuple[bool, Value], float]) -> lis
 
 def _fleiss(rows: list[list[float]]) -> float | None:
     """Fleiss' kappa over items with the same number of ratings each."""
+    from statsmodels.stats.inter_rater import aggregate_raters, fleiss_kappa
+
     aggregated, _ = aggregate_raters(np.array(rows))
     return _finite(fleiss_kappa(aggregated, method="fleiss"))
 

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import contextlib
 import threading
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlencode
 
 import pyarrow as pa
 from chdb import session as chdb_session
@@ -13,15 +15,84 @@ from chdb import session as chdb_session
 from driftline.store.base import INSERT_SETTINGS, Params, Store, StoreError
 from driftline.store.files import private_folder
 
+MiB = 1024 * 1024
+MEMORY_LIMIT_EXCEEDED = "Code: 241."  # ClickHouse's error code, at the head of its message
+
+
+@dataclass(frozen=True)
+class EngineLimits:
+    """What the embedded ClickHouse may hold, given to chDB when its session starts.
+
+    ClickHouse's defaults suit a server that owns its machine: caches of up to 5 GiB each, 16
+    merge threads, queries bounded only by 90% of RAM. In a collector beside the app they are
+    what makes memory grow without bound, so each is set here.
+    """
+
+    memory_bytes: int = 384 * MiB  # every query and merge together (max_server_memory_usage)
+    query_memory_bytes: int = 256 * MiB  # one query or insert (max_memory_usage)
+    cache_bytes: int = 64 * MiB  # mark, index and query-condition caches, compiled expressions
+    background_threads: int = 2  # merges and mutations at once (background_pool_size)
+    # Parts below this many bytes (uncompressed) are written in the Compact format, one file:
+    # an insert or merge into a Wide part (a file per column) buffers every column at once,
+    # ~150 MiB for llm_calls' 60-odd streams. Bigger parts are merged column by column.
+    compact_part_bytes: int = 64 * MiB
+    # Granules (and merge blocks) of at most this many bytes: a compact part is written, and
+    # read by merges, a granule at a time; ClickHouse's 10 MiB made a merge take ~80 MiB.
+    granule_bytes: int = MiB
+
+    def startup_args(self) -> dict[str, int]:
+        """clickhouse-local's startup settings (chDB takes them in the connection string)."""
+        cache = self.cache_bytes
+        return {
+            "max_server_memory_usage": self.memory_bytes,
+            "max_memory_usage": self.query_memory_bytes,
+            "mark_cache_size": cache // 2,
+            "primary_index_cache_size": cache // 8,
+            "index_mark_cache_size": cache // 16,
+            "query_condition_cache_size": cache // 16,
+            "compiled_expression_cache_size": cache // 8,
+            "vector_similarity_index_cache_size": cache // 16,
+            "text_index_tokens_cache_size": cache // 64,
+            "text_index_header_cache_size": cache // 64,
+            "text_index_postings_cache_size": cache // 64,
+            "uncompressed_cache_size": 0,
+            "index_uncompressed_cache_size": 0,
+            "mmap_cache_size": 64,  # files, not bytes
+            "background_pool_size": self.background_threads,
+            "background_merges_mutations_concurrency_ratio": 1,
+        }
+
+    def config_xml(self) -> str:
+        """What the connection string cannot carry: MergeTree settings, in a config file."""
+        merge_tree = {
+            "min_bytes_for_wide_part": self.compact_part_bytes,
+            "vertical_merge_algorithm_min_rows_to_activate": 1,
+            "index_granularity_bytes": self.granule_bytes,
+            "merge_max_block_size_bytes": self.granule_bytes,
+        }
+        body = "".join(f"<{k}>{v}</{k}>" for k, v in merge_tree.items())
+        return f"<clickhouse><merge_tree>{body}</merge_tree></clickhouse>\n"
+
 
 class EmbeddedStore(Store):
-    """chDB allows one session per process; a lock serialises every call to it."""
+    """chDB allows one session per process; a lock serialises every call to it. `limits`
+    bound its memory (the collector's and the commands' stores, from the settings)."""
 
-    def __init__(self, path: Path, database: str = "driftline") -> None:
+    def __init__(
+        self, path: Path, database: str = "driftline", limits: EngineLimits | None = None
+    ) -> None:
         private_folder(path)
         self.database = database
+        self.limits = limits
+        target = str(path)  # without limits: ClickHouse's own defaults (tools, tests)
+        if limits is not None:
+            config = path / "driftline-engine.xml"  # written at each start, read by chDB once
+            config.write_text(limits.config_xml())
+            args = {"config-file": str(config), **limits.startup_args()}
+            target = f"file:{path}?{urlencode(args, safe='/')}"
+            _arrow_returns_memory()
         self._lock = threading.Lock()
-        self._session = chdb_session.Session(str(path))
+        self._session = chdb_session.Session(target)
         self.command(f"CREATE DATABASE IF NOT EXISTS {database}")
         self.command(f"USE {database}")
 
@@ -69,10 +140,23 @@ class EmbeddedStore(Store):
         with self._lock:
             self._session.close()
 
+    def release_memory(self) -> None:
+        """Hand the memory ClickHouse and Arrow freed back to the system now (the writer does
+        when it has caught up): chDB's allocator (jemalloc) keeps freed pages for seconds."""
+        with self._lock, contextlib.suppress(Exception):
+            self._session.query("SYSTEM JEMALLOC PURGE", "Null")
+        pa.default_memory_pool().release_unused()
+
     def _run(self, sql: str, params: Params | None = None, fmt: str = "Null") -> pa.Table:
         with self._lock:
             try:
-                return self._session.query(sql, fmt, params=_text_params(params))
+                if fmt != "ArrowTable":
+                    return self._session.query(sql, fmt, params=_text_params(params))
+                # chDB's own "ArrowTable" imports pandas (~60 MB resident) on every call.
+                result = self._session.query(sql, "Arrow", params=_text_params(params))
+                if len(result) == 0:
+                    return pa.table({})
+                return pa.ipc.open_file(result.get_memview().view()).read_all()
             except Exception as exc:
                 if fmt == "ArrowTable":
                     self._discard_stale_result()
@@ -82,7 +166,19 @@ class EmbeddedStore(Store):
         """After a query fails mid-stream, chDB (4.4) hands its leftover bytes to the next Arrow
         query, which then fails to parse; a throwaway query takes them."""
         with contextlib.suppress(Exception):
-            self._session.query("SELECT 1", "ArrowTable")
+            self._session.query("SELECT 1", "Arrow")
+
+
+def _arrow_returns_memory() -> None:
+    """Arrow's allocations from its jemalloc with no decay: freed pages go back at once. Its
+    default (mimalloc) keeps them, ~60 MiB after each writer batch on top of chDB's own."""
+    try:
+        pool = pa.jemalloc_memory_pool()
+        pa.jemalloc_set_decay_ms(0)
+    except NotImplementedError:  # a pyarrow built without jemalloc
+        pool = pa.system_memory_pool()
+    if pa.default_memory_pool().backend_name != pool.backend_name:
+        pa.set_memory_pool(pool)
 
 
 def _text_params(params: Params | None) -> dict[str, Any]:

@@ -12,6 +12,7 @@ from fastapi import APIRouter, Request, Response
 from starlette.concurrency import run_in_threadpool
 
 from driftline.api.auth import IngestKey
+from driftline.api.budget import BodiesBusy, BodyOverBudget, hold_of
 from driftline.api.runtime import ApiError, runtime
 from driftline.ingest import envelope, otlp, otlp_logs, otlp_metrics
 from driftline.ingest.tables import insert_signal
@@ -24,17 +25,22 @@ OTLP_PATHS = frozenset({"/v1/traces", "/v1/metrics", "/v1/logs"})
 
 
 async def read_body(request: Request, limit: int) -> bytes:
+    """The body, taken from the server's byte budget before it is read (when its length is
+    declared) or as it arrives: 503 with Retry-After when other bodies fill the budget."""
+    hold = hold_of(request)
     declared = request.headers.get("content-length")
     if declared is not None:
         if not declared.isdigit():
             raise ApiError(400, f"Content-Length {declared!r} is not a number")
         if int(declared) > limit:
             raise ApiError(413, f"body of {declared} bytes passes the limit of {limit} bytes")
+        hold.take(int(declared))
     chunks, size = [], 0
     async for chunk in request.stream():
         size += len(chunk)
         if size > limit:
             raise ApiError(413, f"body passes the limit of {limit} bytes")
+        hold.take(size - hold.held)  # beyond what was declared (or chunked)
         chunks.append(chunk)
     return b"".join(chunks)
 
@@ -50,14 +56,18 @@ async def export_traces(request: Request, principal: IngestKey) -> Response:
     try:
         media = otlp.media_type(request.headers.get("content-type"))
         body = await read_body(request, rt.settings.max_body_bytes)
-        # inflating and parsing up to max_decompressed_bytes: off the event loop
+        # inflating and parsing up to max_decompressed_bytes: off the event loop, each MiB
+        # inflated taken from the byte budget
         decoded = await run_in_threadpool(
             otlp.decode,
             body,
             media,
             request.headers.get("content-encoding"),
             rt.settings.max_decompressed_bytes,
+            hold_of(request).take,
         )
+    except (BodiesBusy, BodyOverBudget) as exc:
+        raise ApiError(exc.status_code, exc.detail, dict(exc.headers or {})) from None
     except otlp.UnsupportedMedia as exc:
         raise ApiError(415, str(exc)) from None
     except otlp.TooLarge as exc:
@@ -69,7 +79,7 @@ async def export_traces(request: Request, principal: IngestKey) -> Response:
     if decoded.accepted:
         assert principal.project is not None
         try:
-            future = rt.wal.submit(envelope.pack(principal.project, decoded.wire))
+            future = rt.wal.submit(envelope.pack_parts(principal.project, decoded.wire))
         except WalFull as exc:
             rt.metrics.spans_rejected.labels("backlog_full").inc(decoded.accepted)
             raise ApiError(
@@ -128,6 +138,8 @@ async def _store_signal(
             decode, body, media, request.headers.get("content-encoding"),
             rt.settings.max_decompressed_bytes,
         )  # fmt: skip
+    except (BodiesBusy, BodyOverBudget) as exc:
+        raise ApiError(exc.status_code, exc.detail, dict(exc.headers or {})) from None
     except otlp.UnsupportedMedia as exc:
         raise ApiError(415, str(exc)) from None
     except otlp.TooLarge as exc:

@@ -12,6 +12,14 @@ DETECTORS = ("mmd", "classifier", "centroid", "topics")
 CRITERIA = ("accuracy", "helpfulness", "safety")
 
 
+# Seeding is set-up, not what is measured: blocks written as they come (not gathered to 256 MiB
+# first), a block may span every day's partition, no cap on one query (a store's total cap stays).
+BULK = (
+    "SETTINGS max_partitions_per_insert_block = 0, max_memory_usage = 0, "
+    "min_insert_block_size_rows = 65536, min_insert_block_size_bytes = 16777216"
+)
+
+
 def _pick(values: tuple[str, ...], index: str) -> str:
     return f"[{', '.join(repr(v) for v in values)}][1 + ({index}) % {len(values)}]"
 
@@ -43,7 +51,7 @@ def _calls(store: Store, n: int, now_ns: int, span: int) -> None:
             input_messages, output_messages, input_text, output_text, input_tokens,
             output_tokens, total_tokens, cost_usd, finish_reasons, error_type, conversation_id,
             user_id, agent_name, attributes, resource_attributes)
-        SETTINGS max_partitions_per_insert_block = 0
+        {BULK}
         SELECT if(h % 10 = 0, 'beta', 'alpha'), lower(hex(MD5(toString(number)))),
             substring(lower(hex(MD5(concat('s', toString(number))))), 1, 16), '', t,
             t + toIntervalMillisecond(toUInt64(d)), d, {_pick(SERVICES, "h")},
@@ -71,6 +79,7 @@ def _detectors(store: Store, windows: int, now_ns: int, span: int) -> None:
         INSERT INTO detector_runs (project_id, window_key, scope, reference, reference_version,
             window_start, window_end, n_reference, n_current, drifting, consecutive, alerting,
             flagged, flag_counts, queued)
+        {BULK}
         SELECT 'alpha', concat('w', toString(w)), {_scope("w")},
             {_pick(("bot-v1", "search-v1"), "w")}, 1, {end} - toIntervalHour(1), {end}, 1000,
             500, w % 5 = 0, w % 5 = 0, 0, 30,
@@ -79,6 +88,7 @@ def _detectors(store: Store, windows: int, now_ns: int, span: int) -> None:
     store.command(f"""
         INSERT INTO findings (project_id, window_key, scope, window_end, detector, statistic,
             effect_size, p_value, rejected, details)
+        {BULK}
         SELECT 'alpha', concat('w', toString(w)), {_scope("w")}, {end},
             {_pick(DETECTORS, "number")}, (cityHash64(number) % 100) / 1000,
             (cityHash64(number) % 70) / 100, (cityHash64(number, 2) % 1000) / 1000,
@@ -95,6 +105,7 @@ def _review(store: Store, calls: int, now_ns: int, span: int) -> None:
     store.command(f"""
         INSERT INTO review_queue (project_id, trace_id, span_id, call_time, scope, reasons,
             scores, priority, source, window_key)
+        {BULK}
         SELECT 'alpha', {trace}, {spanid}, {at}, {_scope("number")},
             [{_pick(("low_relevance", "novelty", "latency", "refusal"), "number")}],
             map('relevance', 0.3), 1 / (1 + number), if(number % 20 = 0, 'audit', 'flag'), ''
@@ -104,6 +115,7 @@ def _review(store: Store, calls: int, now_ns: int, span: int) -> None:
     store.command(f"""
         INSERT INTO feedback (project_id, id, trace_id, span_id, name, kind, value_number,
             value_string, comment, user_id, source, review_id, details, created_at)
+        {BULK}
         SELECT 'alpha', concat(reviewer, '-', toString(q), '-', criterion), {q_trace},
             {q_span}, criterion, 'numeric',
             1 + (cityHash64(q, reviewer, criterion) % 5), '', '', reviewer, 'review',
@@ -115,12 +127,14 @@ def _review(store: Store, calls: int, now_ns: int, span: int) -> None:
     store.command(f"""
         INSERT INTO feedback (project_id, id, trace_id, span_id, name, kind, value_number,
             value_string, comment, user_id, source, created_at)
+        {BULK}
         SELECT 'alpha', concat('app-', toString(number)), {trace}, {spanid}, 'thumbs',
             'boolean', number % 4 != 0, '', '', 'user', 'sdk', {at}
         FROM numbers({queued})""")
     store.command(f"""
         INSERT INTO review_marks (project_id, trace_id, span_id, reviewer, status, body,
             updated_at)
+        {BULK}
         SELECT 'alpha', {trace}, {spanid}, {_pick(("alice", "bob", "carol"), "number")},
             if(number % 3 = 0, 'skipped', 'draft'), '{{}}', {at}
         FROM numbers({queued // 4})""")
