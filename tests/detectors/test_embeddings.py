@@ -244,7 +244,7 @@ def upgrade_a_folder_at_migration_7(store: Store) -> None:
             }
         ),
     )
-    assert migrate(store) == [migrations()[-1].version]
+    assert migrate(store) == [m.version for m in migrations() if m.version >= 8]
     (reference,) = list_references(store)
     assert reference.first_ns == now - 200 * 10**9
     assert reference.last_ns == now - 141 * 10**9

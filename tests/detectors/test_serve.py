@@ -121,12 +121,10 @@ def test_serve_detects_the_shift_alerts_and_resolves(tmp_path: Path) -> None:
         assert len(queued) >= 8  # the off-topic answers are queued, with why
         assert all({"low_relevance", "novel"} & set(r) for r in queued)
         # ... and wait in the review UI for a reviewer of the project.
-        reviewer = key(server, "review", "alice")
-        page = httpx.get(server.url + "/review", cookies={"driftline_review": reviewer}, timeout=30)
+        reviewer = {"Authorization": f"Bearer {key(server, 'review', 'alice')}"}
+        page = httpx.get(server.url + "/review", headers=reviewer, timeout=30)
         assert page.status_code == 200 and page.text.count('data-href="/review/items/') >= 8
-        overview = httpx.get(
-            server.url + "/review/overview", cookies={"driftline_review": reviewer}, timeout=30
-        ).text
+        overview = httpx.get(server.url + "/review/overview", headers=reviewer, timeout=30).text
         assert overview.count("<polyline") >= 6  # the windows' p-values and effects, the calls
 
         # The drift alert arrives signed at the webhook and in Alertmanager, and retrains.
