@@ -78,10 +78,10 @@ class Settings(BaseSettings):
         "inflated; past it 503 with Retry-After",
     )
     store_memory_bytes: int = Field(
-        384 * MiB, ge=64 * MiB, description="embedded ClickHouse: all queries and merges at once"
+        1024 * MiB, ge=64 * MiB, description="embedded ClickHouse: all queries and merges at once"
     )
     store_query_memory_bytes: int = Field(
-        256 * MiB, ge=16 * MiB, description="embedded ClickHouse: one query or insert"
+        512 * MiB, ge=16 * MiB, description="embedded ClickHouse: one query or insert"
     )
     store_cache_bytes: int = Field(
         64 * MiB, ge=0, description="embedded ClickHouse: mark, index and condition caches"

@@ -28,8 +28,8 @@ class EngineLimits:
     what makes memory grow without bound, so each is set here.
     """
 
-    memory_bytes: int = 384 * MiB  # every query and merge together (max_server_memory_usage)
-    query_memory_bytes: int = 256 * MiB  # one query or insert (max_memory_usage)
+    memory_bytes: int = 1024 * MiB  # every query and merge together (max_server_memory_usage)
+    query_memory_bytes: int = 512 * MiB  # one query or insert (max_memory_usage)
     cache_bytes: int = 64 * MiB  # mark, index and query-condition caches, compiled expressions
     background_threads: int = 2  # merges and mutations at once (background_pool_size)
     # Parts below this many bytes (uncompressed) are written in the Compact format, one file:
@@ -42,10 +42,15 @@ class EngineLimits:
 
     def startup_args(self) -> dict[str, int]:
         """clickhouse-local's startup settings (chDB takes them in the connection string)."""
-        cache = self.cache_bytes
+        cache, query = self.cache_bytes, self.query_memory_bytes
         return {
             "max_server_memory_usage": self.memory_bytes,
-            "max_memory_usage": self.query_memory_bytes,
+            "max_memory_usage": query,
+            # big aggregations and sorts (a migration's backfill) spill to disk before the limit;
+            # INSERT ... SELECT writes blocks of at most an eighth of it
+            "max_bytes_before_external_group_by": query // 2,
+            "max_bytes_before_external_sort": query // 2,
+            "min_insert_block_size_bytes": query // 8,
             "mark_cache_size": cache // 2,
             "primary_index_cache_size": cache // 8,
             "index_mark_cache_size": cache // 16,
