@@ -4,7 +4,7 @@ PY := $(VENV)/bin/python
 PIP := $(PY) -m pip
 DATA ?= ./driftline-data
 
-.PHONY: run test lint peers bench-ingest clean
+.PHONY: run test lint peers bench clean
 
 # torch is pinned first: a bare `torch` requirement from the extras would otherwise pull the
 # newest (multi-GB CUDA) build; 2.13.0 is the CPU wheel on the CI machine's disk.
@@ -43,8 +43,10 @@ peers:
 test: lint peers
 	$(VENV)/bin/pytest -q
 
-bench-ingest: install-dev
-	$(PY) bench/ingest.py
+# Every benchmark at full size (hours; ONLY=name runs one), then docs/benchmarks.md from the
+# records in docs/benchmarks/ (bench/run_all.py).
+bench: install-dev
+	$(PY) bench/run_all.py $(if $(ONLY),--only $(ONLY))
 
 clean:
 	rm -rf build *.egg-info .mypy_cache .ruff_cache .pytest_cache

@@ -9,7 +9,9 @@ at "All") `--repeats` times after one warm-up, and reports p50/p95 per panel.
 from __future__ import annotations
 
 import argparse
+import atexit
 import json
+import shutil
 import statistics
 import sys
 import tempfile
@@ -20,17 +22,17 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from bench.drift import append_docs  # noqa: E402
+from bench import record  # noqa: E402
 from deploy.grafana import build  # noqa: E402
 from driftline.store import Store, migrate, open_store  # noqa: E402
 from tests.deploy.macros import expand  # noqa: E402
 from tests.deploy.seed import seed  # noqa: E402
 
-SECTION = "## Dashboards: Grafana panel queries on chDB"
 TARGET_MS = 300
+DAYS = 30
 ALL = {"project": build.ALL, "service": build.ALL, "model": build.ALL}
 # Grafana's interval for a ~1,000-pixel-wide panel, rounded as it rounds them.
-RANGES = {"24h": (timedelta(days=1), 60), "7d": (timedelta(days=7), 600)}
+RANGES = {"24 h": (timedelta(days=1), 60), "7 d": (timedelta(days=7), 600)}
 
 
 def panels(folder: Path = build.OUT) -> list[tuple[str, str, str]]:
@@ -58,24 +60,15 @@ def time_query(store: Store, sql: str, repeats: int) -> tuple[float, float, int]
     return statistics.median(times), p95, rows
 
 
-def report(
-    results: list[dict], calls: int, seed_s: float | None, disk_bytes: int, rollup: dict
-) -> str:
-    seeded = "reused from an earlier run" if seed_s is None else f"seeded in {seed_s:.0f} s"
-    lines = [
-        f"{calls:,} calls over 30 days {seeded} "
-        f"({disk_bytes / 2**20:,.0f} MiB on disk for `llm_calls`; the hourly rollup "
-        f"`llm_calls_hourly` {rollup['r']:,} rows, {rollup['b'] / 2**20:,.1f} MiB). Every "
-        f"variable at *All*, the worst case; target p95 < {TARGET_MS} ms.",
-        "",
-        "| dashboard | panel | 24 h p50 / p95 ms | 7 d p50 / p95 ms | meets target |",
-        "|---|---|---|---|---|",
-    ]
-    for r in results:
-        ok = all(r[k][1] < TARGET_MS for k in RANGES)
-        cells = " | ".join(f"{r[k][0]:.0f} / {r[k][1]:.0f}" for k in RANGES)
-        lines.append(f"| {r['board']} | {r['title']} | {cells} | {'yes' if ok else '**no**'} |")
-    return "\n".join(lines)
+def panels_table(results: list[dict]) -> dict:
+    return record.table(
+        "Panel query times, every variable at *All* (the worst case)",
+        [record.col("dashboard"), record.col("panel"),
+         *(record.col(f"{r} {q}", "ms", ",.0f") for r in RANGES for q in ("p50", "p95")),
+         record.col(f"p95 under {TARGET_MS} ms")],
+        [[r["board"], r["title"], *(v for k in RANGES for v in r[k][:2]),
+          all(r[k][1] < TARGET_MS for k in RANGES)] for r in results],
+    )  # fmt: skip
 
 
 def main() -> None:
@@ -83,13 +76,16 @@ def main() -> None:
     parser.add_argument("--calls", type=int, default=10_000_000)
     parser.add_argument("--repeats", type=int, default=7)
     parser.add_argument("--data", type=Path, help="chDB folder (default: a temporary one)")
-    parser.add_argument("--append-docs", action="store_true")
     parser.add_argument(
         "--dashboards", type=Path, default=build.OUT, help="folder of dashboard JSON to time"
     )
     parser.add_argument("--panels", help="only these panel titles, separated by '|'")
+    record.add_argument(parser)
     args = parser.parse_args()
+    recorder = record.Recorder("dashboards", args.record, ["chdb"])
     folder = args.data or Path(tempfile.mkdtemp(prefix="driftline-bench-dash-"))
+    if args.data is None:
+        atexit.register(shutil.rmtree, folder, ignore_errors=True)
     store = open_store(folder)
     started = time.perf_counter()
     applied = migrate(store)
@@ -100,7 +96,7 @@ def main() -> None:
     if reused:  # a folder seeded by an earlier run: its own `now`
         now = store.query("SELECT max(start_time) AS t FROM llm_calls")[0]["t"]
     else:
-        seed(store, args.calls, days=30, now=now)
+        seed(store, args.calls, days=DAYS, now=now)
     # As a long-running server's merges leave them.
     store.command("OPTIMIZE TABLE llm_calls FINAL")
     store.command("OPTIMIZE TABLE llm_calls_hourly FINAL")
@@ -113,7 +109,8 @@ def main() -> None:
         "SELECT sum(rows) AS r, sum(bytes_on_disk) AS b FROM system.parts WHERE active "
         "AND table = 'llm_calls_hourly' AND database = currentDatabase()"
     )[0]
-    print(f"{args.calls:,} calls ready in {seeded:.0f} s, {disk / 2**20:.0f} MiB", flush=True)
+    calls = store.query("SELECT count() AS n FROM llm_calls")[0]["n"]
+    print(f"{calls:,} calls ready in {seeded:.0f} s, {disk / 2**20:.0f} MiB", flush=True)
     results = []
     wanted = set(args.panels.split("|")) if args.panels else None
     for board, title, sql in panels(args.dashboards):
@@ -125,11 +122,14 @@ def main() -> None:
         print(json.dumps(row), flush=True)
         results.append(row)
     store.close()
-    text = report(results, args.calls, None if reused else seeded, int(disk), rollup)
-    print(text)
-    if args.append_docs:
-        command = "python " + " ".join([Path(sys.argv[0]).as_posix(), *sys.argv[1:]])
-        append_docs(text, command, SECTION, "bench/dashboards.py")
+    settings = {"calls": calls, "days": DAYS, "repeats": args.repeats, "target_ms": TARGET_MS}
+    figures = {
+        "seed_seconds": None if reused else seeded,
+        "llm_calls_mib": disk / 2**20,
+        "rollup_rows": rollup["r"],
+        "rollup_mib": rollup["b"] / 2**20,
+    }
+    recorder.write([panels_table(results)], settings, figures)
 
 
 if __name__ == "__main__":

@@ -9,18 +9,17 @@ window's range read, the drift tests and the flags, written back. Reported: the 
 its RSS growth (sampled every 5 ms), every query's rows as ClickHouse plans to read them
 (EXPLAIN ESTIMATE), and the first load of the reference (once per process).
 
-    python bench/detect_scale.py --calls 10000000 [--data DIR] [--append-docs]
-
-It ends with one JSON line: {"calls": N, "pass_seconds": ..., "pass_rss_growth_mib": ...,
-"window_rows_read": ...}.
+    python bench/detect_scale.py --calls 10000000 [--data DIR] [--record PATH]
 """
 
 from __future__ import annotations
 
 import argparse
+import atexit
 import hashlib
 import json
 import resource
+import shutil
 import sys
 import tempfile
 import threading
@@ -35,15 +34,18 @@ import pyarrow as pa
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from bench.drift import FIXTURE, append_docs  # noqa: E402
+from bench import record  # noqa: E402
+from bench.drift import FIXTURE  # noqa: E402
 from driftline.detectors.config import DetectorSettings  # noqa: E402
 from driftline.detectors.embeddings import quantize  # noqa: E402
 from driftline.detectors.references import create_reference  # noqa: E402
 from driftline.detectors.runner import Runner  # noqa: E402
 from driftline.store import Store, migrate, open_store  # noqa: E402
+from tests.deploy.seed import BULK  # noqa: E402
 from tests.detectors.recording import RecordingStore  # noqa: E402
 
-SECTION = "## Detection at volume: one detector pass against the history"
+TARGET_PASS_S = 2.0
+TARGET_RSS_MIB = 300
 MODEL = "bench-static-256"
 DIM = 256
 SERVICES = ("support-bot", "search", "summarizer", "agent-desk")
@@ -115,7 +117,7 @@ def seed(store: Store, calls: int, now_ns: int) -> None:
             service, service_version, operation, provider, request_model, response_model,
             input_text, output_text, input_tokens, output_tokens, total_tokens, cost_usd,
             finish_reasons)
-        SETTINGS max_partitions_per_insert_block = 0
+        {BULK}
         SELECT 'alpha', lower(hex(MD5(toString(number)))),
             substring(lower(hex(MD5(concat('s', toString(number))))), 1, 16), t, t, d,
             {pick}, '1.0', 'chat', 'openai', 'gpt-4o', 'gpt-4o', x.prompt, x.response,
@@ -129,7 +131,7 @@ def seed(store: Store, calls: int, now_ns: int) -> None:
         INSERT INTO call_vectors (project_id, model, start_time, trace_id, span_id, service,
             service_version, response_model, agent_name, duration_ms, output_tokens, cost_usd,
             error_type, finish_reasons, prompt_vector, response_vector)
-        SETTINGS max_partitions_per_insert_block = 0
+        {BULK}
         SELECT c.project_id, '{MODEL}', c.start_time, c.trace_id, c.span_id, c.service,
             c.service_version, c.response_model, '', c.duration_ms, c.output_tokens, c.cost_usd,
             '', c.finish_reasons, x.pv, x.rv
@@ -223,9 +225,15 @@ def main() -> None:
     parser.add_argument("--data", type=Path, help="a data folder to seed once and reuse")
     parser.add_argument("--window", type=int, default=500)
     parser.add_argument("--passes", type=int, default=3, help="timed passes (median reported)")
-    parser.add_argument("--append-docs", action="store_true")
+    parser.add_argument(
+        "--settle", type=float, default=5.0, help="the embedder's settle time (s), as in serve"
+    )
+    record.add_argument(parser)
     args = parser.parse_args()
+    recorder = record.Recorder("detect_scale", args.record, ["chdb", "numpy"])
     folder = args.data or Path(tempfile.mkdtemp(prefix="driftline-detect-scale-"))
+    if args.data is None:
+        atexit.register(shutil.rmtree, folder, ignore_errors=True)
     inner = open_store(folder)
     migrate(inner)
     seeded = inner.query("SELECT count() AS n FROM llm_calls")[0]["n"]
@@ -236,11 +244,13 @@ def main() -> None:
     elif seeded < args.calls:
         sys.exit(f"{folder} holds {seeded:,} calls, fewer than --calls; use a new folder")
     store = RecordingStore(inner)
-    settings = DetectorSettings(window_calls=args.window, per_version_references=False)
-    runner = Runner(store, settings, StandInEmbedder())
+    detectors = DetectorSettings(
+        window_calls=args.window, per_version_references=False, embed_settle_seconds=args.settle
+    )
+    runner = Runner(store, detectors, StandInEmbedder())
     # First pass: the reference's load (once per process) and any window waiting from a reuse.
     arrive(inner, args.window, time.time_ns())
-    time.sleep(6)  # the embedder's settle time: inserts still in flight
+    time.sleep(args.settle + 1)  # inserts still in flight wait out the settle time
     started = time.perf_counter()
     runner.embed()
     runner.test()
@@ -248,7 +258,7 @@ def main() -> None:
     passes = []
     for _ in range(args.passes):
         arrive(inner, args.window, time.time_ns())
-        time.sleep(6)
+        time.sleep(args.settle + 1)
         store.selects.clear()
         with PeakRss() as rss:
             started = time.perf_counter()
@@ -285,22 +295,30 @@ def main() -> None:
         "vector_bytes_per_call": round(bytes_per_call(inner, "call_vectors")),
         "call_bytes_per_call": round(bytes_per_call(inner, "llm_calls")),
     }
-    text = (
-        f"| calls stored | pass (s, median of {args.passes}) | RSS growth (MiB, max) | "
-        "window rows read | rows planned, whole pass | first pass with reference load (s) | "
-        "vector bytes/call | call bytes/call |\n"
-        "|---:|---:|---:|---:|---:|---:|---:|---:|\n"
-        f"| {result['calls']:,} | {result['pass_seconds']} | {result['pass_rss_growth_mib']} | "
-        f"{result['window_rows_read']:,} | {result['pass_rows_planned']:,} | "
-        f"{result['first_pass_seconds']} | {result['vector_bytes_per_call']} | "
-        f"{result['call_bytes_per_call']} |"
-    )
-    print(text)
-    if args.append_docs:
-        command = "python " + " ".join([Path(sys.argv[0]).as_posix(), *sys.argv[1:]])
-        append_docs(text, command, SECTION, "bench/detect_scale.py")
+    targets = [
+        [f"a pass in at most {TARGET_PASS_S:g} s", result["pass_seconds"],
+         result["pass_seconds"] <= TARGET_PASS_S],
+        [f"RSS growth at most {TARGET_RSS_MIB} MiB", result["pass_rss_growth_mib"],
+         result["pass_rss_growth_mib"] <= TARGET_RSS_MIB],
+    ]  # fmt: skip
+    tables = [
+        record.table(
+            f"One pass ({args.window}-call window; median of {args.passes} passes)",
+            [record.col("calls stored", fmt=",d"), record.col("pass", "s", ".3f"),
+             record.col("RSS growth (max)", "MiB", ".1f"),
+             record.col("window rows read", fmt=",d"),
+             record.col("rows planned, whole pass", fmt=",d"),
+             record.col("first pass, with the reference's load", "s", ".3f"),
+             record.col("vector bytes / call", fmt=",d"),
+             record.col("call bytes / call", fmt=",d")],
+            [list(result.values())],
+        ),
+        record.table("Targets", [record.col("target"), record.col("measured", fmt="~3"),
+                                 record.col("met")], targets),
+    ]  # fmt: skip
+    settings = {"window": args.window, "passes": args.passes, "settle_s": args.settle}
+    recorder.write(tables, settings)
     inner.close()
-    print(json.dumps(result))
 
 
 if __name__ == "__main__":

@@ -12,23 +12,20 @@ Three parts, one run:
   samples of the same section mix; shifts = the current window's section mix tilted towards a
   group of sections;
 * **embedding throughput** (texts/s) of driftline's `Embedder` beside a plain
-  `SentenceTransformer.encode` on the same texts (`--embedding-only` for just this).
+  `SentenceTransformer.encode` on the same texts.
 
-    python bench/drift.py --setup-alibi            # once: bench/results/venv-alibi
-    python bench/drift.py [--sizes 1000 5000 20000] [--power-n 500 --trials 50] [--append-docs]
+    python bench/drift.py [--sizes 1000 5000 20000] [--power-n 500 --trials 50] [--record PATH]
 
-Runs unchanged on a CUDA machine (both detectors pick the GPU); without the Alibi venv it times
-driftline alone.
+The first run without `--no-alibi` makes the Alibi venv (bench/results/venv-alibi;
+`--setup-alibi` does only that). Runs unchanged on a CUDA machine (both detectors pick the GPU).
 """
 
 from __future__ import annotations
 
 import argparse
-import datetime as dt
 import hashlib
 import json
 import os
-import platform
 import statistics
 import subprocess
 import sys
@@ -40,12 +37,14 @@ from typing import Any
 import numpy as np
 
 ROOT = Path(__file__).resolve().parent.parent
-RESULTS = ROOT / "bench" / "results"
+sys.path.insert(0, str(ROOT))
+
+from bench import record  # noqa: E402
+
+RESULTS = record.RESULTS
 ALIBI_VENV = RESULTS / "venv-alibi"
 ALIBI_REQUIREMENTS = ROOT / "bench" / "requirements-alibi.txt"
 FIXTURE = ROOT / "tests" / "fixtures" / "debian_descriptions.jsonl"
-DOCS = ROOT / "docs" / "benchmarks.md"
-SECTION = "## Drift test: MMD permutation test vs Alibi Detect"
 DIM = 384
 ALPHA = 0.05
 # Sections whose share the shifted windows raise: programming-language ecosystems.
@@ -175,7 +174,6 @@ def alibi_peak_bytes(n: int) -> int:
 
 
 def load_mmd() -> Any:
-    sys.path.insert(0, str(ROOT))
     try:
         from driftline.detectors.mmd import mmd_test
     except ImportError:  # a machine without the editable install (the GPU box): the source tree
@@ -337,16 +335,6 @@ def encode_throughput(count: int = 256, rounds: int = 3) -> dict[str, Any]:
     }
 
 
-def embedding_line(enc: dict[str, Any]) -> str:
-    return (
-        f"Embedding (all-MiniLM-L6-v2, {enc['device']}, batch 64, max {enc['max_seq_length']} "
-        f"tokens, {enc['texts']} descriptions of {enc['mean_chars']:.0f} characters on average, "
-        f"median of alternating rounds): plain `SentenceTransformer.encode` "
-        f"{enc['texts_per_s']:.1f} texts/s, driftline's `Embedder.encode` "
-        f"{enc['driftline_embedder']['texts_per_s']:.1f} texts/s."
-    )
-
-
 def make_trials(
     sections: list[str], n: int, tilt: float, trials: int, seed: int
 ) -> list[tuple[list[int], list[int]]]:
@@ -414,99 +402,161 @@ def power(args: argparse.Namespace, alibi: Path | None) -> dict[str, Any]:
     return result
 
 
-# ----------------------------------------------------------------------------- report
+# ----------------------------------------------------------------------------- record
 
 
-def fmt_s(seconds: float) -> str:
-    return f"{seconds:.3f} s" if seconds < 10 else f"{seconds:.1f} s"
+def alibi_seconds(al: dict[str, Any]) -> float:
+    """Alibi's predict time: the median of its runs, or extrapolated from the probe."""
+    return statistics.median(al["predict_s"]) if al["predict_s"] else al["estimate_predict_s"]
 
 
-def report(args: argparse.Namespace, rows: list[dict[str, Any]], pw: dict[str, Any] | None) -> str:
-    lines = [
-        f"| n = m | driftline `mmd_test` ({device_name()}) | Alibi `MMDDrift` predict | "
-        "Alibi init | speed-up |",
-        "|---|---|---|---|---|",
-    ]
+def timing_table(rows: list[dict[str, Any]]) -> dict[str, Any]:
+    out = []
     for row in rows:
         ours = statistics.median(row["ours_s"])
-        ours_txt = f"**{fmt_s(ours)}** ({len(row['ours_s'])} runs)"
-        if "alibi" not in row:
-            lines.append(f"| {row['n']:,} | {ours_txt} | {row['alibi_note']} | | |")
+        al = row.get("alibi")
+        if al is None:
+            out.append([row["n"], ours, len(row["ours_s"]), row["alibi_note"], None, None, None])
             continue
-        al = row["alibi"]
-        if al["predict_s"]:
-            alibi_s = statistics.median(al["predict_s"])
-            alibi_txt = f"{fmt_s(alibi_s)} ({len(al['predict_s'])} run(s))"
-        else:
-            alibi_s = al["estimate_predict_s"]
-            alibi_txt = f"~{fmt_s(alibi_s)} (extrapolated from a probe)"
-        lines.append(
-            f"| {row['n']:,} | {ours_txt} | {alibi_txt} | {fmt_s(al['init_s'])} | "
-            f"**{alibi_s / ours:,.0f} times** |"
-        )
-    out = "\n".join(lines)
-    if pw is None:
-        return out
-    meta = pw["embedding"]
-    plines = [
-        "",
-        f"Rejection rate at alpha = {ALPHA} over {args.trials} trials per row, n = m = "
-        f"{args.power_n:,}, B = {args.permutations} for both (real embeddings, "
-        f"{meta['texts']:,} Debian descriptions):",
-        "",
-        "| current window | share of the tilted sections (reference: "
-        f"{pw['group_share']:.0%}) | driftline | Alibi Detect |",
-        "|---|---|---|---|",
-    ]
-    for name, cond in pw["conditions"].items():
-        ours = float(np.mean(np.array(cond["ours_p"]) < ALPHA))
-        alibi = (
-            f"{np.mean(np.array(cond['alibi']['p_values']) < ALPHA):.2f}"
-            if "alibi" in cond
-            else "not run"
-        )
-        plines.append(f"| {name} | {cond['current_group_share']:.1%} | {ours:.2f} | {alibi} |")
-    same = [c["alibi_same_kernel"] for c in pw["conditions"].values() if "alibi_same_kernel" in c]
-    if same:
-        diffs = [abs(a - b) for s in same for a, b in zip(s["mmd2"], s["ours_mmd2"], strict=True)]
-        plines += [
-            "",
-            f"Alibi given driftline's bandwidths (`sigma=`) on {sum(len(s['mmd2']) for s in same)} "
-            f"shifted trials: largest |MMD² difference| {max(diffs):.2e}.",
+        alibi_s = alibi_seconds(al)
+        how = len(al["predict_s"]) or "extrapolated from a probe"
+        out.append([row["n"], ours, len(row["ours_s"]), alibi_s, how, al["init_s"], alibi_s / ours])
+    return record.table(
+        "Time per test (random unit vectors)",
+        [
+            record.col("n = m", fmt=",d"),
+            record.col("driftline `mmd_test`", "s", "~3"),
+            record.col("runs"),
+            record.col("Alibi `MMDDrift` predict", "s", "~3"),
+            record.col("Alibi runs"),
+            record.col("Alibi init", "s", "~3"),
+            record.col("speed-up", "times", ",.0f"),
+        ],
+        out,
+    )
+
+
+def rate(p_values: list[float]) -> float:
+    return float(np.mean(np.array(p_values) < ALPHA))
+
+
+def power_table(pw: dict[str, Any]) -> dict[str, Any]:
+    rows = [
+        [
+            name,
+            cond["current_group_share"],
+            rate(cond["ours_p"]),
+            rate(cond["alibi"]["p_values"]) if "alibi" in cond else "not run",
         ]
-    return out + "\n" + "\n".join(plines)
-
-
-def machine() -> str:
-    mem = 0
-    for line in Path("/proc/meminfo").read_text().splitlines():
-        if line.startswith("MemTotal:"):
-            mem = int(line.split()[1]) // 2**20
-    return (
-        f"{platform.machine()}, {os.cpu_count()} cores, {mem} GiB, Python "
-        f"{platform.python_version()}, {device_name()}"
+        for name, cond in pw["conditions"].items()
+    ]
+    return record.table(
+        f"Rejection rate on {pw['embedding']['texts']:,} real embeddings (the tilted sections "
+        f"hold {pw['group_share']:.0%} of them)",
+        [
+            record.col("current window"),
+            record.col("share of the tilted sections", fmt=".1%"),
+            record.col("driftline", fmt=".2f"),
+            record.col("Alibi Detect", fmt=".2f"),
+        ],
+        rows,
     )
 
 
-def append_docs(
-    text: str, command: str, section: str = SECTION, script: str = "bench/drift.py"
-) -> None:
-    """Add a dated run with the machine and command under `section` of docs/benchmarks.md: at
-    the end of that section (before the next `## `) if it exists, else as a new last section."""
-    doc = DOCS.read_text()
-    block = (
-        f"\n### Run of {dt.date.today().isoformat()}\n\n**Machine**: {machine()}.\n\n"
-        f"**Command**: `{command}`\n\n{text}\n"
+def same_kernel_table(pw: dict[str, Any]) -> dict[str, Any] | None:
+    """Trials where Alibi was given driftline's bandwidths, and the largest |MMD² difference|."""
+    same = [c["alibi_same_kernel"] for c in pw["conditions"].values() if "alibi_same_kernel" in c]
+    if not same:
+        return None
+    diffs = [abs(a - b) for s in same for a, b in zip(s["mmd2"], s["ours_mmd2"], strict=True)]
+    return record.table(
+        "Alibi given driftline's bandwidths (`sigma=`): the same statistic",
+        [record.col("shifted trials"), record.col("largest |MMD² difference|", fmt=".2e")],
+        [[sum(len(s["mmd2"]) for s in same), max(diffs)]],
     )
-    at = doc.find(f"\n{section}")
-    if at < 0:
-        DOCS.write_text(doc.rstrip("\n") + "\n" + f"\n{section} (`{script}`)\n" + block)
-        return
-    end = doc.find("\n## ", at + 1)
-    if end < 0:
-        DOCS.write_text(doc.rstrip("\n") + "\n" + block)
-        return
-    DOCS.write_text(doc[:end].rstrip("\n") + "\n" + block + doc[end:])
+
+
+def targets_table(
+    rows: list[dict[str, Any]], pw: dict[str, Any] | None, device: str
+) -> dict[str, Any]:
+    out = []
+    at = {row["n"]: row for row in rows}
+    if 5000 in at and "alibi" in at[5000]:
+        row = at[5000]
+        speed = alibi_seconds(row["alibi"]) / statistics.median(row["ours_s"])
+        out.append(["≥ 50 times faster than Alibi Detect at n = 5,000", speed, speed >= 50])
+    if pw is not None and all("alibi" in c for c in pw["conditions"].values()):
+        conds = list(pw["conditions"].values())
+        null, shifts = conds[0], conds[1:]
+        ok = rate(null["ours_p"]) <= ALPHA and all(
+            rate(c["ours_p"]) >= rate(c["alibi"]["p_values"]) for c in shifts
+        )
+        out.append(["power ≥ Alibi Detect's on every shift, false alarms ≤ alpha", None, ok])
+    if 20000 in at:
+        seconds = statistics.median(at[20000]["ours_s"])
+        gpu = device.startswith("cuda")
+        verdict = seconds < 1 if gpu else f"not measured: no GPU ({device})"
+        out.append(["n = 20,000 in under 1 s on an H100 or H200", seconds, verdict])
+    return record.table(
+        "Targets",
+        [record.col("target"), record.col("measured", fmt="~3"), record.col("met")],
+        out,
+    )
+
+
+def encode_table(enc: dict[str, Any]) -> dict[str, Any]:
+    return record.table(
+        f"Embedding throughput (all-MiniLM-L6-v2, {enc['device']}, batch 64, max "
+        f"{enc['max_seq_length']} tokens, {enc['texts']} descriptions of "
+        f"{enc['mean_chars']:.0f} characters on average, median of alternating rounds)",
+        [record.col("plain `SentenceTransformer.encode`", "texts/s", ".1f"),
+         record.col("driftline `Embedder.encode`", "texts/s", ".1f")],
+        [[enc["texts_per_s"], enc["driftline_embedder"]["texts_per_s"]]],
+    )  # fmt: skip
+
+
+def write_record(
+    recorder: record.Recorder,
+    args: argparse.Namespace,
+    rows: list[dict[str, Any]],
+    pw: dict[str, Any] | None,
+    enc: dict[str, Any] | None,
+    alibi: dict[str, str],
+) -> dict[str, Any]:
+    device = device_name()
+    tables = [timing_table(rows)]
+    if pw is not None:
+        tables.append(power_table(pw))
+        same = same_kernel_table(pw)
+        if same is not None:
+            tables.append(same)
+    if enc is not None:
+        tables.append(encode_table(enc))
+    targets = targets_table(rows, pw, device)
+    if targets["rows"]:
+        tables.append(targets)
+    settings = {
+        "sizes": args.sizes,
+        "dimension": DIM,
+        "permutations": args.permutations,
+        "alpha": ALPHA,
+        "power_n": args.power_n,
+        "trials": args.trials,
+        "device": device,
+        "alibi": "alibi-detect" in alibi,
+    }
+    return recorder.write(tables, settings, extra_versions=alibi)
+
+
+def alibi_versions(python: Path | None) -> dict[str, str]:
+    """Alibi Detect's venv's versions of the packages that matter here."""
+    if python is None:
+        return {}
+    names = ["alibi-detect", "torch", "numpy"]
+    code = "import json; from importlib.metadata import version as v; "
+    code += f"print(json.dumps({{n + ' (Alibi venv)': v(n) for n in {names!r}}}))"
+    done = subprocess.run([str(python), "-c", code], capture_output=True, text=True, check=True)
+    return dict(json.loads(done.stdout).items())
 
 
 def main() -> None:
@@ -519,38 +569,24 @@ def main() -> None:
     parser.add_argument("--trials", type=int, default=50, help="trials per condition; 0: skip")
     parser.add_argument("--same-kernel-trials", type=int, default=5)
     parser.add_argument("--no-alibi", action="store_true")
-    parser.add_argument("--embedding-only", action="store_true", help="just the texts/s line")
-    parser.add_argument("--setup-alibi", action="store_true")
-    parser.add_argument("--append-docs", action="store_true")
+    parser.add_argument("--setup-alibi", action="store_true", help="only make the Alibi venv")
     parser.add_argument("--alibi-worker", nargs=2, type=Path, help=argparse.SUPPRESS)
+    record.add_argument(parser)
     args = parser.parse_args()
     if args.alibi_worker:
         alibi_worker(*args.alibi_worker)
         return
-    if args.embedding_only:
-        print(f"machine: {machine()}\n{embedding_line(encode_throughput())}")
-        return
     RESULTS.mkdir(parents=True, exist_ok=True)
-    if args.setup_alibi:
+    if args.setup_alibi or not (args.no_alibi or alibi_python()):
         setup_alibi()
-        return
+        if args.setup_alibi:
+            return
+    recorder = record.Recorder("drift", args.record, ["torch", "numpy", "sentence-transformers"])
     alibi = None if args.no_alibi else alibi_python()
-    if alibi is None and not args.no_alibi:
-        print("Alibi Detect venv not found (python bench/drift.py --setup-alibi): driftline only")
-    print(f"machine: {machine()}", flush=True)
     rows = timing(args, alibi)
     pw = power(args, alibi) if args.trials else None
-    text = report(args, rows, pw)
     enc = encode_throughput() if args.trials else None
-    if enc is not None:
-        text += "\n\n" + embedding_line(enc)
-    print(text)
-    stamp = dt.datetime.now().strftime("%Y%m%d-%H%M%S")
-    (RESULTS / f"drift-{stamp}.json").write_text(
-        json.dumps({"timing": rows, "power": pw, "encode": enc, "machine": machine()}, indent=1)
-    )
-    if args.append_docs:
-        append_docs(text, "python " + " ".join([Path(sys.argv[0]).as_posix(), *sys.argv[1:]]))
+    write_record(recorder, args, rows, pw, enc, alibi_versions(alibi))
 
 
 if __name__ == "__main__":

@@ -18,16 +18,15 @@ section = topic), for each embedder:
 Embedders: plain `SentenceTransformer.encode` at max_seq_length 256 (the baseline), 128 and 64;
 ONNX Runtime fp32 and int8 (dynamic quantization) of the same model, exported by torch.onnx
 (needs bench/requirements-onnx.txt; those rows are skipped without it); and driftline's static
-embedder (model2vec, distilled from the same model into bench/results/models). All on CPU.
+embedder (model2vec, distilled from the same model into serve's model cache). All on CPU.
 
     .venv/bin/pip install -r bench/requirements-onnx.txt   # once, for the ONNX rows
-    .venv/bin/python bench/embedders.py [--trials 30] [--quick] [--append-docs]
+    .venv/bin/python bench/embedders.py [--trials 30] [--quick] [--record PATH]
 """
 
 from __future__ import annotations
 
 import argparse
-import datetime as dt
 import json
 import os
 import statistics
@@ -41,10 +40,10 @@ from typing import Any
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from bench import drift  # fixture, trials, mmd_test, machine, docs
+from bench import drift, record  # drift: the fixture, its trials and mmd_test
 
 RESULTS = drift.RESULTS
-SECTION = "## Embedders: speed, drift power and relevance"
+PACKAGES = ("torch", "sentence-transformers", "model2vec", "onnxruntime", "numpy")
 ALPHA = drift.ALPHA
 # A topic the reference never sees, 10% of the current window: science and engineering.
 NEW_TOPIC = ("science", "math", "electronics", "hamradio")
@@ -165,12 +164,13 @@ def onnx_runtime(path: Path, key: str, label: str, setup_s: float, max_len: int 
     return Variant(key, label, encode, setup_s + time.perf_counter() - start)
 
 
-def static(cache: Path) -> Variant:
+def static() -> Variant:
+    """The static embedder as `driftline serve` makes it (and caches it, in its model cache)."""
     from driftline.detectors.config import DetectorSettings
     from driftline.detectors.embedder import make_embedder
 
     start = time.perf_counter()
-    embedder = make_embedder(DetectorSettings(model_cache=str(cache)))
+    embedder = make_embedder(DetectorSettings())
     setup_s = time.perf_counter() - start
     marker = json.loads((embedder.model_path / "driftline.json").read_text())
     how = "distilled in this run" if getattr(embedder, "distilled", False) else "cached"
@@ -216,7 +216,7 @@ def build_variants(args: argparse.Namespace) -> tuple[list[Variant], str]:
                 onnx_runtime(int8, "onnx-int8", "ONNX Runtime int8 (dynamic), max 256",
                              export_s + quant_s)
             )  # fmt: skip
-    ours = static(RESULTS)  # the model in bench/results/models/<name>
+    ours = static()
     variants += [ours, stored_int8(ours)]
     return variants, onnx_note
 
@@ -323,65 +323,44 @@ def affordable_n(budget_s: float, cpu_per_call: float, mmd_s_500: float) -> int:
     return lo
 
 
-# ----------------------------------------------------------------------------- report
+# ----------------------------------------------------------------------------- record
 
 
-def loadavg() -> str:
-    one, five, _ = os.getloadavg()
-    return f"{one:.1f} (1 min), {five:.1f} (5 min)"
-
-
-def report(res: dict[str, Any], args: argparse.Namespace) -> str:
+def tables(res: dict[str, Any], n: int) -> list[dict[str, Any]]:
     base = res["variants"][BASELINE]
-    n, eq = args.n, res["equal_cpu"]
-    head = " | ".join(CONDITIONS)
-    capped = " (capped: --max-n, the fixture)" if eq["n"] < eq["affordable"]["static"] else ""
-    lines = [
-        f"Pool of {res['pool']:,} calls ({res['pool'] * 2:,} texts); power: {args.trials} paired "
-        f"trials per cell, mmd_test with B = {args.permutations} permutations, alpha = {ALPHA}; "
-        f"tilted-section share of the current window at n = {n}: "
-        + ", ".join(f"{k} {v:.0%}" for k, v in res["shares"][str(n)].items())
-        + ".",
-        "",
-        f"| embedder | texts/s | speed-up | CPU s / 500 calls | {head} (n = {n}) | "
-        "relevance AUC | cos to plain-256 |",
-        "|---|---|---|---|" + "---|" * len(CONDITIONS) + "---|---|",
-    ]
-    for v in res["variants"].values():
-        rates = " | ".join(f"{v['power'][c]['rate']:.2f}" for c in CONDITIONS)
-        agree = f"{v['cos_to_plain']:.3f}" if v.get("cos_to_plain") is not None else "—"
-        lines.append(
-            f"| {v['label']} | {v['texts_per_s']:,.0f} | "
-            f"{v['texts_per_s'] / base['texts_per_s']:,.1f} | {v['cpu_s_per_500_calls']:.2f} | "
-            f"{rates} | {v['auc']:.3f} | {agree} |"
-        )
-    lines += [
-        "",
-        f"At equal CPU time: a {n}-call window costs the plain transformer "
-        f"{eq['budget_s']:.1f} CPU s (embedding {eq['budget_embed_s']:.1f} s + test "
-        f"{eq['budget_mmd_s']:.2f} s). In that time each embedder could take (n², test cost "
-        "extrapolated from n = 500): "
-        + ", ".join(f"{res['variants'][k]['label']} n ≈ {a:,}" for k, a in eq["affordable"].items())
-        + ".",
-        "",
-        f"| embedder at equal CPU time | n = m | CPU s per window (measured) | {head} |",
-        "|---|---|---|" + "---|" * len(CONDITIONS),
-        f"| {base['label']} | {n} | {eq['budget_s']:.1f} | "
-        + " | ".join(f"{base['power'][c]['rate']:.2f}" for c in CONDITIONS)
-        + " |",
-        f"| {res['variants']['static']['label']} | {eq['n']:,}{capped} | "
-        f"{eq['static_window_s']:.1f} | "
-        + " | ".join(f"{eq['power'][c]['rate']:.2f}" for c in CONDITIONS)
-        + " |",
-        "",
-        f"Tilted-section share at n = {eq['n']:,} (whole fixture; the reference takes rows the "
-        "tilt would draw, so the tilt is weaker): "
-        + ", ".join(f"{k} {v:.0%}" for k, v in res["shares"][str(eq["n"])].items())
-        + ".",
-        "",
-        "Notes: " + " ".join(res["notes"]),
-    ]
-    return "\n".join(lines)
+    eq = res["equal_cpu"]
+    rates = [record.col(c, fmt=".2f") for c in CONDITIONS]
+    main = record.table(
+        f"Speed, drift power at n = m = {n} (rejection rate) and relevance",
+        [record.col("embedder"), record.col("texts/s", fmt=",.0f"),
+         record.col("speed-up", "times", ",.1f"), record.col("CPU s / 500 calls", fmt=".2f"),
+         *rates, record.col("relevance AUC", fmt=".3f"), record.col("cos to plain-256", fmt=".3f")],
+        [[v["label"], v["texts_per_s"], v["texts_per_s"] / base["texts_per_s"],
+          v["cpu_s_per_500_calls"], *(v["power"][c]["rate"] for c in CONDITIONS), v["auc"],
+          v["cos_to_plain"]] for v in res["variants"].values()],
+    )  # fmt: skip
+    afford = record.table(
+        f"Window each embedder could take in the CPU time the plain transformer spends on a "
+        f"{n}-call window (n², test cost extrapolated from n = {n})",
+        [record.col("embedder"), record.col("n = m", fmt=",d")],
+        [[res["variants"][k]["label"], a] for k, a in eq["affordable"].items()],
+    )
+    capped = "capped: the fixture or --max-n" if eq["n"] < eq["affordable"]["static"] else ""
+    equal = record.table(
+        "At equal CPU time (rejection rate)",
+        [record.col("embedder"), record.col("n = m", fmt=",d"), record.col("window size"),
+         record.col("CPU s per window (measured)", fmt=".1f"), *rates],
+        [[base["label"], n, "", eq["budget_s"], *(base["power"][c]["rate"] for c in CONDITIONS)],
+         [res["variants"]["static"]["label"], eq["n"], capped, eq["static_window_s"],
+          *(eq["power"][c]["rate"] for c in CONDITIONS)]],
+    )  # fmt: skip
+    shares = record.table(
+        "Share of the tilted sections in the current window (the reference takes rows the tilt "
+        "would draw, so a larger window's tilt is weaker)",
+        [record.col("n = m", fmt=",d"), *(record.col(c, fmt=".0%") for c in CONDITIONS)],
+        [[int(size), *(share[c] for c in CONDITIONS)] for size, share in res["shares"].items()],
+    )
+    return [main, afford, equal, shares]
 
 
 # ----------------------------------------------------------------------------- main
@@ -399,15 +378,14 @@ def main() -> None:
     parser.add_argument(
         "--short", action="store_true", help="the baseline and the static rows only (no ONNX)"
     )
-    parser.add_argument("--append-docs", action="store_true")
+    record.add_argument(parser)
     args = parser.parse_args()
     if args.quick:
-        args.trials, args.permutations, args.n = min(args.trials, 4), 50, 100
-        args.pool, args.max_n = 300, 300
-    started = time.perf_counter()
+        args.trials, args.permutations, args.n = min(args.trials, 2), 50, 30
+        args.pool, args.max_n = 100, 200
+    recorder = record.Recorder("embedders", args.record, PACKAGES)
     RESULTS.mkdir(parents=True, exist_ok=True)
-    notes = [f"Load average at start {loadavg()} on {os.cpu_count()} cores."]
-    print(f"machine: {drift.machine()}; load {loadavg()}", flush=True)
+    notes: list[str] = []
 
     rows = drift.fixture_rows()
     pool_idx = np.sort(np.random.default_rng(0).permutation(len(rows))[: args.pool])
@@ -424,7 +402,7 @@ def main() -> None:
     mmd_test = drift.load_mmd()
     mmd_test(drift.random_unit(300, 1), drift.random_unit(300, 2), permutations=10)  # warm-up
     trials = conditions(sections, args.n, args.trials)
-    res: dict[str, Any] = {"pool": len(pool), "variants": {}, "notes": notes, "shares": {}}
+    res: dict[str, Any] = {"pool": len(pool), "variants": {}, "shares": {}}
     res["shares"][str(args.n)] = {c: group_share(sections, t) for c, t in trials.items()}
     for v in variants:
         embed_pool(v, prompts, responses)
@@ -482,34 +460,17 @@ def main() -> None:
     for v in variants:
         out = {k: val for k, val in v.out.items() if k not in ("prompts", "responses")}
         res["variants"][v.key] = {"label": v.label, "setup_s": v.setup_s, "note": v.note, **out}
-    notes.append(
-        f"Load average at the end {loadavg()}; whole run {time.perf_counter() - started:.0f} s."
-    )
-    text = report(res, args)
-    print(text)
-    stamp = dt.datetime.now().strftime("%Y%m%d-%H%M%S")
-    (RESULTS / f"embedders-{stamp}.json").write_text(json.dumps(res, indent=1))
-    if args.append_docs:
-        command = ".venv/bin/python " + " ".join([Path(sys.argv[0]).as_posix(), *sys.argv[1:]])
-        drift.append_docs(text, command, section=SECTION, script="bench/embedders.py")
-    summary = {
-        "machine": drift.machine(),
-        "n": args.n,
+    settings = {
+        "pool": len(pool),
         "trials": args.trials,
         "permutations": args.permutations,
-        "equal_cpu_n": n_eq,
-        "embedders": {
-            k: {
-                "texts_per_s": round(v["texts_per_s"], 1),
-                "speedup": round(v["texts_per_s"] / res["variants"][BASELINE]["texts_per_s"], 1),
-                "auc": round(v["auc"], 4),
-                "power": {c: v["power"][c]["rate"] for c in CONDITIONS},
-            }
-            for k, v in res["variants"].items()
-        },
-        "static_equal_cpu_power": {c: eq_power[c]["rate"] for c in CONDITIONS},
+        "alpha": ALPHA,
+        "n": args.n,
+        "max_n": args.max_n,
+        "short": args.short,
     }
-    print(json.dumps(summary))
+    figures = {k: res["equal_cpu"][k] for k in ("budget_s", "budget_embed_s", "budget_mmd_s")}
+    recorder.write(tables(res, args.n), settings, figures, notes)
 
 
 if __name__ == "__main__":

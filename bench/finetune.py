@@ -23,16 +23,13 @@ are short (prompt and answer ~20 tokens), so the figures are per-step costs of s
 of long contexts. The 1-minute load average before and after training is recorded: on a shared
 machine other processes' load slows the CPU figures.
 
-    python bench/finetune.py --size tiny [--record]                       # CPU, batch 8
-    python bench/finetune.py --size 100m --device cpu --max-steps 4 [--record]
+    python bench/finetune.py --size tiny                            # CPU, batch 8
+    python bench/finetune.py --size 100m --device cpu --max-steps 4
 
-One-shot GPU run (both sizes on CUDA, bf16; results as JSON and markdown under --out):
+One-shot GPU run (both sizes on CUDA, bf16), its record (with that machine's description) to
+bring back into docs/benchmarks/:
 
-    python bench/finetune.py --size tiny 100m --device cuda --out "$OUT"
-
-and to record a result file brought back from that machine, with its machine line:
-
-    python bench/finetune.py --record-from results/finetune-bench.json
+    python bench/finetune.py --size tiny 100m --device cuda --record "$OUT/finetune-cuda.json"
 
 Without a GPU a CUDA row says "not run: no GPU here"; nothing is ever estimated.
 """
@@ -40,7 +37,6 @@ Without a GPU a CUDA row says "not run: no GPU here"; nothing is ever estimated.
 from __future__ import annotations
 
 import argparse
-import datetime as dt
 import json
 import os
 import resource
@@ -54,11 +50,8 @@ from typing import Any
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from bench.drift import DOCS, append_docs, machine  # noqa: E402
+from bench import record  # noqa: E402
 
-SECTION = "## Fine-tune: DPO steps/s and peak memory"
-SCRIPT = "bench/finetune.py"
-RESULT_FILE = "finetune-bench.json"
 BATCH = 8
 MAX_LENGTH = 64
 # Per size: the model's shape and how it trains (learning rate, passes over the ~30 pairs).
@@ -225,70 +218,36 @@ def spawn(size: str, device: str, max_steps: int) -> dict[str, Any]:
         return dict(json.loads(Path(result.name).read_text()))
 
 
-# ----------------------------------------------------------------------------- report
+# ----------------------------------------------------------------------------- record
 
 
-def table(rows: list[dict[str, Any]]) -> str:
-    lines = [
-        "| size | parameters | device | precision | batch | steps | steps/s | samples/s "
-        "| peak memory | held-out accuracy (gate) |",
-        "|---|---|---|---|---|---|---|---|---|---|",
-    ]
+def table(rows: list[dict[str, Any]]) -> dict[str, Any]:
+    out = []
     for r in rows:
         if "error" in r or "note" in r:
             reason = r.get("note") or f"failed: {r['error']}"
-            lines.append(f"| {r['size']} | | {r['device']} | {reason} | | | | | | |")
+            out.append([r["size"], None, r["device"], reason, *[None] * 11])
             continue
-        if r["gpu_peak_mib"] is not None:
-            memory = (
-                f"{r['gpu_peak_mib']:,.0f} MiB GPU allocated "
-                f"({r['gpu_reserved_mib']:,.0f} reserved); {r['peak_rss_mib']:,.0f} MiB RSS"
-            )
-        else:
-            memory = f"{r['peak_rss_mib']:,.0f} MiB RSS"
-        promoted = "promoted" if r["gate_promote"] else "not promoted"
-        lines.append(
-            f"| {r['size']} | {r['parameters']:,} | {r['device_name']} | {r['precision']} "
-            f"| {r['batch']} | {r['steps']} | {r['steps_per_s']:.3g} | {r['samples_per_s']:.3g} "
-            f"| {memory} | {r['held_out_accuracy']:.0%} of {r['test_rows']} ({promoted}) |"
-        )
-    return "\n".join(lines)
-
-
-def report(rows: list[dict[str, Any]]) -> str:
-    ran = [r for r in rows if "steps" in r]
-    lines = [table(rows), ""]
-    if ran:
-        r = ran[0]
-        lines.append(
-            "DPO (sigmoid loss, beta 0.1) through `driftline.finetune.train.finetune` on the "
-            f"tests' synthetic preference: {r['train_rows']} training pairs, "
-            f"{r['test_rows']} held out, max length {MAX_LENGTH}; steps/s = optimizer steps / "
-            "TRL's `train_runtime` (model load, publish and gate excluded). Held-out accuracy "
-            "is the gate's preference accuracy (the base model scores 50%). Learning rate "
-            + ", ".join(f"{x['size']} {x['learning_rate']:g}" for x in ran)
-            + ". 1-minute load average before / after training: "
-            + ", ".join(
-                f"{x['size']} {x['load_average'][0]:.1f} / {x['load_average'][1]:.1f}" for x in ran
-            )
-            + f" ({r['cores']} cores)."
-        )
-    return "\n".join(lines)
-
-
-def record(text: str, command: str, remote_machine: str | None = None) -> None:
-    if remote_machine is None:
-        append_docs(text, command, SECTION, SCRIPT)
-        return
-    # Results measured elsewhere: the same block as append_docs, with that machine's line.
-    doc = DOCS.read_text()
-    block = (
-        f"\n### Run of {dt.date.today().isoformat()}\n\n**Machine**: {remote_machine}.\n\n"
-        f"**Command**: `{command}`\n\n{text}\n"
-    )
-    if SECTION not in doc:
-        block = f"\n{SECTION} (`{SCRIPT}`)\n" + block
-    DOCS.write_text(doc.rstrip("\n") + "\n" + block)
+        out.append(
+            [r["size"], r["parameters"], r["device_name"], r["precision"], r["batch"], r["steps"],
+             r["steps_per_s"], r["samples_per_s"], r["peak_rss_mib"], r["gpu_peak_mib"],
+             r["gpu_reserved_mib"], r["held_out_accuracy"], r["test_rows"],
+             "promoted" if r["gate_promote"] else "not promoted",
+             " / ".join(f"{x:.1f}" for x in r["load_average"])]
+        )  # fmt: skip
+    return record.table(
+        "DPO through `driftline.finetune.train.finetune`: steps/s = optimizer steps / TRL's "
+        "`train_runtime` (model load, publish and gate excluded); held-out accuracy is the gate's "
+        "preference accuracy (the base model scores 50%)",
+        [record.col("size"), record.col("parameters", fmt=",d"), record.col("device"),
+         record.col("precision"), record.col("batch"), record.col("steps"),
+         record.col("steps/s", fmt="~3"), record.col("samples/s", fmt="~3"),
+         record.col("peak RSS", "MiB", ",.0f"), record.col("GPU allocated", "MiB", ",.0f"),
+         record.col("GPU reserved", "MiB", ",.0f"), record.col("held-out accuracy", fmt=".0%"),
+         record.col("held-out pairs"), record.col("gate"),
+         record.col("1-min load before / after training")],
+        out,
+    )  # fmt: skip
 
 
 # ----------------------------------------------------------------------------- main
@@ -302,21 +261,14 @@ def main() -> None:
         "--max-steps", type=int, default=None,
         help="stop after this many optimizer steps (default: 10 epochs; 100m on CPU: 4)",
     )  # fmt: skip
-    parser.add_argument("--record", action="store_true", help="append to docs/benchmarks.md")
-    parser.add_argument("--out", type=Path, help=f"write {RESULT_FILE} and a .md here")
-    parser.add_argument("--record-from", type=Path, help="record a result file from elsewhere")
+    record.add_argument(parser)
     parser.add_argument("--worker", nargs=4, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.worker:
         size, device, steps, out = args.worker
         Path(out).write_text(json.dumps(run_one(size, device, int(steps))))
         return
-    if args.record_from:
-        saved = json.loads(args.record_from.read_text())
-        record(report(saved["rows"]), saved["command"], saved["machine"])
-        print(report(saved["rows"]))
-        return
-
+    recorder = record.Recorder("finetune", args.record, ["torch", "transformers", "trl", "peft"])
     import torch
 
     gpu = torch.cuda.is_available()
@@ -333,21 +285,16 @@ def main() -> None:
         rows.append(spawn(size, device, steps))
     if not gpu and "100m" in args.size and device == "cpu":
         rows.append({"size": "100m", "device": "cuda", "note": NOT_RUN})
-    command = "python " + " ".join([Path(sys.argv[0]).as_posix(), *sys.argv[1:]])
-    text = report(rows)
-    print(f"machine: {machine()}\n\n{text}")
-    if args.out:
-        args.out.mkdir(parents=True, exist_ok=True)
-        payload = {
-            "machine": machine(),
-            "command": command,
-            "date": dt.date.today().isoformat(),
-            "rows": rows,
-        }
-        (args.out / RESULT_FILE).write_text(json.dumps(payload, indent=2) + "\n")
-        (args.out / "finetune-bench.md").write_text(text + "\n")
-    if args.record:
-        record(text, command)
+    ran = [r for r in rows if "steps" in r]
+    settings = {
+        "sizes": args.size,
+        "device": device,
+        "batch": BATCH,
+        "max_length": MAX_LENGTH,
+        "learning_rate": {r["size"]: r["learning_rate"] for r in ran},
+        "train_pairs": ran[0]["train_rows"] if ran else None,
+    }
+    recorder.write([table(rows)], settings)
 
 
 if __name__ == "__main__":

@@ -32,12 +32,12 @@ Conditions (both windows drawn without replacement, disjoint):
   paragraph up to the first ".", "!" or "?" followed by a space or its end; 98.8% of the
   descriptions are longer than that, and the cut ones keep 112 of 416 characters on average).
 
-n = 500: no shift, topic +15, new topic, style; n = 1,000: no shift, topic +5, new topic, style.
+n = 500: no shift, topic +15, new topic, style; n = 1,000: no shift, topic +5, new topic, style
+(`--n` changes both sizes).
 
-    python bench/power.py [--embedder static|transformer] [--trials 30 15] [--append-docs]
+    python bench/power.py [--embedder static|transformer] [--trials 30 15] [--record PATH]
 
-Prints markdown tables and one JSON line; the per-trial p-values go to
-bench/results/power_trials.json.
+The per-trial p-values go to bench/results/power_trials.json.
 """
 
 from __future__ import annotations
@@ -56,10 +56,10 @@ import numpy as np
 from scipy.stats import binomtest
 
 ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(Path(__file__).resolve().parent))
+sys.path.insert(0, str(ROOT))
 
-from drift import FIXTURE, RESULTS, SHIFT_GROUP, append_docs, device_name, machine  # noqa: E402
-
+from bench import record  # noqa: E402
+from bench.drift import FIXTURE, RESULTS, SHIFT_GROUP, device_name  # noqa: E402
 from driftline.detectors.centroid import centroid_test  # noqa: E402
 from driftline.detectors.classifier import classifier_test  # noqa: E402
 from driftline.detectors.joint import TESTS, joint_test, min_p_step_down  # noqa: E402
@@ -67,7 +67,6 @@ from driftline.detectors.mmd import mmd_test  # noqa: E402
 from driftline.detectors.multiple import holm  # noqa: E402
 from driftline.detectors.topics import topic_test  # noqa: E402
 
-SECTION = "## Window decision: single tests, Holm and the joint min-p test"
 ALPHA = 0.05
 NEW_TOPIC = ("hamradio", "electronics")
 STYLE_RECIPE = "first-sentence-v1"
@@ -207,9 +206,10 @@ def decisions(
 def run(args: argparse.Namespace) -> dict[str, Any]:
     full, short, section_list, meta = embed(args.embedder)
     sections = np.array(section_list)
+    small, large = args.n
     plan = [
-        (500, ["no shift", "topic +15 points", "10% new topic", "style"], args.trials[0]),
-        (1000, ["no shift", "topic +5 points", "10% new topic", "style"], args.trials[1]),
+        (small, ["no shift", "topic +15 points", "10% new topic", "style"], args.trials[0]),
+        (large, ["no shift", "topic +5 points", "10% new topic", "style"], args.trials[1]),
     ]
     rows = []
     for size_index, (n, conditions, trials) in enumerate(plan):
@@ -311,129 +311,121 @@ def decision_summary(rows: list[dict[str, Any]], name: str) -> dict[str, Any]:
     }
 
 
-def report(args: argparse.Namespace, result: dict[str, Any]) -> str:
-    meta = result["embedding"]
-    lines = [
-        f"Rejection rate at alpha = {ALPHA} (B = {args.permutations} permutations, "
-        f"{meta['embedder']} embedder `{meta['model']}`, {meta['texts']:,} Debian descriptions, "
-        f"style share {args.style_share}); *paired* = trials where the joint test rejects and "
-        "the best single test does not / the reverse:",
-        "",
-        "| n | current window | trials | mmd | classifier | centroid | topics | Holm (4) | "
-        "**joint** | paired | joint ≥ best single |",
-        "|---|---|---|---|---|---|---|---|---|---|---|",
-    ]
-    for r in result["rows"]:
+def tables(result: dict[str, Any], v: dict[str, Any]) -> list[dict[str, Any]]:
+    """The rates by row, the Westfall-Young subsets by row, every decision summed up, targets."""
+
+    def rate(name: str) -> dict[str, str]:
+        return record.col(label(name), fmt=".2f")
+
+    rows = result["rows"]
+    main = []
+    for r in rows:
         rates = r["rates"]
         if r["condition"] == "no shift":
             ok = "false alarms ≤ 0.07: " + ("yes" if rates["joint"] <= ALPHA + 0.02 else "no")
         else:
             ok = "yes" if rates["joint"] >= rates[r["best_single"]] else "no"
-        lines.append(
-            f"| {r['n']:,} | {r['condition']} | {r['trials']} | "
-            + " | ".join(f"{rates[t]:.2f}" for t in TESTS)
-            + f" | {rates['holm']:.2f} | **{rates['joint']:.2f}** | "
-            f"{r['joint_only']} / {r['best_only']} | {ok} |"
-        )
-    v = verdicts(result["rows"])
-    lines += [
-        "",
-        f"Joint false alarms over all no-shift trials: {v['joint_false_alarms']:.3f}. "
-        f"Targets: false alarms ≤ alpha + 0.02 "
-        f"{'met' if v['false_alarms_met'] else 'not met'}; joint power ≥ the best single test's "
-        f"on every shift {'met' if v['power_met'] else 'not met'}.",
-    ]
-    return "\n".join(lines + families_report(result["rows"], v))
-
-
-def families_report(rows: list[dict[str, Any]], v: dict[str, Any]) -> list[str]:
-    """The Westfall-Young decision of each subset of the tests, on the joint test's relabellings,
-    by row; then every decision summed up against the best single test."""
-    lines = [
-        "",
-        "Westfall-Young step-down min-p over subsets of the tests, read off the joint test's "
-        "relabellings of the same trials (no statistic recomputed); each cell is the rejection "
-        "rate and, in brackets, the paired trials where that decision rejects and the row's best "
-        "single test does not / the reverse:",
-        "",
-        "| n | current window | trials | best single | "
-        + " | ".join(label(f) for f in FAMILIES)
-        + " |",
-        "|---|---|---|---|" + "---|" * len(FAMILIES),
-    ]
-    for r in rows:
-        rates, best = r["rates"], r["best_single"]
-        cells = [f"{rates[f]:.2f} ({r['paired'][f][0]}/{r['paired'][f][1]})" for f in FAMILIES]
-        lines.append(
-            f"| {r['n']:,} | {r['condition']} | {r['trials']} | {best} {rates[best]:.2f} | "
-            + " | ".join(cells)
-            + " |"
-        )
-    lines += [
-        "",
-        "Every decision against the best single test of each shifted row (picked after the fact, "
-        "which favours it): false alarms pooled over the no-shift rows (≤ 0.07 in each row?), "
-        "shifted rows where it reaches the best single test's rate, the worst and the summed rate "
-        "gap, its mean power over the shifts, and the paired trials pooled over the shifts (it "
-        "only / best single only) with McNemar's exact p; for the Westfall-Young decisions "
-        "also the paired shifted trials against WY{mmd} on the same relabellings (it only / "
-        "WY{mmd} only), which isolates what the other tests cost or add:",
-        "",
-        "| decision | false alarms | ≤ 0.07 per row | shifts ≥ best | worst gap | summed gap | "
-        "mean power | paired | McNemar p | vs WY{mmd} |",
-        "|---|---|---|---|---|---|---|---|---|---|",
-    ]
+        main.append(
+            [r["n"], r["condition"], r["trials"], *(rates[t] for t in TESTS), rates["holm"],
+             rates["joint"], f"{r['joint_only']} / {r['best_only']}", ok]
+        )  # fmt: skip
+    families = [
+        [r["n"], r["condition"], r["trials"], r["best_single"], r["rates"][r["best_single"]],
+         *(f"{r['rates'][f]:.2f} ({r['paired'][f][0]}/{r['paired'][f][1]})" for f in FAMILIES)]
+        for r in rows
+    ]  # fmt: skip
+    summary = []
     for name in DECISIONS:
         d = v["decisions"][name]
         pair = d["vs_mmd_relabelled"]
         same = "—" if pair is None or name == "joint:mmd" else f"{pair[0]} / {pair[1]}"
-        lines.append(
-            f"| {label(name)} | {d['false_alarms']:.3f} | "
-            f"{'yes' if d['false_alarms_met'] else 'no'} | {d['shifts_met']} / {d['shifts']} | "
-            f"{d['worst_gap']:+.2f} | {d['total_gap']:+.2f} | {d['mean_power']:.3f} | "
-            f"{d['only']} / {d['best_only']} | {d['mcnemar_p']:.2f} | {same} |"
-        )
-    return lines
+        summary.append(
+            [label(name), d["false_alarms"], d["false_alarms_met"],
+             f"{d['shifts_met']} / {d['shifts']}", d["worst_gap"], d["total_gap"],
+             d["mean_power"], f"{d['only']} / {d['best_only']}", d["mcnemar_p"], same]
+        )  # fmt: skip
+    window = [record.col("n", fmt=",d"), record.col("current window"), record.col("trials")]
+    return [
+        record.table(
+            "Rejection rate; *paired*: trials where the joint test rejects and the best single "
+            "test does not / the reverse",
+            [*window, *(rate(t) for t in TESTS), rate("holm"), rate("joint"),
+             record.col("paired"), record.col("joint ≥ best single")],
+            main,
+        ),
+        record.table(
+            "Westfall-Young step-down min-p over subsets of the tests, read off the joint test's "
+            "relabellings of the same trials (no statistic recomputed): the rejection rate and, "
+            "in brackets, the paired trials where that decision rejects and the row's best single "
+            "test does not / the reverse",
+            [*window, record.col("best single"), record.col("its rate", fmt=".2f"),
+             *(record.col(label(f)) for f in FAMILIES)],
+            families,
+        ),
+        record.table(
+            "Every decision against the best single test of each shifted row (picked after the "
+            "fact, which favours it): false alarms pooled over the no-shift rows, shifted rows "
+            "where it reaches the best single test's rate, the worst and the summed rate gap, its "
+            "mean power over the shifts, the paired trials pooled over the shifts (it only / best "
+            "single only) with McNemar's exact p, and for the Westfall-Young decisions the paired "
+            "shifted trials against WY{mmd} on the same relabellings (it only / WY{mmd} only)",
+            [record.col("decision"), record.col("false alarms", fmt=".3f"),
+             record.col(f"≤ {ALPHA + 0.02:.2f} in each no-shift row"),
+             record.col("shifts ≥ best"), record.col("worst gap", fmt="+.2f"),
+             record.col("summed gap", fmt="+.2f"), record.col("mean power", fmt=".3f"),
+             record.col("paired"), record.col("McNemar p", fmt=".2f"),
+             record.col("vs WY{mmd}")],
+            summary,
+        ),
+        record.table(
+            "Targets (the joint test over the four)",
+            [record.col("target"), record.col("met")],
+            [[f"false alarms ≤ alpha + 0.02 in each no-shift row (pooled: "
+              f"{v['joint_false_alarms']:.3f})", v["false_alarms_met"]],
+             ["power ≥ the best single test's on every shift", v["power_met"]]],
+        ),
+    ]  # fmt: skip
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--embedder", choices=("static", "transformer"), default="static")
     parser.add_argument(
-        "--trials", type=int, nargs=2, default=[30, 15], metavar=("N500", "N1000"),
-        help="trials per condition at n = 500 and at n = 1,000",
+        "--trials",
+        type=int,
+        nargs=2,
+        default=[30, 15],
+        metavar=("SMALL", "LARGE"),
+        help="trials per condition at the smaller and at the larger n",
+    )
+    parser.add_argument(
+        "--n", type=int, nargs=2, default=[500, 1000], metavar=("SMALL", "LARGE"),
+        help="the two window sizes",
     )  # fmt: skip
     parser.add_argument("--permutations", type=int, default=500)
     parser.add_argument("--style-share", type=float, default=0.15)
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--append-docs", action="store_true")
+    record.add_argument(parser)
     args = parser.parse_args()
-    print(f"machine: {machine()}", flush=True)
-    start = time.perf_counter()
+    recorder = record.Recorder("power", args.record, ["torch", "scikit-learn", "scipy"])
     result = run(args)
-    seconds = time.perf_counter() - start
-    text = report(args, result)
-    print(text)
-    command = "python " + " ".join([Path(sys.argv[0]).as_posix(), *sys.argv[1:]])
-    summary = {
-        "bench": "power",
-        "command": command,
-        "machine": machine(),
-        "device": device_name(),
+    verdict = verdicts(result["rows"])
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    (RESULTS / "power_trials.json").write_text(json.dumps({**result, **verdict}))
+    meta = result["embedding"]
+    settings = {
+        "embedder": meta["embedder"],
+        "model": meta["model"],
+        "texts": meta["texts"],
+        "alpha": ALPHA,
         "permutations": args.permutations,
         "style_share": args.style_share,
-        "seconds": round(seconds, 1),
-        **result,
-        **verdicts(result["rows"]),
+        "trials": args.trials,
+        "n": args.n,
+        "seed": args.seed,
+        "device": device_name(),
     }
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    (RESULTS / "power_trials.json").write_text(json.dumps(summary))
-    rows = [{k: v for k, v in r.items() if k != "p_values"} for r in result["rows"]]
-    print(json.dumps({**summary, "rows": rows}))
-    if args.append_docs:
-        append_docs(
-            text + f"\n\nWall time: {seconds / 60:.1f} min.", command, SECTION, "bench/power.py"
-        )
+    recorder.write(tables(result, verdict), settings)
 
 
 if __name__ == "__main__":

@@ -23,17 +23,17 @@ call. Each figure is the median over interleaved rounds. Then `driftline` alone 
 reachable/unreachable pairs (the < 5% target needs more than the rounds on a noisy machine), and
 1,000,000 calls with the collector unreachable, sampling RSS every 100,000 calls.
 
-The variants run in their own venv (bench/results/venv-sdk: the pinned peers in
-bench/requirements-sdk-peers.txt plus this checkout's SDK, installed editable without extras),
-which the script makes on first use, so all run on the same Python and OpenTelemetry:
+With Langfuse or OpenLLMetry among them, the variants run in their own venv
+(bench/results/venv-sdk: the pinned peers in bench/requirements-sdk-peers.txt plus this
+checkout's SDK, installed editable without extras), which the script makes on first use, so all
+run on the same Python and OpenTelemetry; without them, in this interpreter:
 
     python bench/sdk_overhead.py --setup          # once (about a minute); implied when missing
-    python bench/sdk_overhead.py                  # ~12 min; prints the table, updates the doc
-    python bench/sdk_overhead.py --calls 5000 --seconds 2 --rounds 1 --pairs 0 \\
-        --memory-calls 20000 --no-doc             # a quick check (~40 s)
+    python bench/sdk_overhead.py                  # ~12 min
+    python bench/sdk_overhead.py --variants plain,otel,driftline --calls 5000 --seconds 2 \\
+        --rounds 1 --pairs 0 --memory-calls 20000 # a quick check, no venv needed
 
-Results go to docs/benchmarks.md, section "SDK overhead" (replaced on each run, others kept),
-and the raw figures to bench/results/sdk_overhead.json.
+The raw figures go to bench/results/sdk_overhead.json.
 A single variant can be run (e.g. under py-spy) against a sink of its own:
 
     bench/results/venv-sdk/bin/python bench/sdk_overhead.py --sink 4399 &
@@ -47,9 +47,6 @@ import argparse
 import gzip
 import json
 import os
-import platform
-import re
-import shlex
 import socket
 import statistics
 import subprocess
@@ -59,10 +56,12 @@ import urllib.request
 from array import array
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager, suppress
-from datetime import UTC, datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from bench import record
 
 SCRIPT = str(Path(__file__).resolve())
 ROOT = Path(SCRIPT).parent.parent
@@ -70,10 +69,9 @@ RESULTS = ROOT / "bench" / "results"
 VENV = RESULTS / "venv-sdk"
 VENV_PYTHON = VENV / "bin" / "python"
 REQUIREMENTS = ROOT / "bench" / "requirements-sdk-peers.txt"
-DOC = ROOT / "docs" / "benchmarks.md"
-HEADING = "## SDK overhead: @observe vs a bare OTel span, Langfuse and OpenLLMetry"
 
 VARIANTS = ("plain", "otel", "otel+content", "driftline", "langfuse", "openllmetry")
+PEERS = {"langfuse", "openllmetry"}  # the variants that need bench/results/venv-sdk
 ENDPOINTS = ("reachable", "unreachable")
 QUEUE_SIZE, BATCH_SIZE, SCHEDULE_DELAY_S = 8192, 512, 1.0
 RESULT_PREFIX = "RESULT "
@@ -177,11 +175,9 @@ def run_sink(port: int) -> None:
 
 
 @contextmanager
-def sink_process() -> Iterator[str]:
+def sink_process(python: str) -> Iterator[str]:
     """The sink in a process of its own (so it does not share the app's GIL); yields its URL."""
-    proc = subprocess.Popen(
-        [str(VENV_PYTHON), SCRIPT, "--sink", "0"], stdout=subprocess.PIPE, text=True
-    )
+    proc = subprocess.Popen([python, SCRIPT, "--sink", "0"], stdout=subprocess.PIPE, text=True)
     try:
         assert proc.stdout is not None
         port = int(proc.stdout.readline())
@@ -459,7 +455,7 @@ def run_one(
     calls: int | None = None,
     rss_every: int = 0,
 ) -> dict[str, Any]:
-    cmd = [str(VENV_PYTHON), SCRIPT, "--worker", variant, "--endpoint", endpoint]
+    cmd = [args.python, SCRIPT, "--worker", variant, "--endpoint", endpoint]
     cmd += ["--calls", str(calls or args.calls), "--warmup", str(warmup_calls(args))]
     cmd += ["--seconds", str(args.seconds), "--rss-every", str(rss_every)]
     if flush:
@@ -486,7 +482,7 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
     reachable/unreachable pairs; then the memory run."""
     runs: dict[tuple[str, str], list[dict[str, Any]]] = {}
     load = [os.getloadavg()[0]]
-    with sink_process() as sink:
+    with sink_process(args.python) as sink:
         down = f"http://127.0.0.1:{free_port()}"
         for round_no in range(args.rounds):
             for variant in args.variants:
@@ -534,18 +530,6 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
     return {"runs": runs, "memory": memory, "load": load, "pairs": pairs}
 
 
-NOTES = (
-    "**Reading it**: the machine is shared, so absolute figures move by tens of percent from run "
-    "to run and p99 mostly shows the scheduler (a call preempted for a time slice, or waiting "
-    "for the GIL while an exporting thread holds it); compare rows of one run, and prefer *app "
-    "CPU* where wall-clock figures disagree. With the collector unreachable, the OTel "
-    "`BatchSpanProcessor` (used by `otel`, Langfuse and OpenLLMetry) logs a warning for every span "
-    "it drops once its queue is full, which raises their figures in that column; driftline counts "
-    "drops and logs at most once a minute. driftline keeps unsent payloads in a bounded memory "
-    "backlog (`max_backlog_bytes`), so its RSS rises by that much while the backlog fills and "
-    "then stays flat.",
-)
-
 FIGURES = (
     "calls",
     "median_us",
@@ -565,196 +549,143 @@ def summarize(runs: list[dict[str, Any]]) -> dict[str, float]:
     return {key: statistics.median(run[key] for run in runs) for key in FIGURES}
 
 
-def machine() -> dict[str, str]:
-    model = ""
-    cpuinfo = Path("/proc/cpuinfo")
-    if cpuinfo.exists():
-        found = re.search(r"^model name\s*:\s*(.+)$", cpuinfo.read_text(), re.M)
-        model = found.group(1).strip() if found else ""
-    memory = ""
-    meminfo = Path("/proc/meminfo")
-    if meminfo.exists():
-        found = re.search(r"^MemTotal:\s*(\d+)", meminfo.read_text(), re.M)
-        memory = f"{int(found.group(1)) / 2**20:.0f} GiB" if found else ""
-    python = subprocess.run(
-        [str(VENV_PYTHON), "-c", "import platform; print(platform.python_version())"],
-        capture_output=True,
-        text=True,
-    ).stdout.strip()
-    revision = subprocess.run(
-        ["git", "-C", str(ROOT), "describe", "--always", "--dirty"],
-        capture_output=True,
-        text=True,
-    ).stdout.strip()
-    return {
-        "nproc": str(os.cpu_count()),
-        "cpu": model or platform.processor() or platform.machine(),
-        "memory": memory,
-        "python": python or platform.python_version(),
-        "revision": revision or "unknown",
-        "date": datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"),
-    }
-
-
-def report(args: argparse.Namespace, data: dict[str, Any], command: str) -> str:
+def tables(args: argparse.Namespace, data: dict[str, Any]) -> list[dict[str, Any]]:
     runs: dict[tuple[str, str], list[dict[str, Any]]] = data["runs"]
     summary = {key: summarize(value) for key, value in runs.items()}
-    versions: dict[str, str] = {}
-    for value in runs.values():
-        versions.update(value[0]["versions"])
-    info = machine()
-    load = data["load"]
-    calls = [row["calls"] for row in summary.values()]
-    lines = [
-        HEADING,
-        "",
-        f"**Machine**: {info['nproc']} cores ({info['cpu']}), {info['memory']}, "
-        f"Python {info['python']}, no GPU; 1-minute load average {min(load):.1f}-{max(load):.1f} "
-        f"during the run (other work shares the machine). **Date**: {info['date']}. "
-        f"**Revision**: `{info['revision']}`.",
-        "",
-        f"**Command**: `{command}`",
-        "",
-        "**Versions** (one venv, `bench/results/venv-sdk`, from "
-        "`bench/requirements-sdk-peers.txt`): "
-        + ", ".join(f"{name} {ver}" for name, ver in sorted(versions.items()))
-        + "; driftline's SDK from this checkout.",
-        "",
-        "**What it does**: a function taking a short string and a small dict and returning a "
-        "formatted string, called in six variants, each in its own process: undecorated "
-        "(`plain`); under a bare OTel span (`otel`: `tracer.start_as_current_span`, SDK "
-        "`TracerProvider`, `BatchSpanProcessor`, OTLP/HTTP protobuf exporter); the same span with "
-        "the arguments and the result recorded as JSON attributes (`otel+content`: what the "
-        "three SDKs record too; for reference, not a target); driftline's `@observe`; Langfuse's "
-        "`@observe`; OpenLLMetry's `@workflow`. All export to one endpoint: *reachable* is a sink "
-        "in its own process answering 200 to every request, *unreachable* a port where nothing "
-        "listens. Batch 512, queue 8,192, 1 s schedule, no compression for every processor "
-        "(`OTEL_BSP_*` and `OTEL_EXPORTER_OTLP_COMPRESSION=none` for the peers); content "
-        f"capture on. Each run times up to {args.calls:,} calls (at most {args.seconds:g} s; "
-        f"{int(min(calls)):,}-{int(max(calls)):,} here) after up to "
-        f"{warmup_calls(args):,} warm-up calls, each call alone with `perf_counter_ns` (the "
-        f"timer pair, ~{_floor(summary):.2f} µs, is in every figure). *mean* is wall time / "
-        "calls, so it also counts what the exporting thread takes from the app's thread (one "
-        "GIL); *app CPU* is the app thread's CPU time / calls (`thread_time_ns`: what the call "
-        "itself costs, least disturbed by other processes); *process CPU* adds the SDK's "
-        f"threads. Each figure is the median over {args.rounds} interleaved rounds.",
-        "",
-        "| variant | endpoint | median µs | p99 µs | mean µs | app CPU µs | process CPU µs "
-        "| median x otel | app CPU x otel | spans received | bytes / span |",
-        "|---|---|---|---|---|---|---|---|---|---|---|",
-    ]
+    rows = []
     for variant in args.variants:
         for where in ENDPOINTS:
             row = summary.get((variant, where))
             if row is None:
                 continue
             ref = summary.get(("otel", where))
-            ratio = f"{row['median_us'] / ref['median_us']:.2f}" if ref else "-"
-            cpu_ratio = f"{row['thread_cpu_us'] / ref['thread_cpu_us']:.2f}" if ref else "-"
-            got, size = "-", "-"
+            received = size = None
             if where == "reachable" and variant != "plain":
-                got = f"{row['sink_spans'] / row['made']:.0%}"
-                size = f"{row['sink_bytes'] / max(row['sink_spans'], 1):.0f}"
-            name = f"**{variant}**" if variant == "driftline" else variant
-            lines.append(
-                f"| {name} | {where} | {row['median_us']:.2f} | {row['p99_us']:.1f} "
-                f"| {row['mean_us']:.2f} | {row['thread_cpu_us']:.2f} "
-                f"| {row['process_cpu_us']:.2f} | {ratio} | {cpu_ratio} | {got} | {size} |"
+                received = row["sink_spans"] / row["made"]
+                size = row["sink_bytes"] / max(row["sink_spans"], 1)
+            rows.append(
+                [f"**{variant}**" if variant == "driftline" else variant, where, row["calls"],
+                 row["median_us"], row["p99_us"], row["mean_us"], row["thread_cpu_us"],
+                 row["process_cpu_us"], ref and row["median_us"] / ref["median_us"],
+                 ref and row["thread_cpu_us"] / ref["thread_cpu_us"], received, size]
+            )  # fmt: skip
+    out = [
+        record.table(
+            f"Per call, the median over {args.rounds} interleaved rounds",
+            [record.col("variant"), record.col("endpoint"), record.col("calls timed", fmt=",.0f"),
+             record.col("median", "µs", ".2f"), record.col("p99", "µs", ".1f"),
+             record.col("mean", "µs", ".2f"), record.col("app CPU", "µs", ".2f"),
+             record.col("process CPU", "µs", ".2f"), record.col("median x otel", fmt=".2f"),
+             record.col("app CPU x otel", fmt=".2f"), record.col("spans received", fmt=".0%"),
+             record.col("bytes / span", fmt=".0f")],
+            rows,
+        )
+    ]  # fmt: skip
+    reach = runs.get(("driftline", "reachable"), [])
+    unreach = runs.get(("driftline", "unreachable"), [])
+    pairs = [[a["median_us"], b["median_us"]] for a, b in zip(reach, unreach, strict=False)]
+    pairs += [[pair["reachable"], pair["unreachable"]] for pair in data["pairs"]]
+    if pairs:
+        out.append(
+            record.table(
+                "driftline, collector reachable and unreachable back to back (the rounds, then "
+                "the extra pairs)",
+                [record.col("median, reachable", "µs", ".2f"),
+                 record.col("median, unreachable", "µs", ".2f"), record.col("change", fmt="+.0%")],
+                [[a, b, b / a - 1] for a, b in pairs],
             )
-    reach, unreach = (
-        runs.get(("driftline", "reachable"), []),
-        runs.get(("driftline", "unreachable"), []),
+        )  # fmt: skip
+    memory = data.get("memory")
+    if memory:
+        out.append(
+            record.table(
+                f"driftline, collector unreachable: RSS every {memory['every']:,} calls",
+                [record.col("calls", fmt=",d"), record.col("RSS", "MiB", ".1f"),
+                 record.col("mean of the chunk before", "µs / call", ".1f")],
+                [[i * memory["every"], rss / 2**20, ([None, *memory["chunk_mean_us"]])[i]]
+                 for i, rss in enumerate(memory["rss"])],
+            )
+        )  # fmt: skip
+    out.append(
+        record.table(
+            "Targets",
+            [record.col("target"), record.col("measured"), record.col("met")],
+            targets(summary, memory, [b / a - 1 for a, b in pairs]),
+        )
     )
-    paired = [b["median_us"] / a["median_us"] - 1 for a, b in zip(reach, unreach, strict=False)]
-    paired += [pair["unreachable"] / pair["reachable"] - 1 for pair in data["pairs"]]
-    lines += ["", *targets(summary, data.get("memory"), paired), "", *NOTES]
-    return "\n".join(lines) + "\n"
-
-
-def _floor(summary: dict[tuple[str, str], dict[str, float]]) -> float:
-    floors = [row["timer_ns"] for row in summary.values()]
-    return statistics.median(floors) / 1000 if floors else 0.0
-
-
-def _verdict(ok: bool) -> str:
-    return "**met**" if ok else "**not met**"
+    return out
 
 
 def targets(
     summary: dict[tuple[str, str], dict[str, float]],
     memory: dict[str, Any] | None,
     paired: list[float],
-) -> list[str]:
-    out = ["**Targets**:", ""]
+) -> list[list[Any]]:
+    out: list[list[Any]] = []
     dl, otel = summary.get(("driftline", "reachable")), summary.get(("otel", "reachable"))
     if dl and otel:
         ratio = dl["median_us"] / otel["median_us"]
         cpu = dl["thread_cpu_us"] / otel["thread_cpu_us"]
         out.append(
-            f"- `@observe` ≤ {TARGET_RATIO}x a bare OTel span (median, reachable): "
-            f"{ratio:.2f}x ({dl['median_us']:.2f} vs {otel['median_us']:.2f} µs; app CPU "
-            f"{cpu:.2f}x): {_verdict(ratio <= TARGET_RATIO)}."
-        )
+            [f"`@observe` ≤ {TARGET_RATIO}x a bare OTel span (median, reachable)",
+             f"{ratio:.2f}x ({dl['median_us']:.2f} vs {otel['median_us']:.2f} µs; app CPU "
+             f"{cpu:.2f}x)", ratio <= TARGET_RATIO]
+        )  # fmt: skip
     for peer in ("langfuse", "openllmetry"):
         row = summary.get((peer, "reachable"))
         if dl and row:
             out.append(
-                f"- `@observe` cheaper than {peer} (median, reachable): {dl['median_us']:.2f} vs "
-                f"{row['median_us']:.2f} µs (app CPU {dl['thread_cpu_us']:.2f} vs "
-                f"{row['thread_cpu_us']:.2f}): {_verdict(dl['median_us'] < row['median_us'])}."
-            )
-    down = summary.get(("driftline", "unreachable"))
-    if dl and down and paired:
+                [f"`@observe` cheaper than {peer} (median, reachable)",
+                 f"{dl['median_us']:.2f} vs {row['median_us']:.2f} µs (app CPU "
+                 f"{dl['thread_cpu_us']:.2f} vs {row['thread_cpu_us']:.2f})",
+                 dl["median_us"] < row["median_us"]]
+            )  # fmt: skip
+    if paired:
         change = statistics.median(paired)
-        each = ", ".join(f"{c:+.0%}" for c in paired)
-        out.append(
-            f"- collector unreachable moves the median < {TARGET_UNREACHABLE:.0%}: "
-            f"{change:+.1%}, the median of {len(paired)} back-to-back pairs of runs ({each}; "
-            f"table: {down['median_us']:.2f} vs {dl['median_us']:.2f} µs, mean "
-            f"{down['mean_us']:.2f} vs {dl['mean_us']:.2f}, app CPU {down['thread_cpu_us']:.2f} "
-            f"vs {dl['thread_cpu_us']:.2f}): {_verdict(abs(change) < TARGET_UNREACHABLE)}"
-            + (", the median fell" if change < 0 else "")
-            + (
-                f"; but pairs spread over {max(paired) - min(paired):.0%} on this machine, so a "
-                f"{TARGET_UNREACHABLE:.0%} effect is within noise."
-                if max(paired) - min(paired) > 2 * TARGET_UNREACHABLE
-                else "."
-            )
+        spread = max(paired) - min(paired)
+        noise = (
+            f"; pairs spread over {spread:.0%}, so a {TARGET_UNREACHABLE:.0%} effect is within "
+            "noise"
+            if spread > 2 * TARGET_UNREACHABLE
+            else ""
         )
+        out.append(
+            [f"collector unreachable moves driftline's median < {TARGET_UNREACHABLE:.0%}",
+             f"{change:+.1%}, the median of {len(paired)} pairs{noise}",
+             abs(change) < TARGET_UNREACHABLE]
+        )  # fmt: skip
     if memory:
         mib = [value / 2**20 for value in memory["rss"]]
-        every = memory["every"]
         half = len(mib) // 2
         late = mib[-1] - mib[half]
         stats = memory.get("driftline_stats", {})
         reasons = ", ".join(f"{k}: {v:,}" for k, v in stats.get("dropped_by_reason", {}).items())
         out.append(
-            f"- memory flat over {memory['calls']:,} calls with the collector unreachable "
-            f"(RSS growth over the second half < {FLAT_MIB:.0f} MiB): RSS "
-            f"{mib[0]:.1f} MiB after warm-up, {mib[1]:.1f} after {every:,} calls, "
-            f"{mib[-1]:.1f} at the end, max {max(mib):.1f}; {late:+.1f} MiB from call "
-            f"{every * half:,} to the end: {_verdict(late < FLAT_MIB)}. "
-            f"RSS every {every:,} calls (MiB): {', '.join(f'{m:.1f}' for m in mib)}. "
-            f"Mean µs/call per chunk: {', '.join(f'{m:.1f}' for m in memory['chunk_mean_us'])}. "
-            f"SDK counters at the end: {stats.get('spans_sent', 0):,} spans sent, "
-            f"{stats.get('backlog_payloads', 0)} payloads in the memory backlog "
-            f"(`max_backlog_bytes` {memory.get('max_backlog_bytes', 0) / 2**20:.0f} MiB), "
-            f"dropped {reasons or 'none'}."
-        )
+            [f"memory flat over {memory['calls']:,} calls with the collector unreachable (RSS "
+             f"growth over the second half < {FLAT_MIB:.0f} MiB)",
+             f"{late:+.1f} MiB from call {memory['every'] * half:,} to the end; at the end "
+             f"{stats.get('spans_sent', 0):,} spans sent, {stats.get('backlog_payloads', 0)} "
+             f"payloads in the memory backlog (`max_backlog_bytes` "
+             f"{memory.get('max_backlog_bytes', 0) / 2**20:.0f} MiB), dropped "
+             f"{reasons or 'none'}", late < FLAT_MIB]
+        )  # fmt: skip
     return out
 
 
-def write_doc(section: str) -> None:
-    """Replace this benchmark's section of docs/benchmarks.md (or append it); keep the rest."""
-    text = DOC.read_text() if DOC.exists() else "# Benchmarks\n"
-    start = text.find(HEADING)
-    if start == -1:
-        text = text.rstrip("\n") + "\n\n" + section
-    else:
-        following = text.find("\n## ", start + len(HEADING))
-        rest = text[following + 1 :] if following != -1 else ""
-        text = text[:start] + section + ("\n" + rest if rest else "")
-    DOC.write_text(text)
+def _floor(summary: dict[tuple[str, str], dict[str, float]]) -> float:
+    """The timer pair's own cost (µs), which every figure includes."""
+    floors = [row["timer_ns"] for row in summary.values()]
+    return statistics.median(floors) / 1000 if floors else 0.0
+
+
+def worker_python(python: str) -> str:
+    done = subprocess.run(
+        [python, "-c", "import platform; print(platform.python_version())"],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    return done.stdout.strip()
 
 
 def main() -> None:
@@ -766,7 +697,6 @@ def main() -> None:
     )
     parser.add_argument("--memory-calls", type=int, default=1_000_000, help="0 skips it")
     parser.add_argument("--variants", default=",".join(VARIANTS), help="comma-separated")
-    parser.add_argument("--no-doc", action="store_true", help="do not update the doc")
     parser.add_argument("--setup", action="store_true", help="(re)install the venv and exit")
     # internal modes
     parser.add_argument("--sink", type=int, help=argparse.SUPPRESS)
@@ -778,6 +708,7 @@ def main() -> None:
     )
     parser.add_argument("--rss-every", type=int, default=0, help=argparse.SUPPRESS)
     parser.add_argument("--flush", action="store_true", help=argparse.SUPPRESS)
+    record.add_argument(parser)
     args = parser.parse_args()
     if args.sink is not None:
         run_sink(args.sink)
@@ -785,24 +716,41 @@ def main() -> None:
     if args.worker:
         run_worker(args)
         return
-    if args.setup or not VENV_PYTHON.exists():
-        setup_venv()
-        if args.setup:
-            return
     args.variants = [v for v in args.variants.split(",") if v]
     unknown = set(args.variants) - set(VARIANTS)
     if unknown:
         parser.error(f"unknown variant(s): {', '.join(sorted(unknown))}")
-    command = shlex.join(["python", os.path.relpath(SCRIPT, ROOT), *sys.argv[1:]])
-    started = time.monotonic()
+    peers = args.setup or bool(PEERS & set(args.variants))
+    if peers and (args.setup or not VENV_PYTHON.exists()):
+        setup_venv()
+        if args.setup:
+            return
+    args.python = str(VENV_PYTHON) if peers else sys.executable
+    recorder = record.Recorder("sdk_overhead", args.record)
+    RESULTS.mkdir(parents=True, exist_ok=True)
     data = measure(args)
     raw = {**data, "runs": [[*key, value] for key, value in data["runs"].items()]}
-    (RESULTS / "sdk_overhead.json").write_text(json.dumps({"command": command, **raw}, indent=1))
-    section = report(args, data, command)
-    print(section)
-    print(f"({time.monotonic() - started:.0f} s)", file=sys.stderr)
-    if not args.no_doc:
-        write_doc(section)
+    (RESULTS / "sdk_overhead.json").write_text(json.dumps(raw, indent=1))
+    versions: dict[str, str] = {}
+    for value in data["runs"].values():
+        versions.update(value[0]["versions"])
+    summary = {key: summarize(value) for key, value in data["runs"].items()}
+    settings = {
+        "variants": args.variants,
+        "calls": args.calls,
+        "seconds": args.seconds,
+        "warmup": warmup_calls(args),
+        "rounds": args.rounds,
+        "pairs": args.pairs,
+        "memory_calls": args.memory_calls,
+        "batch": BATCH_SIZE,
+        "queue": QUEUE_SIZE,
+        "schedule_s": SCHEDULE_DELAY_S,
+        "venv": "bench/results/venv-sdk" if peers else "this interpreter",
+        "worker_python": worker_python(args.python),
+        "timer_floor_us": _floor(summary),
+    }
+    recorder.write(tables(args, data), settings, extra_versions=versions)
 
 
 if __name__ == "__main__":

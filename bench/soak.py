@@ -9,8 +9,8 @@ and skipped, the embedding lag, calls waiting, windows tested) and the process's
     python bench/soak.py --rate 50 --minutes 15            # the soak
     python bench/soak.py --rate 40 --minutes 10 --set embedder=transformer   # ~2x its capacity
 
-It prints a row per minute and ends with one JSON line: arrival and embedding rates, the first
-time the embedded count moved, the largest lag and the RSS range.
+Its record: a row per minute, and the arrival and embedding rates, the first time the embedded
+count moved, the largest lag and the RSS range.
 """
 
 from __future__ import annotations
@@ -19,6 +19,7 @@ import argparse
 import json
 import os
 import re
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -32,11 +33,10 @@ import httpx
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from bench.drift import append_docs  # noqa: E402
+from bench import record  # noqa: E402
 from bench.ingest import build_batches, rss_kib  # noqa: E402
 from tests.conftest import start_server, stop_server  # noqa: E402
 
-SECTION = "## Detection under load: serve's embedding lag and memory"
 CALLS_PER_TRACE = 3
 SERIES = {
     "embedded": "driftline_embedded_calls_total",
@@ -109,8 +109,9 @@ def main() -> None:
         "--set", action="append", default=[], metavar="NAME=VALUE",
         help="a detector setting for serve, e.g. --set embedder=transformer",
     )  # fmt: skip
-    parser.add_argument("--append-docs", action="store_true")
+    record.add_argument(parser)
     args = parser.parse_args()
+    recorder = record.Recorder("soak", args.record, ["chdb", "torch", "model2vec"])
     env = {"DRIFTLINE_DETECTORS__ENABLED": "true"}
     for item in args.set:
         name, _, value = item.partition("=")
@@ -142,6 +143,7 @@ def main() -> None:
         except subprocess.TimeoutExpired:  # reported below: a stop should take seconds
             print("serve did not stop within 60 s of SIGTERM; killed", flush=True)
             stop_server(server, kill=True)
+        shutil.rmtree(data.parent)
     moved = next((s["t"] for s in samples if s["embedded"] > 0), None)
     last = samples[-1]
     half = [s for s in samples if s["t"] >= seconds / 2]
@@ -165,22 +167,31 @@ def main() -> None:
         "rss_mib_max": round(max(s["rss_mib"] for s in samples)),
     }
     minutes = [s for s in samples if s["t"] % 60 < 5]
-    text = (
-        "| minute | calls sent | embedded | skipped | lag (s) | waiting | windows | RSS (MiB) |\n"
-        "|---:|---:|---:|---:|---:|---:|---:|---:|\n"
-        + "\n".join(
-            f"| {s['t'] // 60} | {s['sent']:,} | {int(s['embedded']):,} | {int(s['skipped']):,} "
-            f"| {s['lag_s']:.1f} | {int(s['waiting']):,} | {int(s['windows'])} "
-            f"| {s['rss_mib']:.0f} |"
-            for s in minutes
-        )
-        + f"\n\n`{json.dumps(result)}`"
-    )
-    print(text)
-    if args.append_docs:
-        command = "python " + " ".join([Path(sys.argv[0]).as_posix(), *sys.argv[1:]])
-        append_docs(text, command, SECTION, "bench/soak.py")
-    print(json.dumps(result))
+    keys = ("sent", "embedded", "skipped", "lag_s", "waiting", "windows", "rss_mib")
+    tables = [
+        record.table(
+            "Each minute (scraped from /metrics)",
+            [record.col("minute"), record.col("calls sent", fmt=",.0f"),
+             record.col("embedded", fmt=",.0f"), record.col("skipped", fmt=",.0f"),
+             record.col("lag", "s", ".1f"), record.col("waiting", fmt=",.0f"),
+             record.col("windows", fmt=",.0f"), record.col("RSS", "MiB", ",.0f")],
+            [[s["t"] // 60, *(s[k] for k in keys)] for s in minutes],
+        ),
+        record.table(
+            "The run",
+            [record.col("calls sent", fmt=",d"), record.col("refused", fmt=",d"),
+             record.col("arrival", "calls/s", ".1f"), record.col("embedded", fmt=",d"),
+             record.col("skipped", fmt=",d"), record.col("embedded", "calls/s", ".1f"),
+             record.col("embedded or skipped, second half", "calls/s", ".1f"),
+             record.col("first embedded after", "s"), record.col("max lag", "s", ".1f"),
+             record.col("max lag, second half", "s", ".1f"), record.col("max waiting", fmt=",d"),
+             record.col("windows tested", fmt=",d"), record.col("RSS min", "MiB", ",d"),
+             record.col("RSS max", "MiB", ",d")],
+            [list(result.values())[2:]],
+        ),
+    ]  # fmt: skip
+    settings = {"rate": args.rate, "minutes": args.minutes, "spans": spans, "set": args.set}
+    recorder.write(tables, settings)
 
 
 if __name__ == "__main__":
