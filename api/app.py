@@ -21,10 +21,11 @@ from driftline.api.gate import BodyTooLarge, RequestGate
 from driftline.api.ratelimit import RateLimiter
 from driftline.api.routes import ROUTERS
 from driftline.api.routes.ingest import OTLP_PATHS
-from driftline.api.runtime import ApiError, Runtime
+from driftline.api.runtime import ApiError, Runtime, SpanWriter
 from driftline.finetune import overview as finetune_overview
 from driftline.finetune.metrics import ModelMetrics
 from driftline.ingest import otlp
+from driftline.ingest.committer import StoreCommitter, confirm_settings
 from driftline.ingest.mapping import SpanDecoder
 from driftline.ingest.metrics import CollectorMetrics
 from driftline.ingest.pricing import PriceTable
@@ -46,26 +47,15 @@ def build_runtime(settings: Settings, store: Store, operator_token: str | None =
     migrate(store)
     apply_retention(store, settings.retention_days)
     metrics = CollectorMetrics(settings.max_label_series)
-    wal = WriteAheadLog(
-        settings.data / "wal", settings.wal_segment_bytes, settings.wal_budget_bytes
-    )
-    metrics.track_backlog(wal.backlog_bytes)
     ModelMetrics(store, metrics.registry)
-    decoder = SpanDecoder(
-        decode_engine(store, settings),
-        settings.data / "spool",
-        PriceTable({k: v.price() for k, v in settings.prices.items()}),
-    )
-    writer = Writer(
-        wal, store, decoder, metrics, settings.writer_batch_bytes, settings.writer_flush_interval
-    )
+    writer = span_writer(settings, store, metrics)
+    metrics.track_backlog(writer.backlog_bytes)
     alerts = alert_loop(settings, store, metrics.registry)
     return Runtime(
         detectors=_detector_loop(settings, store, metrics, alerts),
         alerts=alerts,
         settings=settings,
         store=store,
-        wal=wal,
         writer=writer,
         keys=KeyChecker(store, settings.key_cache_seconds, operator_token),
         limiter=RateLimiter(settings.rate_limit_per_second, settings.rate_limit_burst),
@@ -74,6 +64,29 @@ def build_runtime(settings: Settings, store: Store, operator_token: str | None =
         ),
         metrics=metrics,
         metrics_token=_metrics_token(settings),
+    )
+
+
+def span_writer(settings: Settings, store: Store, metrics: CollectorMetrics) -> SpanWriter:
+    """The log and its writer (ack = "log"), or the committer to the server (ack = "store")."""
+    decoder = SpanDecoder(
+        decode_engine(store, settings),
+        settings.data / "spool",
+        PriceTable({k: v.price() for k, v in settings.prices.items()}),
+    )
+    if (settings.ack or ("log" if isinstance(store, EmbeddedStore) else "store")) == "store":
+        return StoreCommitter(
+            store,
+            decoder,
+            metrics,
+            settings.writer_batch_bytes,
+            confirm_settings(settings.insert_quorum),
+        )
+    wal = WriteAheadLog(
+        settings.data / "wal", settings.wal_segment_bytes, settings.wal_budget_bytes
+    )
+    return Writer(
+        wal, store, decoder, metrics, settings.writer_batch_bytes, settings.writer_flush_interval
     )
 
 
@@ -147,7 +160,7 @@ def create_app(rt: Runtime) -> FastAPI:
                 if loop is not None:
                     loop.stop()
             rt.writer.stop()
-            rt.wal.close()
+            rt.writer.close()
             if rt.writer.decoder.engine is not rt.store:  # the private one beside a server's
                 rt.writer.decoder.engine.close()
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 import re
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import BaseModel, Field, ValidationError, ValidationInfo, field_validator
 from pydantic_settings import (
@@ -58,6 +58,17 @@ class Settings(BaseSettings):
 
     data: Path = Field(env.DEFAULT_DATA, description="data folder (embedded store, log)")
     clickhouse_url: str | None = Field(None, description="ClickHouse server instead of embedded")
+    ack: Literal["log", "store"] | None = Field(
+        None,
+        description="when a span export is acknowledged: 'log' (fsynced in the local write-ahead "
+        "log; the embedded store's only mode) or 'store' (the ClickHouse server confirmed the "
+        "insert; no local state). Unset: 'store' on a server, else 'log'",
+    )
+    insert_quorum: int | Literal["auto"] = Field(
+        0,
+        description="ack = 'store' on replicated tables: replicas that must have an insert "
+        "before it is confirmed (0 = the one written to; 'auto' = a majority)",
+    )
     host: str = env.DEFAULT_HOST
     port: int = Field(env.DEFAULT_PORT, ge=1, le=65535)
     forwarded_allow_ips: str = Field(
@@ -130,6 +141,23 @@ class Settings(BaseSettings):
         total = info.data.get("store_memory_bytes")
         if total is not None and value > total:
             raise ValueError(f"must be at most store_memory_bytes ({total})")
+        return value
+
+    @field_validator("ack")
+    @classmethod
+    def _store_ack_needs_a_server(cls, value: str | None, info: ValidationInfo) -> str | None:
+        if value == "store" and not info.data.get("clickhouse_url"):
+            raise ValueError(
+                "'store' needs clickhouse_url: the embedded store is in this process, so the "
+                "write-ahead log is what makes an acknowledged span durable; use 'log'"
+            )
+        return value
+
+    @field_validator("insert_quorum")
+    @classmethod
+    def _quorum_not_negative(cls, value: int | str) -> int | str:
+        if isinstance(value, int) and value < 0:
+            raise ValueError("must be 0 (off), a number of replicas, or 'auto'")
         return value
 
     def engine_limits(self) -> EngineLimits:

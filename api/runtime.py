@@ -2,17 +2,18 @@
 
 from __future__ import annotations
 
+from concurrent.futures import Future
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Protocol
 
 from fastapi import Request
 
 from driftline.alerts.engine import AlertLoop
 from driftline.api.config import Settings
 from driftline.api.ratelimit import RateLimiter
+from driftline.ingest.mapping import SpanDecoder
 from driftline.ingest.metrics import CollectorMetrics
-from driftline.ingest.wal import WriteAheadLog
-from driftline.ingest.writer import Writer
+from driftline.ingest.wal import Payload
 from driftline.store import Store
 from driftline.store.keys import KeyChecker
 
@@ -28,12 +29,32 @@ class ApiError(Exception):
         self.status, self.message, self.headers = status, message, headers or {}
 
 
+class SpanWriter(Protocol):
+    """What acknowledges span exports and puts them in the store: the write-ahead log and its
+    writer (`ingest.writer.Writer`, ack = "log"), or the store itself
+    (`ingest.committer.StoreCommitter`, ack = "store")."""
+
+    decoder: SpanDecoder
+    store_healthy: bool
+
+    def submit(self, payload: Payload) -> Future[None]:
+        """A request's record; the future is done once it is acknowledged."""
+
+    def backlog_bytes(self) -> int:
+        """Acknowledged bytes not yet in the store."""
+
+    def start(self) -> None: ...
+
+    def stop(self, drain_timeout: float = 30.0) -> None: ...
+
+    def close(self) -> None: ...
+
+
 @dataclass
 class Runtime:
     settings: Settings
     store: Store
-    wal: WriteAheadLog
-    writer: Writer
+    writer: SpanWriter
     keys: KeyChecker
     limiter: RateLimiter  # every request, per key
     heavy_limiter: RateLimiter  # searches and dataset rebuilds, per project

@@ -21,6 +21,13 @@ from driftline.store import Store, keys
 @click.option("--host", default=None, help="address to listen on [default: 127.0.0.1]")
 @click.option("--port", type=int, default=None, help="port to listen on [default: 4318]")
 @click.option(
+    "--ack",
+    type=click.Choice(["log", "store"]),
+    default=None,
+    help="acknowledge exports once in the local log, or once the ClickHouse server has them "
+    "[default: store with --clickhouse-url, else log]",
+)
+@click.option(
     "--log-level",
     default="info",
     show_default=True,
@@ -32,6 +39,7 @@ def serve(
     config_file: Path | None,
     host: str | None,
     port: int | None,
+    ack: str | None,
     log_level: str,
 ) -> None:
     """Run the collector: OTLP ingest on /v1/traces, the API, /metrics."""
@@ -40,7 +48,7 @@ def serve(
     from driftline.api.app import build_runtime, create_app
 
     settings = settings_from(
-        config_file, data=data, clickhouse_url=clickhouse_url, host=host, port=port
+        config_file, data=data, clickhouse_url=clickhouse_url, host=host, port=port, ack=ack
     )
     logging.basicConfig(
         level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"

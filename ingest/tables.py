@@ -130,6 +130,15 @@ _HOURLY_BACKFILL = (
 )
 
 
+# ack = "store": an insert carries a token made from its rows' keys (ingest/writer.py), and a
+# second insert with the same token is dropped. Replicated tables keep the tokens of their last
+# inserts anyway; a table on one server keeps them only with this window.
+_DEDUPLICATION_WINDOW = tuple(
+    f"ALTER TABLE {table} MODIFY SETTING non_replicated_deduplication_window = 10000"
+    for table in ("llm_calls", "spans")
+)
+
+
 # Pending calls are found by when they arrived: the index skips every granule ingested before
 # the watermark, whatever the history.
 _INGESTED_INDEX = (
@@ -195,6 +204,7 @@ MIGRATIONS = (
     Migration(7, "hourly rollup of calls for dashboards", (_HOURLY, _HOURLY_MV, _HOURLY_BACKFILL)),
     Migration(8, "calls found by when they arrived", (_INGESTED_INDEX, _INGESTED_INDEX_BUILD)),
     Migration(10, "OTLP metrics and logs", (_OTEL_METRICS, _OTEL_LOGS)),
+    Migration(11, "inserts deduplicated by token on one server", _DEDUPLICATION_WINDOW),
 )
 
 # Tables whose retention is configurable, and the column their TTL counts from.

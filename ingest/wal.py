@@ -38,7 +38,7 @@ class WalFull(Exception):
 
 
 class WalClosed(Exception):
-    """The log is shutting down and takes no more records."""
+    """The collector is shutting down and takes no more records."""
 
 
 @dataclass(frozen=True, order=True)

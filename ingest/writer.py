@@ -10,10 +10,12 @@ it is: the writer halves its batch until one fits, then grows it back.
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import random
 import threading
 import time
+from concurrent.futures import Future
 
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -21,8 +23,9 @@ import pyarrow.compute as pc
 from driftline.ingest import tables
 from driftline.ingest.mapping import MappedBatch, SpanDecoder
 from driftline.ingest.metrics import CollectorMetrics
-from driftline.ingest.wal import Position, Record, WriteAheadLog, write_durably
+from driftline.ingest.wal import Payload, Position, Record, WriteAheadLog, write_durably
 from driftline.store import Store, StoreError
+from driftline.store.base import Params
 from driftline.store.embedded import MEMORY_LIMIT_EXCEEDED
 
 log = logging.getLogger(__name__)
@@ -169,20 +172,56 @@ class Writer:
 
     def write(self, batch: MappedBatch) -> None:
         """Insert the batch's rows the store does not hold yet."""
-        self.metrics.duplicates.inc(batch.duplicates)
-        for name, table in (("llm_calls", batch.llm_calls), ("spans", batch.spans)):
-            if table.num_rows == 0:
-                continue
-            started = time.perf_counter()
-            known = tables.existing_keys(self.store, name, table)
-            if known:
-                self.metrics.duplicates.inc(len(known))
-                table = table.filter(
-                    pc.invert(pc.is_in(tables.keys_of(table), pa.array(list(known))))
-                )
-            if table.num_rows:
-                self.store.insert_arrow(name, table)
-            self.metrics.store_write_seconds.labels(name).observe(time.perf_counter() - started)
-            self.metrics.store_rows.labels(name).inc(table.num_rows)
-            if name == "llm_calls":
-                self.metrics.observe_llm_calls(table)
+        store_batch(self.store, batch, self.metrics)
+
+    # What app.py and the routes see of every span writer (ingest/committer.py is the other).
+    def submit(self, payload: Payload) -> Future[None]:
+        """Queue a request's record; done once it is durable in the log."""
+        return self.wal.submit(payload)
+
+    def backlog_bytes(self) -> int:
+        return self.wal.backlog_bytes()
+
+    def close(self) -> None:
+        """Close the log (after `stop`)."""
+        self.wal.close()
+
+
+def store_batch(
+    store: Store, batch: MappedBatch, metrics: CollectorMetrics, confirm: Params | None = None
+) -> None:
+    """Insert the batch's rows the store does not hold yet.
+
+    `confirm`: the settings under which a server confirms an insert (ack = "store"); each insert
+    then also carries a deduplication token made from its rows' keys, so the same rows sent
+    again (a retry racing the first try) are stored once.
+    """
+    metrics.duplicates.inc(batch.duplicates)
+    for name, table in (("llm_calls", batch.llm_calls), ("spans", batch.spans)):
+        if table.num_rows == 0:
+            continue
+        started = time.perf_counter()
+        known = tables.existing_keys(store, name, table)
+        if known:
+            metrics.duplicates.inc(len(known))
+            table = table.filter(pc.invert(pc.is_in(tables.keys_of(table), pa.array(list(known)))))
+        if table.num_rows:
+            settings = None
+            if confirm is not None:
+                settings = {
+                    **confirm,
+                    "insert_deduplication_token": deduplication_token(name, table),
+                }
+            store.insert_arrow(name, table, settings)
+        metrics.store_write_seconds.labels(name).observe(time.perf_counter() - started)
+        metrics.store_rows.labels(name).inc(table.num_rows)
+        if name == "llm_calls":
+            metrics.observe_llm_calls(table)
+
+
+def deduplication_token(table: str, rows: pa.Table) -> str:
+    """The same for the same rows of `table`, in any order."""
+    digest = hashlib.sha256(table.encode())
+    for key in sorted(tables.keys_of(rows).to_pylist()):
+        digest.update(b"\0" + key.encode())
+    return digest.hexdigest()

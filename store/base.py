@@ -34,8 +34,9 @@ class Store(abc.ABC):
         """Run a SELECT and return its result as an Arrow table."""
 
     @abc.abstractmethod
-    def insert_arrow(self, table: str, data: pa.Table) -> None:
-        """Insert an Arrow table whose column names match the target table's."""
+    def insert_arrow(self, table: str, data: pa.Table, settings: Params | None = None) -> None:
+        """Insert an Arrow table whose column names match the target table's, with `settings`
+        (ClickHouse's, for this insert) beside the usual ones."""
 
     @abc.abstractmethod
     def query_with_values(

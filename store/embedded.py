@@ -108,13 +108,14 @@ class EmbeddedStore(Store):
         result = self._run(sql, params, "ArrowTable")
         return _strings_not_binary(result)
 
-    def insert_arrow(self, table: str, data: pa.Table) -> None:
+    def insert_arrow(self, table: str, data: pa.Table, settings: Params | None = None) -> None:
         columns = ", ".join(f"`{name}`" for name in data.column_names)
         # chDB's Python() table function reads the local variable named in the SQL.
         rows = data  # noqa: F841
-        settings = ", ".join(f"{k} = {v}" for k, v in INSERT_SETTINGS.items())
+        chosen = {**INSERT_SETTINGS, **(settings or {})}
+        clause = ", ".join(f"{k} = {_literal(v)}" for k, v in chosen.items())
         self._run(
-            f"INSERT INTO {self.database}.{table} ({columns}) SETTINGS {settings} "
+            f"INSERT INTO {self.database}.{table} ({columns}) SETTINGS {clause} "
             "SELECT * FROM Python(rows)"
         )
 

@@ -61,10 +61,13 @@ class ServerStore(Store):
             raise StoreError(str(exc)) from exc
         return strings_not_binary(table)
 
-    def insert_arrow(self, table: str, data: pa.Table) -> None:
+    def insert_arrow(self, table: str, data: pa.Table, settings: Params | None = None) -> None:
         try:
             self._client().insert_arrow(
-                table, data, database=self.database, settings=dict(INSERT_SETTINGS)
+                table,
+                data,
+                database=self.database,
+                settings={**INSERT_SETTINGS, **(settings or {})},
             )
         except Exception as exc:
             raise StoreError(str(exc)) from exc

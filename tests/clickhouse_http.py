@@ -492,14 +492,24 @@ class Running:
             self.process.stdout.close()
 
 
-def start(path: Path, user: str = "driftline", password: str = "secret") -> Running:
-    """Start a stand-in on a free port over `path`; returns once it answers /ping."""
+def start(path: Path, user: str = "driftline", password: str = "secret", port: int = 0) -> Running:
+    """Start a stand-in over `path` on `port` (0: a free one); returns once it listens."""
     path.mkdir(parents=True, exist_ok=True)
     log = open(path.parent / f"{path.name}.log", "wb")  # noqa: SIM115  # the child's
     root = Path(__file__).resolve().parents[1]
     command = [sys.executable, "-m", "tests.clickhouse_http", "--stop-with-stdin"]
     process = subprocess.Popen(
-        [*command, "--path", str(path), "--user", user, "--password", password],
+        [
+            *command,
+            "--path",
+            str(path),
+            "--user",
+            user,
+            "--password",
+            password,
+            "--port",
+            str(port),
+        ],
         stdin=subprocess.PIPE,  # closed when this process ends, however it ends: then it stops
         stdout=subprocess.PIPE,
         stderr=log,
@@ -517,7 +527,7 @@ def start(path: Path, user: str = "driftline", password: str = "secret") -> Runn
 
 
 @contextlib.contextmanager
-def running(path: Path, **kwargs: str) -> Iterator[Running]:
+def running(path: Path, **kwargs: Any) -> Iterator[Running]:
     server = start(path, **kwargs)
     try:
         yield server

@@ -137,7 +137,7 @@ class Collector:
 
     def drain(self, timeout: float = 10) -> None:
         deadline = time.monotonic() + timeout
-        while self.runtime.wal.backlog_bytes() and time.monotonic() < deadline:
+        while self.runtime.writer.backlog_bytes() and time.monotonic() < deadline:
             time.sleep(0.02)
 
 

@@ -21,7 +21,7 @@ def readyz(request: Request) -> Response:
     problems = []
     if not rt.store.ping() or not rt.writer.store_healthy:
         problems.append("store unreachable")
-    backlog = rt.wal.backlog_bytes()
+    backlog = rt.writer.backlog_bytes()
     if backlog >= rt.settings.wal_budget_bytes:
         problems.append(f"log backlog {backlog} bytes at its budget")
     body = {

@@ -1,5 +1,6 @@
-"""OTLP/HTTP ingest: `POST /v1/traces`, acknowledged once durable in the log; `/v1/metrics`
-and `/v1/logs`, acknowledged once stored."""
+"""OTLP/HTTP ingest: `POST /v1/traces`, acknowledged once durable in the log (ack = "log") or
+confirmed by the ClickHouse server (ack = "store"); `/v1/metrics` and `/v1/logs`, acknowledged
+once stored."""
 
 from __future__ import annotations
 
@@ -79,7 +80,7 @@ async def export_traces(request: Request, principal: IngestKey) -> Response:
     if decoded.accepted:
         assert principal.project is not None
         try:
-            future = rt.wal.submit(envelope.pack_parts(principal.project, decoded.wire))
+            future = rt.writer.submit(envelope.pack_parts(principal.project, decoded.wire))
         except WalFull as exc:
             rt.metrics.spans_rejected.labels("backlog_full").inc(decoded.accepted)
             raise ApiError(
@@ -91,6 +92,8 @@ async def export_traces(request: Request, principal: IngestKey) -> Response:
             await asyncio.wrap_future(future)
         except OSError as exc:  # disk full or failing: nothing was acknowledged
             raise ApiError(503, f"could not write the log: {exc}", {"Retry-After": "5"}) from None
+        except StoreError as exc:  # ack = "store": the server did not confirm the insert
+            raise ApiError(503, f"{exc}; retry later", {"Retry-After": "5"}) from None
         rt.metrics.spans_accepted.inc(decoded.accepted)
     rt.metrics.ack_seconds.observe(time.perf_counter() - started)
     rt.metrics.requests.labels("200").inc()

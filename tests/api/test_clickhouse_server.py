@@ -48,7 +48,7 @@ def test_ingest_read_and_dedupe_on_a_server(tmp_path: Path, server_url: str) -> 
         for _ in range(2):  # the same batch twice is stored once
             response = client.post("/v1/traces", content=body, headers={**PROTOBUF, **auth(ingest)})
             assert response.status_code == 200
-        while runtime.wal.backlog_bytes():
+        while runtime.writer.backlog_bytes():
             pass
         items = client.get("/api/calls", headers=auth(read)).json()["items"]
     assert [i["input_text"] for i in items] == ["server question"]

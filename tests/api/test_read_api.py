@@ -362,7 +362,7 @@ def test_backlog_gauge_follows_the_log(collector: Collector) -> None:
     collector.runtime.writer.stop(drain_timeout=0)
     send(collector, [f.span(f.genai_attrs())])
     backlog = _value(_samples(collector), "driftline_wal_backlog_bytes")
-    assert backlog == collector.runtime.wal.backlog_bytes() > 0
+    assert backlog == collector.runtime.writer.backlog_bytes() > 0
     assert collector.client.get("/readyz").json()["wal_backlog_bytes"] == backlog
 
 

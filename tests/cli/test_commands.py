@@ -74,6 +74,13 @@ def test_bad_input_is_named(tmp_path: Path) -> None:
     result = runner.invoke(main, ["keys", "list", "--config", str(config), "--data", data])
     assert result.exit_code == 2
     assert "port" in result.output and "bogus" in result.output
+    embedded_store_ack = runner.invoke(main, ["serve", "--ack", "store", "--data", data])
+    assert embedded_store_ack.exit_code == 2
+    assert "ack" in embedded_store_ack.output and "clickhouse_url" in embedded_store_ack.output
+    quorum = tmp_path / "quorum.toml"
+    quorum.write_text("clickhouse_url = 'http://ch:8123/d'\ninsert_quorum = -2\n")
+    bad_quorum = runner.invoke(main, ["serve", "--config", str(quorum), "--data", data])
+    assert bad_quorum.exit_code == 2 and "insert_quorum" in bad_quorum.output
 
 
 def test_settings_precedence_flags_then_env_then_file(

@@ -724,7 +724,7 @@ def test_endpoint_answers_only_with_ok_or_client_errors(collector_factory) -> No
     assert statuses.get(200, 0) > 0 and statuses.get(400, 0) > 0, statuses
     # everything acknowledged reaches the store: the writer survived what was accepted
     collector.drain(timeout=20)
-    assert collector.runtime.wal.backlog_bytes() == 0
+    assert collector.runtime.writer.backlog_bytes() == 0
     assert collector.runtime.writer.store_healthy
 
 

@@ -378,7 +378,7 @@ def test_over_the_rate_limit_is_429_with_retry_after(collector_factory) -> None:
 
 
 def test_wal_budget_exceeded_is_503_with_retry_after(collector_factory) -> None:
-    c = collector_factory(wal_budget_bytes=1048576)
+    c = collector_factory(ack="log", wal_budget_bytes=1048576)
     huge = f.request([f.span(f.genai_attrs(prompt="z" * 1_500_000))]).SerializeToString()
     r = post(c, huge)
     assert r.status_code == 503
@@ -395,12 +395,12 @@ def test_wal_budget_exceeded_is_503_with_retry_after(collector_factory) -> None:
 
 
 def test_503_when_the_store_is_behind_and_the_log_is_full(collector_factory) -> None:
-    c = collector_factory(wal_budget_bytes=1048576)
+    c = collector_factory(ack="log", wal_budget_bytes=1048576)
     c.runtime.writer.stop(drain_timeout=0)  # the store stops taking rows
     batch = f.request([f.span(f.genai_attrs(prompt="w" * 300_000))]).SerializeToString()
     codes = [post(c, batch).status_code for _ in range(4)]
     assert codes == [200, 200, 200, 503]
-    assert c.runtime.wal.backlog_bytes() > 900_000  # the acknowledged batches are kept
+    assert c.runtime.writer.backlog_bytes() > 900_000  # the acknowledged batches are kept
 
 
 # ---- idempotence -------------------------------------------------------------------------------
@@ -453,10 +453,12 @@ def test_same_span_as_protobuf_then_json_is_stored_once(collector: Collector) ->
     assert metric(collector, "driftline_store_duplicate_spans_skipped_total") == 1
 
 
-def test_a_record_the_decoder_cannot_read_is_set_aside_not_blocking(collector: Collector) -> None:
+def test_a_record_the_decoder_cannot_read_is_set_aside_not_blocking(collector_factory) -> None:
     """A poison record goes to dead-letter/ with a metric; the spans after it are stored."""
+    collector = collector_factory(ack="log")
     rt = collector.runtime
-    rt.wal.append(envelope.pack("alpha", b"\x0a\x05\xff\xff\xff\xff\xff"))  # not a valid request
+    poison = envelope.pack("alpha", b"\x0a\x05\xff\xff\xff\xff\xff")  # not a valid request
+    rt.writer.wal.append(poison)
     good = f.request([f.span(f.genai_attrs(prompt="after the poison"))])
     response = collector.client.post(
         "/v1/traces",

@@ -80,6 +80,18 @@ def test_insert_query_and_parameters(store: Store) -> None:
         store.query("SELECT no_such_column FROM t")
 
 
+def test_an_insert_takes_settings_and_a_token_stores_it_once(store: Store) -> None:
+    store.command(
+        "CREATE TABLE d (n UInt32) ENGINE = MergeTree ORDER BY n "
+        "SETTINGS non_replicated_deduplication_window = 100"
+    )
+    for token in ("one", "one", "two"):
+        store.insert_arrow("d", pa.table({"n": [1, 2]}), {"insert_deduplication_token": token})
+    assert store.query("SELECT count() AS n FROM d")[0]["n"] == 4
+    with pytest.raises(StoreError, match="no_such_setting"):
+        store.insert_arrow("d", pa.table({"n": [3]}), {"no_such_setting": 1})
+
+
 def test_data_survives_reopening(open_backend: Callable[[], Store]) -> None:
     first = open_backend()
     migrate(first)
