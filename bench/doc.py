@@ -364,6 +364,15 @@ SECTIONS = (
                 1200,
                 label="Small history",
             ),
+            Run(
+                "detect_scale-wide",
+                "detect_scale",
+                "--calls 1000000 --window 20000 --passes 1",
+                None,
+                1800,
+                label="A wide window: the most calls a side is tested on, as at thousands of "
+                "calls a second",
+            ),
         ),
     ),
 )
