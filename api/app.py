@@ -22,6 +22,8 @@ from driftline.api.ratelimit import RateLimiter
 from driftline.api.routes import ROUTERS
 from driftline.api.routes.ingest import OTLP_PATHS
 from driftline.api.runtime import ApiError, Runtime, SpanWriter
+from driftline.evaluators.metrics import EvaluatorMetrics
+from driftline.evaluators.runner import Evaluator, EvaluatorLoop
 from driftline.finetune import overview as finetune_overview
 from driftline.finetune.metrics import ModelMetrics
 from driftline.ingest import otlp
@@ -52,6 +54,7 @@ def build_runtime(settings: Settings, store: Store, operator_token: str | None =
     metrics.track_backlog(writer.backlog_bytes)
     alerts = alert_loop(settings, store, metrics.registry)
     return Runtime(
+        evaluators=evaluator_loop(settings, store, metrics.registry),
         detectors=_detector_loop(settings, store, metrics, alerts),
         alerts=alerts,
         settings=settings,
@@ -130,6 +133,20 @@ def alert_loop(
     return AlertLoop(engine)
 
 
+def evaluator_loop(
+    settings: Settings, store: Store, registry: CollectorRegistry | None
+) -> EvaluatorLoop | None:
+    """The online evaluators' loop, or None when none is configured or evaluation is off."""
+    if not settings.evaluators or not settings.evaluation.enabled:
+        return None
+    metrics = EvaluatorMetrics(registry)
+    evaluators = [
+        Evaluator(name, config, settings.review, metrics)
+        for name, config in settings.evaluators.items()
+    ]
+    return EvaluatorLoop(store, evaluators, settings.evaluation)
+
+
 def _detector_loop(
     settings: Settings, store: Store, metrics: CollectorMetrics, alerts: AlertLoop | None
 ) -> Any:
@@ -150,13 +167,13 @@ def create_app(rt: Runtime) -> FastAPI:
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         rt.writer.start()
-        for loop in (rt.alerts, rt.detectors):
+        for loop in (rt.alerts, rt.detectors, rt.evaluators):
             if loop is not None:
                 loop.start()
         try:
             yield
         finally:
-            for loop in (rt.detectors, rt.alerts):
+            for loop in (rt.evaluators, rt.detectors, rt.alerts):
                 if loop is not None:
                     loop.stop()
             rt.writer.stop()

@@ -17,6 +17,7 @@ from pydantic_settings import (
 
 from driftline.alerts.config import AlertSettings
 from driftline.detectors.config import DetectorSettings
+from driftline.evaluators.config import EvaluationSettings, EvaluatorSettings, check_names
 from driftline.finetune.config import FinetuneSettings
 from driftline.ingest.pricing import Price
 from driftline.review.config import ReviewSettings
@@ -123,6 +124,15 @@ class Settings(BaseSettings):
     alerts: AlertSettings = AlertSettings.model_validate({})
     review: ReviewSettings = ReviewSettings.model_validate({})
     finetune: FinetuneSettings = FinetuneSettings.model_validate({})
+    evaluation: EvaluationSettings = EvaluationSettings.model_validate({})
+    evaluators: dict[str, EvaluatorSettings] = Field(
+        default_factory=dict, description="online evaluators by name ([evaluators.NAME])"
+    )
+
+    @field_validator("evaluators")
+    @classmethod
+    def _evaluator_names(cls, value: dict[str, EvaluatorSettings]) -> dict[str, EvaluatorSettings]:
+        return check_names(value)
 
     @field_validator("max_inflight_body_bytes")
     @classmethod

@@ -11,6 +11,7 @@ from fastapi import Request
 from driftline.alerts.engine import AlertLoop
 from driftline.api.config import Settings
 from driftline.api.ratelimit import RateLimiter
+from driftline.evaluators.runner import EvaluatorLoop
 from driftline.ingest.mapping import SpanDecoder
 from driftline.ingest.metrics import CollectorMetrics
 from driftline.ingest.wal import Payload
@@ -62,6 +63,7 @@ class Runtime:
     metrics_token: str | None = None  # what /metrics requires, read once at start
     detectors: DetectorLoop | None = None  # None: turned off, or the detectors extra is missing
     alerts: AlertLoop | None = None  # None: turned off, or no rules file
+    evaluators: EvaluatorLoop | None = None  # None: none configured, or turned off
 
 
 def runtime(request: Request) -> Runtime:

@@ -198,9 +198,9 @@ def gate_command(**kwargs: Any) -> None:
             reward = RewardModel.load(kwargs["reward_model"]).score
         judge = None
         if config.gate.judge is not None:
-            from driftline.finetune.gate.judge import LLMJudge
+            from driftline.finetune.gate.judge import gate_judge
 
-            judge = LLMJudge(config.gate.judge)
+            judge = gate_judge(config.gate.judge)
         try:
             version, verdict, _ = run_gate(
                 ledger, kwargs["candidate"], kwargs["baseline"], kwargs["snapshot_id"], config,

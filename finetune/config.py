@@ -5,7 +5,9 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, Field, SecretStr, model_validator
+from pydantic import BaseModel, Field
+
+from driftline.evaluators.config import JudgeEndpoint
 
 METHODS = ("dpo", "kto", "reward", "ppo", "grpo")
 Method = Literal["dpo", "kto", "reward", "ppo", "grpo"]
@@ -52,17 +54,11 @@ class TrainSettings(BaseModel):
     )
 
 
-class JudgeSettings(BaseModel):
+class JudgeSettings(JudgeEndpoint):
     """An OpenAI-compatible chat model that scores answers on the rubric for the gate."""
 
-    model_config = {"extra": "forbid"}
-
-    url: str = Field(description="base URL, e.g. https://api.openai.com/v1")
-    model: str
-    api_key: SecretStr = SecretStr("")  # never shown: not in errors, logs or dumps
     criteria: list[str] = Field(default_factory=lambda: ["accuracy", "helpfulness", "safety"])
     min_spearman: float = Field(0.8, ge=-1, le=1)
-    timeout: float = Field(60.0, gt=0)
 
 
 class GateSettings(BaseModel):
@@ -88,10 +84,3 @@ class FinetuneSettings(BaseModel):
     models_root: Path = Field(
         Path("models"), description="the folder the API registers model versions from (any depth)"
     )
-
-    @model_validator(mode="after")
-    def _judge_key(self) -> FinetuneSettings:
-        judge = self.gate.judge
-        if judge is not None and not judge.url.startswith(("http://", "https://")):
-            raise ValueError(f"gate.judge.url must start with http:// or https://: {judge.url!r}")
-        return self

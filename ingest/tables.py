@@ -405,11 +405,13 @@ def arrivals(
     upto_ns: int,
     started_since_ns: int,
     operations: Sequence[str],
+    answered_only: bool = True,
 ) -> Relation:
-    """`columns` (of alias `c`) and `ingested_ns` of the answered calls stored after position
-    (after_ns, after_key) in arrival order, by `upto_ns`, that started since
-    `started_since_ns`: what arrived for the embedder. An empty key means after all of
-    `after_ns`; the minmax index on `ingested_at` skips every older granule."""
+    """`columns` (of alias `c`) and `ingested_ns` of the calls (with an answer, unless
+    `answered_only` is False) stored after position (after_ns, after_key) in arrival order, by
+    `upto_ns`, that started since `started_since_ns`: what arrived for the embedder or the
+    evaluators. An empty key means after all of `after_ns`; the minmax index on `ingested_at`
+    skips every older granule."""
     at = "fromUnixTimestamp64Nano({after_ns:Int64}, 'UTC')"
     params: dict[str, Any] = {
         "after_ns": after_ns,
@@ -431,7 +433,8 @@ def arrivals(
         f"FROM llm_calls AS c WHERE {after} "
         "AND c.ingested_at <= fromUnixTimestamp64Nano({upto_ns:Int64}, 'UTC') "
         "AND c.start_time >= fromUnixTimestamp64Nano({since:Int64}, 'UTC') "
-        "AND c.operation IN {operations:Array(String)} AND notEmpty(c.output_text)",
+        "AND c.operation IN {operations:Array(String)}"
+        + (" AND notEmpty(c.output_text)" if answered_only else ""),
         params,
     )
 

@@ -27,6 +27,7 @@ TABLE_MODULES = (
     "driftline.ingest.tables",
     "driftline.detectors.tables",
     "driftline.review.tables",
+    "driftline.evaluators.tables",
     "driftline.finetune.tables",
     "driftline.alerts.tables",
 )

@@ -38,7 +38,7 @@ RewardFn = Callable[[Sequence[str], Sequence[str]], list[float]]
 
 
 class Judge(Protocol):
-    """Scores answers on rubric criteria (`driftline.finetune.gate.judge.LLMJudge`)."""
+    """Scores answers on rubric criteria (`driftline.evaluators.judge.LLMJudge`)."""
 
     criteria: list[str]
 

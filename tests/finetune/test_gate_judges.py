@@ -14,9 +14,10 @@ from typing import Any
 
 import pytest
 
+from driftline.evaluators.judge import JudgeError
 from driftline.finetune.config import FinetuneSettings, JudgeSettings
 from driftline.finetune.gate.evaluation import Evidence, run_gate
-from driftline.finetune.gate.judge import JudgeError, LLMJudge
+from driftline.finetune.gate.judge import gate_judge
 from driftline.finetune.gate.verdict import Verdict
 from driftline.finetune.ledger import StoreLedger
 from driftline.finetune.rewards import RewardModel
@@ -104,7 +105,7 @@ def gate_judged_by(
         settings = judged(server.url)
         assert settings.gate.judge is not None
         candidate = world.untrained(base, tmp_path / "same")
-        judge = LLMJudge(settings.gate.judge)
+        judge = gate_judge(settings.gate.judge)
         _, verdict, evidence = run_gate(ledger, candidate, base, snapshot, settings, judge=judge)
     finally:
         server.close()
@@ -147,7 +148,7 @@ def test_a_judge_that_disagrees_with_people_is_not_trusted(
 def test_a_judge_reply_without_scores_is_an_error() -> None:
     server = ChatServer(reply="I think it is fine.")
     try:
-        judge = LLMJudge(JudgeSettings(url=server.url, model="grader", criteria=["accuracy"]))
+        judge = gate_judge(JudgeSettings(url=server.url, model="grader", criteria=["accuracy"]))
         with pytest.raises(JudgeError, match="no JSON object of scores"):
             judge.score("q", "a")
         server.reply = json.dumps({"accuracy": 9})

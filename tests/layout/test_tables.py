@@ -94,7 +94,7 @@ def arrow_type(clickhouse: str) -> pa.DataType:
         return pa.map_(arrow_type(key), arrow_type(value))
     numbers = {"UInt8": pa.uint8(), "UInt16": pa.uint16(), "UInt32": pa.uint32(),
                "UInt64": pa.uint64(), "Int8": pa.int8(), "Int32": pa.int32(), "Int64": pa.int64(),
-               "Float64": pa.float64()}  # fmt: skip
+               "Float64": pa.float64(), "Date": pa.date32()}  # fmt: skip
     return numbers[clickhouse]
 
 

@@ -137,7 +137,13 @@ def test_migrate_adds_only_what_came_after_and_changes_no_old_table(
         for name in before
     }
     assert unaltered == before
-    assert set(after) - set(before) == {"review_sessions", "otel_metrics", "otel_logs"}
+    assert set(after) - set(before) == {
+        "review_sessions",
+        "otel_metrics",
+        "otel_logs",
+        "evaluator_progress",
+        "evaluator_days",
+    }
     assert {name: t["engine"] for name, t in before.items()} == MANIFEST["schema"]["engines"]
     assert {name: n for name, n in counts.items() if name in before} == {
         **MANIFEST["schema"]["rows"],

@@ -1,0 +1,83 @@
+"""The `[evaluators.NAME]` settings: what grades production calls, how many, at what cost."""
+
+from __future__ import annotations
+
+import re
+from typing import Literal
+
+from pydantic import BaseModel, Field, SecretStr, field_validator, model_validator
+
+_NAME = re.compile(r"^[a-z][a-z0-9_]{0,31}$")
+Kind = Literal["llm_judge", "refusal", "empty", "json"]
+
+
+class JudgeEndpoint(BaseModel):
+    """An OpenAI-compatible chat-completions endpoint and model that grades answers."""
+
+    model_config = {"extra": "forbid"}
+
+    url: str = Field(description="base URL, e.g. https://api.openai.com/v1")
+    model: str
+    api_key: SecretStr = SecretStr("")  # never shown: not in errors, logs or dumps
+    timeout: float = Field(60.0, gt=0)
+
+    @field_validator("url")
+    @classmethod
+    def _http(cls, value: str) -> str:
+        if not value.startswith(("http://", "https://")):
+            raise ValueError(f"must start with http:// or https://: {value!r}")
+        return value
+
+
+class EvaluatorSettings(BaseModel):
+    """One evaluator. `llm_judge` scores the rubric's criteria (or `criteria`) from 1 to 5 with
+    a chat model; `refusal`, `empty` and `json` are built-in checks that cost nothing."""
+
+    model_config = {"extra": "forbid"}
+
+    kind: Kind
+    version: str = Field("1", pattern=r"^[\w.-]{1,32}$", description="a new version grades again")
+    projects: list[str] = Field(default_factory=list, description="projects graded; empty: all")
+    sample_rate: float = Field(0.1, gt=0, le=1, description="share of new calls graded")
+    daily_budget: int = Field(1000, ge=1, description="calls graded a day per project and service")
+    concurrency: int = Field(4, ge=1, le=64, description="judge requests in flight")
+    max_retries: int = Field(3, ge=0, le=10, description="on 429 and 5xx, after Retry-After")
+    # llm_judge only
+    judge: JudgeEndpoint | None = None
+    criteria: list[str] | None = Field(None, description="default: the project's rubric")
+    prompt: str | None = Field(None, description="template with {criteria}, {prompt}, {response}")
+    input_price_per_mtok: float = Field(0.0, ge=0, description="USD per million prompt tokens")
+    output_price_per_mtok: float = Field(0.0, ge=0, description="USD per million answer tokens")
+    daily_cost_cap_usd: float = Field(10.0, ge=0, description="judge spend a day, all projects")
+
+    @model_validator(mode="after")
+    def _judge_for_llm(self) -> EvaluatorSettings:
+        if self.kind == "llm_judge" and self.judge is None:
+            raise ValueError("an llm_judge needs judge = {url = ..., model = ...}")
+        if self.kind != "llm_judge" and (self.judge or self.criteria or self.prompt):
+            raise ValueError(f"judge, criteria and prompt are for llm_judge, not {self.kind}")
+        if self.prompt is not None:
+            missing = [k for k in ("{prompt}", "{response}") if k not in self.prompt]
+            if missing:
+                raise ValueError(f"prompt must contain {' and '.join(missing)}")
+        return self
+
+
+class EvaluationSettings(BaseModel):
+    """How the evaluators' loop runs (inside `driftline serve`)."""
+
+    model_config = {"extra": "forbid"}
+
+    enabled: bool = True
+    interval_seconds: float = Field(10.0, gt=0, description="between passes")
+    batch_calls: int = Field(500, ge=1, le=10_000, description="new calls read per pass")
+    settle_seconds: float = Field(
+        5.0, ge=0, description="calls ingested more recently wait (an insert may be in flight)"
+    )
+
+
+def check_names(evaluators: dict[str, EvaluatorSettings]) -> dict[str, EvaluatorSettings]:
+    for name in evaluators:
+        if not _NAME.match(name):
+            raise ValueError(f"{name!r}: a name is 1-32 of a-z, 0-9 or _, starting with a letter")
+    return evaluators
