@@ -5,6 +5,7 @@ from driftline.cli import (  # noqa: F401  (each module adds its commands to `ma
     datasets,
     demo,
     detectors,
+    evaluators,
     finetune,
     keys,
     migrate,

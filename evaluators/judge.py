@@ -63,11 +63,11 @@ class LLMJudge:
         """The judge's score per criterion, 1 to 5."""
         return self.grade(prompt, response).scores
 
-    def grade(self, prompt: str, response: str) -> Graded:
-        """The scores and the tokens the judge's answer reports (0 when it reports none)."""
-        text = self.prompt.format(
-            criteria=", ".join(self.criteria), prompt=prompt, response=response
-        )
+    def grade(self, prompt: str, response: str, criteria: list[str] | None = None) -> Graded:
+        """The scores on `criteria` (default: the judge's) and the tokens the judge's answer
+        reports (0 when it reports none)."""
+        criteria = criteria or self.criteria
+        text = self.prompt.format(criteria=", ".join(criteria), prompt=prompt, response=response)
         body = {
             "model": self.endpoint.model,
             "temperature": 0,
@@ -84,7 +84,7 @@ class LLMJudge:
             ) from None
         if not isinstance(content, str):
             raise JudgeError(f"judge at {self.url} answered no text", "malformed")
-        return Graded(self._parse(content), *tokens)
+        return Graded(self._parse(content, criteria), *tokens)
 
     def _post(self, body: dict[str, object]) -> dict:
         key = self.endpoint.api_key.get_secret_value()
@@ -115,7 +115,7 @@ class LLMJudge:
             backoff *= 2
         raise JudgeError(failure, "unavailable")
 
-    def _parse(self, text: str) -> dict[str, float]:
+    def _parse(self, text: str, criteria: list[str]) -> dict[str, float]:
         """The first JSON object in the reply, checked for every criterion within 1..5."""
         found = re.search(r"\{.*\}", text, re.S)
         try:
@@ -127,7 +127,7 @@ class LLMJudge:
                 f"judge reply holds no JSON object of scores: {text[:200]!r}", "malformed"
             )
         out = {}
-        for name in self.criteria:
+        for name in criteria:
             value = scores.get(name)
             if isinstance(value, bool) or not isinstance(value, int | float) or not 1 <= value <= 5:
                 raise JudgeError(

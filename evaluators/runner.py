@@ -13,7 +13,7 @@ import uuid
 from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from datetime import UTC, date, datetime
+from datetime import UTC, datetime
 from typing import Any
 
 from driftline.detectors.embeddings import TEXT_OPERATIONS
@@ -26,6 +26,7 @@ from driftline.ingest.tables import arrivals
 from driftline.review.config import ReviewSettings
 from driftline.review.feedback import FeedbackIn, store_feedback
 from driftline.store import Store
+from driftline.store.sql import Relation
 
 log = logging.getLogger("driftline.evaluators")
 _NAMESPACE = uuid.UUID("5b0f8f55-7a43-4b4e-9d1c-0e6a3b1c2d40")
@@ -45,6 +46,19 @@ class PassOutcome:
     failed: dict[str, int] = field(default_factory=dict)
     skipped: dict[str, int] = field(default_factory=dict)
     cost_usd: float = 0.0
+
+    def add(self, other: PassOutcome) -> None:
+        self.read += other.read
+        self.graded += other.graded
+        self.cost_usd += other.cost_usd
+        for mine, theirs in ((self.failed, other.failed), (self.skipped, other.skipped)):
+            for reason, n in theirs.items():
+                mine[reason] = mine.get(reason, 0) + n
+
+
+def _after(row: dict[str, Any]) -> tables.Position:
+    """The position just past an arrived row."""
+    return tables.Position(row["ingested_ns"], (row["project_id"], row["trace_id"], row["span_id"]))
 
 
 def sampled(evaluator: str, trace_id: str, span_id: str, rate: float) -> bool:
@@ -85,8 +99,8 @@ class Evaluator:
         if self._judge is None:
             answer = Answer(call["output_text"], list(call["finish_reasons"]), call["output_type"])
             return Graded({self.settings.kind: float(CHECKS[self.settings.kind](answer))}, 0, 0)
-        self._judge.criteria = self.criteria(call["project_id"])
-        return self._judge.grade(call["input_text"], call["output_text"])
+        criteria = self.criteria(call["project_id"])
+        return self._judge.grade(call["input_text"], call["output_text"], criteria)
 
     def cost(self, graded: Graded) -> float:
         s = self.settings
@@ -96,6 +110,7 @@ class Evaluator:
         ) / 1e6
 
     def run_once(self, store: Store, options: EvaluationSettings, now_ns: int) -> PassOutcome:
+        """Grade what arrived since the last pass (up to `batch_calls`), and move past it."""
         s = self.settings
         at = tables.position(store, self.name, s.version)
         upto = now_ns - int(options.settle_seconds * 1e9)
@@ -103,27 +118,51 @@ class Evaluator:
             tables.save_position(store, self.name, s.version, tables.Position(upto))
             return PassOutcome()
         rows = self._arrived(store, at, upto, options.batch_calls)
+        outcome = self._grade_rows(store, rows, now_ns)
+        if rows:
+            tables.save_position(store, self.name, s.version, _after(rows[-1]))
+        return outcome
+
+    def backfill(
+        self, store: Store, since_ns: int, until_ns: int, batch: int,
+        progress: Callable[[int], None] = lambda _n: None,
+    ) -> PassOutcome:  # fmt: skip
+        """Grade the calls that arrived between `since_ns` and `until_ns`, as a live pass would
+        (sample, budgets, cost cap); what is graded already is not stored twice, and the live
+        passes' position is left where it is. `progress(n)` after each batch of n calls."""
+        total, at = PassOutcome(), tables.Position(since_ns)
+        while rows := self._arrived(store, at, until_ns, batch):
+            total.add(self._grade_rows(store, rows, time.time_ns()))
+            progress(len(rows))
+            at = _after(rows[-1])
+        return total
+
+    def arrived_count(self, store: Store, since_ns: int, until_ns: int) -> int:
+        new = self._arrivals(tables.Position(since_ns), until_ns)
+        return int(store.query(f"SELECT count() AS n FROM {new}", new.params)[0]["n"])
+
+    def _grade_rows(self, store: Store, rows: list[dict[str, Any]], now_ns: int) -> PassOutcome:
         outcome = PassOutcome(read=len(rows))
         if not rows:
             return outcome
+        s = self.settings
         day = datetime.fromtimestamp(now_ns / 1e9, UTC).date()
         totals = tables.day_totals(store, self.name, s.version, day)
         chosen = self._choose(rows, totals, outcome)
-        results = self._grade_all(chosen, totals, day, outcome)
-        self._store(store, results)
+        self._store(store, self._grade_all(chosen, totals, outcome))
         tables.save_day_totals(store, self.name, s.version, day, totals)
-        last = rows[-1]
-        key = (last["project_id"], last["trace_id"], last["span_id"])
-        tables.save_position(store, self.name, s.version, tables.Position(last["ingested_ns"], key))
         spent = sum(t.cost_usd for t in totals.values())
         self.metrics.spend_today.labels(*self._labels).set(spent)
         return outcome
 
+    def _arrivals(self, at: tables.Position, upto: int) -> Relation:
+        return arrivals(_COLUMNS, at.ingested_ns, at.key, upto, at.ingested_ns - _LOOKBACK_NS,
+                        TEXT_OPERATIONS, answered_only=False)  # fmt: skip
+
     def _arrived(
         self, store: Store, at: tables.Position, upto: int, limit: int
     ) -> list[dict[str, Any]]:
-        new = arrivals(_COLUMNS, at.ingested_ns, at.key, upto, at.ingested_ns - _LOOKBACK_NS,
-                       TEXT_OPERATIONS, answered_only=False)  # fmt: skip
+        new = self._arrivals(at, upto)
         return store.query(
             f"SELECT * FROM {new} ORDER BY ingested_ns, project_id, trace_id, span_id "
             f"LIMIT {int(limit)}",
@@ -158,7 +197,6 @@ class Evaluator:
         self,
         rows: list[dict[str, Any]],
         totals: dict[tuple[str, str], tables.DayTotal],
-        day: date,
         outcome: PassOutcome,
     ) -> list[tuple[dict[str, Any], Graded]]:
         """Grade `rows`, `concurrency` at a time; no new request once the day's spend has

@@ -140,3 +140,16 @@ def save_day_totals(
         "cost_usd": [totals[s].cost_usd for s in scopes],
     }
     store.insert_arrow("evaluator_days", table_of(DAYS, columns))
+
+
+def project_totals(store: Store, project: str, day: date) -> dict[tuple[str, str], DayTotal]:
+    """(evaluator, version) → what it graded, failed and spent on the project's calls on `day`."""
+    rows = store.query(
+        "SELECT evaluator, version, sum(graded) AS graded, sum(failed) AS failed, "
+        "sum(cost_usd) AS cost FROM evaluator_days FINAL WHERE project_id = {p:String} "
+        "AND day = {d:Date} GROUP BY evaluator, version",
+        {"p": project, "d": day.isoformat()},
+    )
+    return {
+        (r["evaluator"], r["version"]): DayTotal(r["graded"], r["failed"], r["cost"]) for r in rows
+    }

@@ -4,11 +4,13 @@ on the real store, as `driftline serve` runs them."""
 
 from __future__ import annotations
 
-import json
+import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from typing import Any
 
+import httpx
 import pytest
 from fastapi.testclient import TestClient
 from prometheus_client import CollectorRegistry, generate_latest
@@ -18,8 +20,8 @@ from driftline.evaluators.config import EvaluationSettings, EvaluatorSettings
 from driftline.evaluators.metrics import EvaluatorMetrics
 from driftline.evaluators.runner import Evaluator, PassOutcome
 from driftline.review.config import ReviewSettings
-from driftline.store import Store, keys
-from tests.conftest import Collector, make_settings
+from driftline.store import Store, keys, open_store
+from tests.conftest import Collector, make_settings, start_server, stop_server
 from tests.evaluators.judge_server import JudgeServer, Reply, completion, scores
 from tests.factory import PROTOBUF, auth, genai_attrs, request, span
 
@@ -236,4 +238,70 @@ def test_bad_evaluator_config_is_named(tmp_path, config: dict[str, Any], named: 
         make_settings(tmp_path, evaluators={"quality": config})
     with pytest.raises(ConfigError, match="a name is"):
         make_settings(tmp_path, evaluators={"Bad Name": {"kind": "refusal"}})
-    assert json  # the module's JSON is the wire format the judge speaks
+
+
+def test_a_backfill_grades_a_past_period_once_and_leaves_the_live_position(
+    collector: Collector, judge: JudgeServer
+) -> None:
+    store = collector.runtime.store
+    since = time.time_ns()
+    send(collector, ["old answer one", "old answer two"])
+    evaluator = make("quality", **llm_judge(judge.url))
+    run(evaluator, store)  # placed at now: the old calls are history
+    seen: list[int] = []
+    outcome = evaluator.backfill(store, since, time.time_ns(), batch=1, progress=seen.append)
+    assert (outcome.read, outcome.graded, seen) == (2, 2, [1, 1])
+    assert evaluator.arrived_count(store, since, time.time_ns()) == 2
+    again = evaluator.backfill(store, since, time.time_ns(), batch=10)
+    assert again.graded == 2 and len(judged(store)) == 4  # graded again, stored once
+    send(collector, ["live answer"])
+    assert run(evaluator, store).read == 1  # the live pass went on from where it was
+
+
+def test_eval_run_grades_a_backfill_from_the_command_line(tmp_path) -> None:
+    data = tmp_path / "data"
+    server = start_server(data)
+    answers = ["I cannot help with that.", "Use apt-get install vim."]
+    body = request([span(genai_attrs(answer=a)) for a in answers]).SerializeToString()
+    headers = {**PROTOBUF, **auth(server.ingest_key)}
+    assert httpx.post(f"{server.url}/v1/traces", content=body, headers=headers).status_code == 200
+    deadline = time.monotonic() + 20
+    while "driftline_wal_backlog_bytes 0.0" not in httpx.get(f"{server.url}/metrics").text:
+        assert time.monotonic() < deadline
+        time.sleep(0.1)
+    stop_server(server)
+    config = tmp_path / "driftline.toml"
+    config.write_text('[evaluators.refusals]\nkind = "refusal"\nsample_rate = 1.0\n')
+    command = [sys.executable, "-m", "driftline.cli", "eval", "run", "--data", str(data),
+               "--config", str(config), "--since", "2020-01-01"]  # fmt: skip
+    unknown = subprocess.run([*command, "--evaluator", "nope"], capture_output=True, text=True)
+    assert unknown.returncode == 2 and "no evaluator 'nope'; configured: refusals" in unknown.stderr
+    done = subprocess.run([*command, "--evaluator", "refusals"], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    assert "2 calls read, 2 graded" in done.stdout
+    with open_store(data) as store:
+        rows = judged(store)
+    assert sorted(r["value_number"] for r in rows) == [0, 1]
+
+
+def test_the_api_lists_the_project_evaluators_and_their_day(
+    collector_factory, judge: JudgeServer
+) -> None:
+    evaluators = {
+        "quality": llm_judge(judge.url, sample_rate=1.0),
+        "refusals": {"kind": "refusal", "sample_rate": 1.0},
+        "elsewhere": {"kind": "empty", "projects": ["beta"]},
+    }
+    collector = collector_factory(evaluators=evaluators, evaluation={"enabled": False})
+    store = collector.runtime.store
+    quality = make("quality", **llm_judge(judge.url))
+    run(quality, store)
+    send(collector, ["one", "two"])
+    run(quality, store)
+    response = collector.client.get("/api/evaluators", headers=auth(collector.read_key))
+    assert response.status_code == 200
+    items = {item["name"]: item for item in response.json()["items"]}
+    assert set(items) == {"quality", "refusals"}  # not another project's
+    assert items["quality"]["today"]["graded"] == 2 and items["quality"]["user"] == "quality@1"
+    assert items["refusals"]["daily_cost_cap_usd"] is None and not items["quality"]["running"]
+    assert collector.client.get("/api/evaluators").status_code == 401
