@@ -637,6 +637,43 @@ def queued_keys(project: str) -> Relation:
     )
 
 
+def queue_calls(
+    store: Store, project: str, calls: Sequence[Mapping[str, Any]], reason: str, window_key: str
+) -> int:
+    """Queue `calls` (trace_id, span_id, start_ns) for review for `reason` (also their source);
+    a call already queued keeps its row and its reasons. How many were queued."""
+    if not calls:
+        return 0
+    keys = [c["trace_id"] + c["span_id"] for c in calls]
+    held = {
+        row["k"]
+        for row in store.query(
+            "SELECT concat(trace_id, span_id) AS k FROM review_queue WHERE project_id = {p:String} "
+            "AND concat(trace_id, span_id) IN {keys:Array(String)}",
+            {"p": project, "keys": keys},
+        )
+    }
+    fresh = [c for c, k in zip(calls, keys, strict=True) if k not in held]
+    if not fresh:
+        return 0
+    n = len(fresh)
+    insert(store, "review_queue", {
+        "project_id": [project] * n,
+        "trace_id": [c["trace_id"] for c in fresh],
+        "span_id": [c["span_id"] for c in fresh],
+        "call_time": [c["start_ns"] for c in fresh],
+        "scope": [[("service", c.get("service", ""))] for c in fresh],
+        "reasons": [[reason]] * n,
+        "scores": [[]] * n,
+        "thresholds": [[]] * n,
+        "notes": [[]] * n,
+        "priority": [0.0] * n,
+        "source": [reason] * n,
+        "window_key": [window_key] * n,
+    })  # fmt: skip
+    return n
+
+
 def is_queued(store: Store, project: str, trace_id: str, span_id: str) -> bool:
     rows = store.query(
         "SELECT count() AS n FROM review_queue WHERE project_id = {p:String} "

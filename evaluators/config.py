@@ -42,6 +42,13 @@ class EvaluatorSettings(BaseModel):
     daily_budget: int = Field(1000, ge=1, description="calls graded a day per project and service")
     concurrency: int = Field(4, ge=1, le=64, description="judge requests in flight")
     max_retries: int = Field(3, ge=0, le=10, description="on 429 and 5xx, after Retry-After")
+    # people audit it
+    audit_rate: float = Field(
+        0.1, ge=0, le=1, description="share of graded calls queued for review (judge_audit)"
+    )
+    min_spearman: float = Field(0.8, ge=-1, le=1, description="trusted at or above, per criterion")
+    min_audited: int = Field(30, ge=2, description="audited calls before trust is decided")
+    agreement_days: int = Field(30, ge=1, le=365, description="the rolling window of agreement")
     # llm_judge only
     judge: JudgeEndpoint | None = None
     criteria: list[str] | None = Field(None, description="default: the project's rubric")

@@ -2,9 +2,15 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from prometheus_client import CollectorRegistry, Counter, Gauge
 
+if TYPE_CHECKING:
+    from driftline.evaluators.agreement import JudgeTrust
+
 _E = ("evaluator", "version")
+_TRUST = ("project", *_E)
 
 
 class EvaluatorMetrics:
@@ -34,3 +40,31 @@ class EvaluatorMetrics:
             _E,
             registry=registry,
         )
+        self.spearman = Gauge(
+            "driftline_evaluator_agreement_spearman",
+            "Spearman between the judge's scores and the reviewers' on audited calls",
+            (*_TRUST, "criterion"),
+            registry=registry,
+        )
+        self.audited = Gauge(
+            "driftline_evaluator_audited_calls",
+            "Calls both the judge and reviewers scored, in the agreement window",
+            (*_TRUST, "criterion"),
+            registry=registry,
+        )
+        self.trusted = Gauge(
+            "driftline_evaluator_trusted",
+            "1: the judge agrees with people on every criterion; 0: not; -1: too few audits",
+            _TRUST,
+            registry=registry,
+        )
+
+    def observe_trust(self, project: str, name: str, version: str, trust: JudgeTrust) -> None:
+        for c in trust.criteria:
+            labels = (project, name, version, c.criterion)
+            self.audited.labels(*labels).set(c.audited)
+            self.spearman.labels(*labels).set(
+                c.spearman if c.spearman is not None else float("nan")
+            )
+        state = {True: 1, False: 0, None: -1}[trust.trusted]
+        self.trusted.labels(project, name, version).set(state)

@@ -17,14 +17,16 @@ from datetime import UTC, datetime
 from typing import Any
 
 from driftline.detectors.embeddings import TEXT_OPERATIONS
+from driftline.detectors.tables import queue_calls
 from driftline.evaluators import tables
+from driftline.evaluators.agreement import JudgeTrust, judge_trust
 from driftline.evaluators.builtins import CHECKS, Answer
 from driftline.evaluators.config import EvaluationSettings, EvaluatorSettings
 from driftline.evaluators.judge import PROMPT, Graded, JudgeError, LLMJudge
 from driftline.evaluators.metrics import EvaluatorMetrics
 from driftline.ingest.tables import arrivals
 from driftline.review.config import ReviewSettings
-from driftline.review.feedback import FeedbackIn, store_feedback
+from driftline.review.feedback import JUDGE_AUDIT, FeedbackIn, store_feedback
 from driftline.store import Store
 from driftline.store.sql import Relation
 
@@ -34,7 +36,8 @@ _LOOKBACK_NS = 7 * 24 * 3600 * 10**9  # as the embedder: calls that started a we
 _COLUMNS = (
     "c.project_id AS project_id, c.trace_id AS trace_id, c.span_id AS span_id, "
     "c.service AS service, c.input_text AS input_text, c.output_text AS output_text, "
-    "c.finish_reasons AS finish_reasons, c.attributes['gen_ai.output.type'] AS output_type"
+    "c.finish_reasons AS finish_reasons, c.attributes['gen_ai.output.type'] AS output_type, "
+    "toUnixTimestamp64Nano(c.start_time) AS start_ns"
 )
 Grade = Callable[[dict[str, Any]], Graded]
 
@@ -46,10 +49,12 @@ class PassOutcome:
     failed: dict[str, int] = field(default_factory=dict)
     skipped: dict[str, int] = field(default_factory=dict)
     cost_usd: float = 0.0
+    audited: int = 0  # graded calls queued for review
 
     def add(self, other: PassOutcome) -> None:
         self.read += other.read
         self.graded += other.graded
+        self.audited += other.audited
         self.cost_usd += other.cost_usd
         for mine, theirs in ((self.failed, other.failed), (self.skipped, other.skipped)):
             for reason, n in theirs.items():
@@ -61,9 +66,9 @@ def _after(row: dict[str, Any]) -> tables.Position:
     return tables.Position(row["ingested_ns"], (row["project_id"], row["trace_id"], row["span_id"]))
 
 
-def sampled(evaluator: str, trace_id: str, span_id: str, rate: float) -> bool:
-    """Whether the call is in the evaluator's sample: the same answer on every pass."""
-    digest = hashlib.sha256(f"{evaluator}/{trace_id}{span_id}".encode()).digest()
+def sampled(salt: str, trace_id: str, span_id: str, rate: float) -> bool:
+    """Whether the call is in the sample `salt` names: the same answer on every pass."""
+    digest = hashlib.sha256(f"{salt}/{trace_id}{span_id}".encode()).digest()
     return int.from_bytes(digest[:8], "big") / 2**64 < rate
 
 
@@ -80,6 +85,7 @@ class Evaluator:
     ) -> None:
         self.name, self.settings, self.review, self.metrics = name, settings, review, metrics
         self.user = f"{name}@{settings.version}"
+        self.projects: set[str] = set(settings.projects)  # whose calls it grades
         self._labels = (name, settings.version)
         self._judge = judge
         if settings.kind == "llm_judge" and judge is None:
@@ -149,7 +155,11 @@ class Evaluator:
         day = datetime.fromtimestamp(now_ns / 1e9, UTC).date()
         totals = tables.day_totals(store, self.name, s.version, day)
         chosen = self._choose(rows, totals, outcome)
-        self._store(store, self._grade_all(chosen, totals, outcome))
+        graded = self._grade_all(chosen, totals, outcome)
+        self._store(store, graded)
+        if self._judge is not None:
+            outcome.audited = self._audit(store, [row for row, _ in graded])
+        self.projects.update(row["project_id"] for row, _ in graded)
         tables.save_day_totals(store, self.name, s.version, day, totals)
         spent = sum(t.cost_usd for t in totals.values())
         self.metrics.spend_today.labels(*self._labels).set(spent)
@@ -257,6 +267,26 @@ class Evaluator:
         for project, records in by_project.items():
             store_feedback(store, project, records, "judge")
 
+    def _audit(self, store: Store, rows: list[dict[str, Any]]) -> int:
+        """Queue `audit_rate` of the graded calls for review (reason judge_audit): reviewers
+        score the same criteria, without the judge's scores on the page."""
+        picked: dict[str, list[dict[str, Any]]] = {}
+        for row in rows:
+            if sampled(
+                f"{self.user}/audit", row["trace_id"], row["span_id"], self.settings.audit_rate
+            ):
+                picked.setdefault(row["project_id"], []).append(row)
+        return sum(
+            queue_calls(store, project, calls, JUDGE_AUDIT, f"judge:{self.user}")
+            for project, calls in picked.items()
+        )
+
+    def trust(self, store: Store, project: str, now_ns: int) -> JudgeTrust:
+        """People's agreement with this judge on the project's audited calls; in /metrics."""
+        found = judge_trust(store, project, self.user, self.settings, now_ns)
+        self.metrics.observe_trust(project, self.name, self.settings.version, found)
+        return found
+
     def _skip(self, outcome: PassOutcome, reason: str) -> None:
         outcome.skipped[reason] = outcome.skipped.get(reason, 0) + 1
         self.metrics.skipped.labels(*self._labels, reason).inc()
@@ -280,8 +310,14 @@ class EvaluatorLoop:
             self._thread.join(timeout)
 
     def run_once(self) -> dict[str, PassOutcome]:
+        """A pass of every evaluator, then each judge's agreement with people, per project."""
         now = time.time_ns()
-        return {e.name: e.run_once(self.store, self.options, now) for e in self.evaluators}
+        outcomes = {e.name: e.run_once(self.store, self.options, now) for e in self.evaluators}
+        for evaluator in self.evaluators:
+            if evaluator.settings.kind == "llm_judge":
+                for project in sorted(evaluator.projects):
+                    evaluator.trust(self.store, project, now)
+        return outcomes
 
     def _run(self) -> None:
         while not self._stop.is_set():

@@ -15,7 +15,7 @@ from driftline.detectors.tables import queued_in_trace
 from driftline.ingest.cursor import next_page, position
 from driftline.ingest.tables import CallFilter, call_summary, list_calls, trace
 from driftline.review.conversation import messages
-from driftline.review.feedback import FeedbackFilter, read_feedback
+from driftline.review.feedback import JUDGE_AUDIT, FeedbackFilter, read_feedback
 from driftline.review.waterfall import waterfall
 from driftline.review.web import Refused, Viewer, page, same_site, site, slow_down
 from driftline.store.errors import InputError
@@ -85,6 +85,8 @@ def trace_page(request: Request, principal: Viewer, trace_id: str) -> HTMLRespon
         for row in read_feedback(rt.store, project, FeedbackFilter(trace_id), _FEEDBACK_SHOWN)
     ]
     queued = queued_in_trace(rt.store, project, trace_id)
+    blind = {k for k, q in queued.items() if JUDGE_AUDIT in q["reasons"]}
+    feedback = [f for f in feedback if not (f["source"] == "judge" and f["span_id"] in blind)]
     calls = {
         s["span_id"]: {
             "input": messages(s["input_messages"], s["input_text"]),

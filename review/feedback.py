@@ -38,6 +38,11 @@ REVIEWED: tuple[Source, ...] = ("review",)
 FROM_APPS: tuple[Source, ...] = ("sdk", "api")
 
 
+# The review queue's reason for a judge's audit: reviewers score the call blind, so no page
+# shows them the judge's scores of a call waiting for its audit.
+JUDGE_AUDIT = "judge_audit"
+
+
 def trusted_sources(app_feedback: bool) -> tuple[Source, ...]:
     """The feedback sources training data reads: reviewers', and the apps' when asked for."""
     return REVIEWED + FROM_APPS if app_feedback else REVIEWED

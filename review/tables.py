@@ -304,3 +304,30 @@ def review_counts(project: str, reviewer: str) -> Relation:
         "WHERE project_id = {reviews_p:String} AND source = 'review' GROUP BY trace_id, span_id",
         {"reviews_p": project, "reviews_me": reviewer},
     )
+
+
+def judged_and_reviewed(
+    store: Store, project: str, judge_user: str, since_ns: int
+) -> list[dict[str, Any]]:
+    """Each (call, criterion) that the judge `judge_user` scored and reviewers scored too since
+    `since_ns`: the judge's latest score, the reviewers' mean (each reviewer's latest), and how
+    many reviewers."""
+    since = "fromUnixTimestamp64Nano({since:Int64}, 'UTC')"
+    return store.query(
+        "SELECT j.trace_id AS trace_id, j.span_id AS span_id, j.name AS name, j.score AS judge, "
+        "r.people AS people, r.reviewers AS reviewers FROM ("
+        "  SELECT trace_id, span_id, name, argMax(value_number, created_at) AS score "
+        "  FROM feedback FINAL WHERE project_id = {p:String} AND source = 'judge' "
+        f"  AND user_id = {{u:String}} AND created_at >= {since} AND value_number IS NOT NULL "
+        "  GROUP BY trace_id, span_id, name) AS j "
+        "INNER JOIN ("
+        "  SELECT trace_id, span_id, name, avg(latest) AS people, count() AS reviewers FROM ("
+        "    SELECT trace_id, span_id, name, user_id, argMax(value_number, created_at) AS latest "
+        "    FROM feedback FINAL WHERE project_id = {p:String} AND source = 'review' "
+        f"    AND created_at >= {since} AND value_number IS NOT NULL "
+        "    GROUP BY trace_id, span_id, name, user_id) "
+        "  GROUP BY trace_id, span_id, name) AS r "
+        "ON j.trace_id = r.trace_id AND j.span_id = r.span_id AND j.name = r.name "
+        "ORDER BY name, trace_id, span_id",
+        {"p": project, "u": judge_user, "since": since_ns},
+    )

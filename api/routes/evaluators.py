@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import time
+from dataclasses import asdict
 from datetime import UTC, datetime
 from typing import Any
 
 from fastapi import APIRouter, Request
 
 from driftline.api.auth import ReadKey
-from driftline.api.runtime import runtime
+from driftline.api.runtime import ApiError, runtime
+from driftline.evaluators.agreement import judge_trust
 from driftline.evaluators.tables import DayTotal, project_totals
 
 router = APIRouter(prefix="/api", tags=["evaluators"])
@@ -41,3 +44,31 @@ def list_evaluators(request: Request, principal: ReadKey) -> dict[str, Any]:
             }
         )  # fmt: skip
     return {"items": items}
+
+
+@router.get(
+    "/evaluators/{name}/agreement",
+    summary="How far people agree with a judge, per criterion, over its agreement window",
+)
+def evaluator_agreement(request: Request, principal: ReadKey, name: str) -> dict[str, Any]:
+    assert principal.project is not None
+    rt = runtime(request)
+    config = rt.settings.evaluators.get(name)
+    if config is None or (config.projects and principal.project not in config.projects):
+        raise ApiError(404, f"no evaluator {name!r} for this project")
+    if config.kind != "llm_judge":
+        raise ApiError(
+            400, f"{name!r} is a built-in check ({config.kind}): only judges are audited"
+        )
+    user = f"{name}@{config.version}"
+    trust = judge_trust(rt.store, principal.project, user, config, time.time_ns())
+    return {
+        "evaluator": name,
+        "version": config.version,
+        "user": user,
+        "days": config.agreement_days,
+        "min_spearman": config.min_spearman,
+        "min_audited": config.min_audited,
+        "trusted": trust.trusted,
+        "criteria": [asdict(c) for c in trust.criteria],
+    }
