@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import json
+from dataclasses import asdict
 
 from driftline.alerts.rules import (
     DriftCondition,
     FeedbackCondition,
     FlagsCondition,
+    JudgeCondition,
     MetricCondition,
     ModelCondition,
     Rule,
@@ -15,10 +17,11 @@ from driftline.alerts.rules import (
 from driftline.alerts.state import Sample
 from driftline.alerts.tables import last_jobs
 from driftline.detectors.tables import flag_totals, latest_windows, window_tests
+from driftline.evaluators.agreement import Bar, judge_trust
 from driftline.finetune.tables import versions_changed
 from driftline.ingest.tables import metric_by
 from driftline.review.feedback import trusted_sources
-from driftline.review.tables import new_feedback
+from driftline.review.tables import judge_users, new_feedback
 from driftline.store import Store
 
 _NS_PER_MS = 1_000_000
@@ -36,6 +39,8 @@ def evaluate(store: Store, rule: Rule, now: float) -> list[Sample]:
         samples = _metric(store, condition, now_ns)
     elif isinstance(condition, ModelCondition):
         samples = _model(store, condition, now_ns)
+    elif isinstance(condition, JudgeCondition):
+        samples = _judge(store, condition, now_ns)
     else:
         samples = _feedback(store, condition, rule.alert, now_ns)
     for sample in samples:
@@ -150,3 +155,27 @@ def _model(store: Store, c: ModelCondition, now_ns: int) -> list[Sample]:
         )
         for row in rows
     ]
+
+
+def _judge(store: Store, c: JudgeCondition, now_ns: int) -> list[Sample]:
+    bar = Bar(c.min_spearman, c.min_audited, c.over / 86400)
+    samples = []
+    for row in judge_users(store, f"{c.evaluator}@", now_ns - round(c.over * 1e9)):
+        trust = judge_trust(store, row["project_id"], row["user_id"], bar, now_ns)
+        if trust.trusted is not False:
+            continue
+        below = [x for x in trust.criteria if x.trusted is False]
+        samples.append(
+            Sample(
+                labels={
+                    "project": row["project_id"],
+                    "evaluator": c.evaluator,
+                    "version": row["user_id"].split("@", 1)[1],
+                },
+                value=min(x.spearman if x.spearman is not None else -1.0 for x in below),
+                evidence={"criteria": [asdict(x) for x in trust.criteria],
+                          "min_spearman": c.min_spearman, "min_audited": c.min_audited,
+                          "window_key": f"judge:{row['user_id']}"},  # its audits in the queue
+            )
+        )  # fmt: skip
+    return samples

@@ -142,7 +142,25 @@ class ModelCondition(_Strict):
     over: Duration = 3600.0
 
 
-Condition = DriftCondition | FlagsCondition | MetricCondition | FeedbackCondition | ModelCondition
+class JudgeCondition(_Strict):
+    """An online judge's agreement with the reviewers fell below the bar on a criterion:
+    Spearman under `min_spearman` with at least `min_audited` audited calls within `over`, per
+    project and judge version (evaluators/agreement.py)."""
+
+    evaluator: str = Field(pattern=r"^[a-z][a-z0-9_]{0,31}$")
+    min_spearman: float = Field(0.8, ge=-1, le=1)
+    min_audited: int = Field(30, ge=2)
+    over: Duration = 30 * 86400.0
+
+
+Condition = (
+    DriftCondition
+    | FlagsCondition
+    | MetricCondition
+    | FeedbackCondition
+    | ModelCondition
+    | JudgeCondition
+)
 
 
 class When(_Strict):
@@ -151,17 +169,20 @@ class When(_Strict):
     metric: MetricCondition | None = None
     feedback: FeedbackCondition | None = None
     model: ModelCondition | None = None
+    judge: JudgeCondition | None = None
 
     @model_validator(mode="after")
     def _exactly_one(self) -> When:
         given = [name for name in type(self).model_fields if getattr(self, name) is not None]
         if len(given) != 1:
-            raise ValueError("give exactly one condition: drift, flags, metric, feedback or model")
+            raise ValueError(
+                "give exactly one condition: drift, flags, metric, feedback, model or judge"
+            )
         return self
 
     @property
     def condition(self) -> Condition:
-        found = self.drift or self.flags or self.metric or self.feedback or self.model
+        found = self.drift or self.flags or self.metric or self.feedback or self.model or self.judge
         assert found is not None
         return found
 

@@ -37,18 +37,29 @@ class JudgeTrust:
         return True if decided and all(decided) else None
 
 
-def judge_trust(
-    store: Store, project: str, user: str, settings: EvaluatorSettings, now_ns: int
-) -> JudgeTrust:
+@dataclass(frozen=True)
+class Bar:
+    """What trust asks: `min_spearman` on `min_audited` audited calls within `days`."""
+
+    min_spearman: float
+    min_audited: int
+    days: float
+
+    @classmethod
+    def of(cls, settings: EvaluatorSettings) -> Bar:
+        return cls(settings.min_spearman, settings.min_audited, settings.agreement_days)
+
+
+def judge_trust(store: Store, project: str, user: str, bar: Bar, now_ns: int) -> JudgeTrust:
     """The judge `user` (NAME@VERSION)'s agreement with the project's reviewers."""
-    since = now_ns - settings.agreement_days * 86_400 * 10**9
+    since = now_ns - round(bar.days * 86_400) * 10**9
     pairs: dict[str, list[tuple[float, float]]] = {}
     for row in judged_and_reviewed(store, project, user, since):
         pairs.setdefault(row["name"], []).append((row["judge"], row["people"]))
-    return JudgeTrust([_criterion(name, found, settings) for name, found in sorted(pairs.items())])
+    return JudgeTrust([_criterion(name, found, bar) for name, found in sorted(pairs.items())])
 
 
-def _criterion(name: str, pairs: list[tuple[float, float]], s: EvaluatorSettings) -> CriterionTrust:
+def _criterion(name: str, pairs: list[tuple[float, float]], bar: Bar) -> CriterionTrust:
     from scipy.stats import spearmanr  # scipy loads only where agreement is computed
 
     judge, people = [j for j, _ in pairs], [p for _, p in pairs]
@@ -60,6 +71,6 @@ def _criterion(name: str, pairs: list[tuple[float, float]], s: EvaluatorSettings
     ratings += [Rating(str(i), "people", name, p) for i, p in enumerate(people)]
     alpha = agreement(ratings)[0].alpha if pairs else None
     trusted = None
-    if len(pairs) >= s.min_audited:
-        trusted = rho is not None and rho >= s.min_spearman
+    if len(pairs) >= bar.min_audited:
+        trusted = rho is not None and rho >= bar.min_spearman
     return CriterionTrust(name, len(pairs), rho, alpha, trusted)

@@ -19,7 +19,7 @@ from typing import Any
 from driftline.detectors.embeddings import TEXT_OPERATIONS
 from driftline.detectors.tables import queue_calls
 from driftline.evaluators import tables
-from driftline.evaluators.agreement import JudgeTrust, judge_trust
+from driftline.evaluators.agreement import Bar, JudgeTrust, judge_trust
 from driftline.evaluators.builtins import CHECKS, Answer
 from driftline.evaluators.config import EvaluationSettings, EvaluatorSettings
 from driftline.evaluators.judge import PROMPT, Graded, JudgeError, LLMJudge
@@ -283,7 +283,7 @@ class Evaluator:
 
     def trust(self, store: Store, project: str, now_ns: int) -> JudgeTrust:
         """People's agreement with this judge on the project's audited calls; in /metrics."""
-        found = judge_trust(store, project, self.user, self.settings, now_ns)
+        found = judge_trust(store, project, self.user, Bar.of(self.settings), now_ns)
         self.metrics.observe_trust(project, self.name, self.settings.version, found)
         return found
 

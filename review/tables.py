@@ -331,3 +331,15 @@ def judged_and_reviewed(
         "ORDER BY name, trace_id, span_id",
         {"p": project, "u": judge_user, "since": since_ns},
     )
+
+
+def judge_users(store: Store, prefix: str, since_ns: int) -> list[dict[str, Any]]:
+    """(project_id, user_id) of every judge whose user starts with `prefix` that stored scores
+    since `since_ns`."""
+    return store.query(
+        "SELECT DISTINCT project_id, user_id FROM feedback WHERE source = 'judge' "
+        "AND startsWith(user_id, {prefix:String}) "
+        "AND created_at >= fromUnixTimestamp64Nano({since:Int64}, 'UTC') "
+        "ORDER BY project_id, user_id",
+        {"prefix": prefix, "since": since_ns},
+    )

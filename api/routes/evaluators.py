@@ -11,7 +11,7 @@ from fastapi import APIRouter, Request
 
 from driftline.api.auth import ReadKey
 from driftline.api.runtime import ApiError, runtime
-from driftline.evaluators.agreement import judge_trust
+from driftline.evaluators.agreement import Bar, judge_trust
 from driftline.evaluators.tables import DayTotal, project_totals
 
 router = APIRouter(prefix="/api", tags=["evaluators"])
@@ -61,7 +61,7 @@ def evaluator_agreement(request: Request, principal: ReadKey, name: str) -> dict
             400, f"{name!r} is a built-in check ({config.kind}): only judges are audited"
         )
     user = f"{name}@{config.version}"
-    trust = judge_trust(rt.store, principal.project, user, config, time.time_ns())
+    trust = judge_trust(rt.store, principal.project, user, Bar.of(config), time.time_ns())
     return {
         "evaluator": name,
         "version": config.version,

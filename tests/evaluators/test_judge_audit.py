@@ -5,11 +5,15 @@ from __future__ import annotations
 
 import random
 import re
+import time
 from datetime import UTC, datetime, timedelta
 
+import pytest
 from prometheus_client import CollectorRegistry, generate_latest
 from scipy.stats import spearmanr
 
+from driftline.alerts.conditions import evaluate
+from driftline.alerts.rules import Rule
 from driftline.detectors.tables import queue_calls
 from driftline.evaluators.runner import EvaluatorLoop
 from driftline.review.feedback import JUDGE_AUDIT as AUDIT
@@ -20,6 +24,10 @@ from tests.evaluators.test_online_evaluators import NOW, judged, llm_judge, make
 from tests.factory import auth
 
 CALLS = 40
+JUDGE_RULE = Rule.model_validate(
+    {"alert": "JudgeDisagrees",
+     "when": {"judge": {"evaluator": "quality", "min_spearman": 0.8, "min_audited": 10}}}
+)  # fmt: skip
 
 
 def graded_by_answer(prompt: str, n: int) -> Reply:
@@ -92,6 +100,7 @@ def test_audited_calls_are_queued_and_trust_follows_agreement(collector_factory)
     assert criterion["audited"] == len(audited) and criterion["spearman"] >= 0.8
     assert criterion["alpha"] is not None
     assert _gauge(registry, "driftline_evaluator_trusted") == 1
+    assert evaluate(store, JUDGE_RULE, time.time()) == []
 
     # they re-score, now agreeing far less (a Spearman near 0.5): untrusted
     loose = {k: (judge[k] if i % 2 else rng.randint(1, 5)) for i, k in enumerate(audited)}
@@ -103,6 +112,10 @@ def test_audited_calls_are_queued_and_trust_follows_agreement(collector_factory)
     assert agreement["trusted"] is False
     assert abs(agreement["criteria"][0]["spearman"] - rho) < 1e-9
     assert _gauge(registry, "driftline_evaluator_trusted") == 0
+    (alert,) = evaluate(store, JUDGE_RULE, time.time())
+    assert alert.labels == {"project": "alpha", "evaluator": "quality", "version": "1",
+                            "alertname": "JudgeDisagrees"}  # fmt: skip
+    assert alert.value == pytest.approx(rho) and alert.evidence["window_key"] == "judge:quality@1"
 
 
 def test_too_few_audits_leave_trust_undecided_and_checks_are_not_audited(collector_factory):
