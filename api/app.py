@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
@@ -22,6 +23,7 @@ from driftline.api.ratelimit import RateLimiter
 from driftline.api.routes import ROUTERS
 from driftline.api.routes.ingest import OTLP_PATHS
 from driftline.api.runtime import ApiError, Runtime, SpanWriter
+from driftline.evaluators.agreement import judges_table
 from driftline.evaluators.metrics import EvaluatorMetrics
 from driftline.evaluators.runner import Evaluator, EvaluatorLoop
 from driftline.finetune import overview as finetune_overview
@@ -206,6 +208,9 @@ def create_app(rt: Runtime) -> FastAPI:
         heavy=rt.heavy_limiter.acquire,
         charts=[finetune_overview.charts],
         models=finetune_overview.model_versions,
+        judges=lambda store, project: judges_table(
+            store, project, rt.settings.evaluators, time.time_ns()
+        ),
     )
     for router in ROUTERS:
         app.include_router(router)

@@ -7,7 +7,9 @@ undecided before."""
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass
+from typing import Any
 
 from driftline.evaluators.config import EvaluatorSettings
 from driftline.review.agreement import Rating, agreement
@@ -74,3 +76,19 @@ def _criterion(name: str, pairs: list[tuple[float, float]], bar: Bar) -> Criteri
     if len(pairs) >= bar.min_audited:
         trusted = rho is not None and rho >= bar.min_spearman
     return CriterionTrust(name, len(pairs), rho, alpha, trusted)
+
+
+def judges_table(
+    store: Store, project: str, evaluators: Mapping[str, EvaluatorSettings], now_ns: int
+) -> list[dict[str, Any]]:
+    """Every online judge of the project with its agreement, for the review UI."""
+    found = []
+    for name, config in sorted(evaluators.items()):
+        if config.kind != "llm_judge" or (config.projects and project not in config.projects):
+            continue
+        user = f"{name}@{config.version}"
+        trust = judge_trust(store, project, user, Bar.of(config), now_ns)
+        found.append({"user": user, "trusted": trust.trusted, "min_spearman": config.min_spearman,
+                      "min_audited": config.min_audited,
+                      "criteria": [asdict(c) for c in trust.criteria]})  # fmt: skip
+    return found

@@ -84,6 +84,8 @@ class ReviewSite:
     heavy: Callable[[str], float] = field(default=lambda _project: 0.0)
     charts: Sequence[Charts] = ()
     models: Callable[[Store, str], list[dict[str, Any]]] = field(default=lambda _s, _p: [])
+    # per project: each online judge's agreement with the reviewers who audit it
+    judges: Callable[[Store, str], list[dict[str, Any]]] = field(default=lambda _s, _p: [])
 
 
 def site(request: Request) -> ReviewSite:
@@ -266,10 +268,12 @@ def item_page(request: Request, principal: Reviewer, trace_id: str, span_id: str
 
 @router.get("/agreement", response_class=HTMLResponse)
 def agreement_page(request: Request, principal: Reviewer) -> HTMLResponse:
-    ratings = review_ratings(site(request).store, principal.project or "")
+    rt, project = site(request), principal.project or ""
+    ratings = review_ratings(rt.store, project)
     return page(
         request, "agreement.html", principal, criteria=agreement(ratings),
         bias=reviewer_bias(ratings), reviewers=sorted({r.reviewer for r in ratings}),
+        judges=rt.judges(rt.store, project),
     )  # fmt: skip
 
 

@@ -18,6 +18,7 @@ from driftline.detectors.tables import queue_calls
 from driftline.evaluators.runner import EvaluatorLoop
 from driftline.review.feedback import JUDGE_AUDIT as AUDIT
 from driftline.review.feedback import FeedbackIn, store_feedback
+from driftline.store import keys
 from tests.conftest import Collector
 from tests.evaluators.judge_server import JudgeServer, Reply, scores
 from tests.evaluators.test_online_evaluators import NOW, judged, llm_judge, make, send
@@ -101,6 +102,7 @@ def test_audited_calls_are_queued_and_trust_follows_agreement(collector_factory)
     assert criterion["alpha"] is not None
     assert _gauge(registry, "driftline_evaluator_trusted") == 1
     assert evaluate(store, JUDGE_RULE, time.time()) == []
+    assert _agreement_row(collector) == (str(len(audited)), "yes")
 
     # they re-score, now agreeing far less (a Spearman near 0.5): untrusted
     loose = {k: (judge[k] if i % 2 else rng.randint(1, 5)) for i, k in enumerate(audited)}
@@ -116,6 +118,7 @@ def test_audited_calls_are_queued_and_trust_follows_agreement(collector_factory)
     assert alert.labels == {"project": "alpha", "evaluator": "quality", "version": "1",
                             "alertname": "JudgeDisagrees"}  # fmt: skip
     assert alert.value == pytest.approx(rho) and alert.evidence["window_key"] == "judge:quality@1"
+    assert _agreement_row(collector) == (str(len(audited)), "no")
 
 
 def test_too_few_audits_leave_trust_undecided_and_checks_are_not_audited(collector_factory):
@@ -136,3 +139,16 @@ def _gauge(registry: CollectorRegistry, name: str) -> float:
     found = re.search(rf"^{name}\{{[^}}]*\}} (\S+)$", text, re.M)
     assert found, text
     return float(found.group(1))
+
+
+def _agreement_row(collector: Collector) -> tuple[str, str]:
+    """The review UI's agreement page: the judge's audited calls and whether it is trusted."""
+    _, key = keys.create_key(collector.runtime.store, "alpha", "review")
+    page = collector.client.get("/review/agreement", headers=auth(key))
+    assert page.status_code == 200
+    row = re.search(
+        r'<tr data-judge="quality@1" data-criterion="accuracy">.*?<td>accuracy</td><td>(\d+)</td>'
+        r'.*?<td class="trusted">(\w+)</td>', page.text, re.S,
+    )  # fmt: skip
+    assert row, page.text
+    return row.group(1), row.group(2)
