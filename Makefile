@@ -21,8 +21,8 @@ run: install-all
 	$(VENV)/bin/driftline serve --data $(DATA)
 
 lint: install-dev
-	$(VENV)/bin/ruff check sdk store ingest detectors review finetune alerts api demo cli tests bench examples deploy
-	$(VENV)/bin/ruff format --check sdk store ingest detectors review finetune alerts api demo cli tests bench examples deploy
+	$(VENV)/bin/ruff check sdk store ingest detectors review evaluators finetune alerts api demo cli tests bench examples deploy
+	$(VENV)/bin/ruff format --check sdk store ingest detectors review evaluators finetune alerts api demo cli tests bench examples deploy
 	$(VENV)/bin/mypy -p driftline.sdk -p driftline.store -p driftline.ingest -p driftline.detectors \
 		-p driftline.review -p driftline.evaluators -p driftline.finetune -p driftline.alerts -p driftline.api -p driftline.demo \
 		-p driftline.cli
