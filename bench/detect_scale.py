@@ -175,7 +175,7 @@ def arrive(store: Store, count: int, now_ns: int) -> None:
             {
                 "project_id": ["alpha"] * count,
                 "trace_id": [f"{now_ns:016x}{i:016x}" for i in range(count)],
-                "span_id": [f"{i:016x}" for i in range(count)],
+                "span_id": [f"{i + 1:016x}" for i in range(count)],
                 "start_time": times,
                 "end_time": times,
                 "duration_ms": rng.lognormal(5.5, 0.3, count),

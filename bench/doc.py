@@ -375,6 +375,26 @@ SECTIONS = (
             ),
         ),
     ),
+    Section(
+        "Online evaluators: calls graded per second against a local judge (`bench/evaluators.py`)",
+        "Stores {s[calls]:,} LLM calls (the Debian fixture's questions and answers) in a fresh "
+        "embedded store and grades every one of them with an `llm_judge` evaluator (every call "
+        "sampled, the budgets out of the way) against a local chat-completions server (threads of "
+        "the benchmark's own process: it shares the interpreter) that answers each request after "
+        "{s[latency_ms]:g} ms, standing for a remote judge's round trip. End "
+        "to end: the calls read in arrival order, the judge asked, two feedback rows stored a "
+        "call. The ceiling is what the latency allows at that concurrency; the memory is the "
+        "process's resident-set growth while grading.",
+        (
+            Run(
+                "evaluators",
+                "evaluators",
+                "--calls 2000 --latency-ms 50 --concurrency 1 4 16",
+                "--calls 40 --latency-ms 5 --concurrency 2",
+                900,
+            ),
+        ),
+    ),
 )
 RUNS = {run.name: run for section in SECTIONS for run in section.runs}
 
