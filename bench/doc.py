@@ -395,6 +395,18 @@ SECTIONS = (
             ),
         ),
     ),
+    Section(
+        "Live A/B of model versions: calls to a verdict (`bench/ab.py`)",
+        "The sequential test two versions are compared with (`evaluators/sequential.py`: the "
+        "mixture SPRT, valid however often it is looked at), on simulated judge scores: "
+        "{s[runs]:,} comparisons per effect, the candidate worse than the baseline by the "
+        "effect, the traffic split evenly, the test looked at every {s[look_every]} calls per "
+        "version. It says `loses` when the candidate is worse beyond chance and `wins` once it "
+        "is shown worse by less than {s[max_drop]:.0%}; with no effect `loses` is the false "
+        "verdict, with an effect `wins` is. Alpha {s[alpha]:g}; the smallest effect of interest "
+        "(the mixture's scale) {s[min_effect]:.0%} of the baseline's mean.",
+        (Run("ab", "ab", "--runs 1000", "--runs 20", 600),),
+    ),
 )
 RUNS = {run.name: run for section in SECTIONS for run in section.runs}
 
