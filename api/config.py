@@ -17,7 +17,12 @@ from pydantic_settings import (
 
 from driftline.alerts.config import AlertSettings
 from driftline.detectors.config import DetectorSettings
-from driftline.evaluators.config import EvaluationSettings, EvaluatorSettings, check_names
+from driftline.evaluators.config import (
+    EvaluationSettings,
+    EvaluatorSettings,
+    ExperimentSettings,
+    check_names,
+)
 from driftline.finetune.config import FinetuneSettings
 from driftline.ingest.pricing import Price
 from driftline.review.config import ReviewSettings
@@ -125,6 +130,7 @@ class Settings(BaseSettings):
     review: ReviewSettings = ReviewSettings.model_validate({})
     finetune: FinetuneSettings = FinetuneSettings.model_validate({})
     evaluation: EvaluationSettings = EvaluationSettings.model_validate({})
+    experiments: ExperimentSettings = ExperimentSettings.model_validate({})
     evaluators: dict[str, EvaluatorSettings] = Field(
         default_factory=dict, description="online evaluators by name ([evaluators.NAME])"
     )

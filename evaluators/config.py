@@ -88,3 +88,18 @@ def check_names(evaluators: dict[str, EvaluatorSettings]) -> dict[str, Evaluator
         if not _NAME.match(name):
             raise ValueError(f"{name!r}: a name is 1-32 of a-z, 0-9 or _, starting with a letter")
     return evaluators
+
+
+class ExperimentSettings(BaseModel):
+    """How two model versions are compared on live traffic (sdk.choose_version)."""
+
+    model_config = {"extra": "forbid"}
+
+    days: int = Field(14, ge=1, le=90, description="the live traffic compared: the last days")
+    alpha: float = Field(0.05, gt=0, lt=0.5, description="chance of a false verdict, all metrics")
+    min_effect: float = Field(
+        0.05, gt=0, le=1, description="the smallest difference worth finding, of the baseline"
+    )
+    max_drop: float = Field(
+        0.05, ge=0, le=1, description="a candidate wins once shown worse by less than this"
+    )

@@ -11,7 +11,7 @@ N(0, τ²) over the true difference the likelihood ratio against "no difference"
 "No difference" is rejected once Λ ≥ 1/alpha, and the set of differences not rejected, d ± w with
 w² = V (V + τ²) / τ² · (2 log(1/alpha) + log((V + τ²) / V)), covers the true difference at every
 look at once with probability 1 - alpha. τ is the smallest effect worth finding (`min_effect` of the
-baseline's mean), where the test is most powerful.
+baseline's mean, or of the values' spread when that is larger), where the test is most powerful.
 """
 
 from __future__ import annotations
@@ -45,7 +45,10 @@ class Comparison:
     baseline_mean: float
 
     def relative(self, value: float) -> float:
-        return value / abs(self.baseline_mean) if self.baseline_mean else math.inf
+        """`value` as a share of the baseline's mean (a rate of 0: any difference is infinite)."""
+        if self.baseline_mean:
+            return value / abs(self.baseline_mean)
+        return math.copysign(math.inf, value) if value else 0.0
 
     @property
     def worse(self) -> bool:
@@ -53,22 +56,26 @@ class Comparison:
         return self.high < 0 if self.better == "higher" else self.low > 0
 
     def not_worse_than(self, max_drop: float) -> bool:
-        """The candidate is worse by less than `max_drop` of the baseline's mean, beyond chance."""
+        """The candidate is worse by at most `max_drop` of the baseline's mean, beyond chance."""
         bound = self.low if self.better == "higher" else -self.high
-        return self.relative(bound) > -max_drop
+        return self.relative(bound) >= -max_drop
 
 
 def compare(
     metric: str, a: Sample, b: Sample, alpha: float, min_effect: float, better: Better = "higher"
 ) -> Comparison | None:
-    """B against A on a metric; None until each side has two calls and some variance."""
+    """B against A on a metric; None until each side has two calls."""
     if a.n < 2 or b.n < 2:
         return None
     v = a.variance / a.n + b.variance / b.n
-    tau2 = (min_effect * abs(a.mean)) ** 2
-    if v <= 0 or tau2 <= 0:
-        return None
+    # the effect's scale: of the baseline's mean, or of the spread where the mean is near 0
+    # (an error rate of 0)
+    tau2 = (min_effect * max(abs(a.mean), math.sqrt((a.variance + b.variance) / 2))) ** 2
     d = b.mean - a.mean
+    if v <= 0:  # every value the same on both sides (a fixed price): the difference is known
+        return Comparison(metric, better, d, d, d, math.inf if d else 1.0, a.mean)
+    if tau2 <= 0:
+        return None
     ratio = math.sqrt(v / (v + tau2)) * math.exp(min(tau2 * d * d / (2 * v * (v + tau2)), 700.0))
     width = math.sqrt(v * (v + tau2) / tau2 * (2 * math.log(1 / alpha) + math.log((v + tau2) / v)))
     return Comparison(metric, better, d, d - width, d + width, ratio, a.mean)

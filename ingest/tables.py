@@ -606,3 +606,46 @@ def keys_of(table: pa.Table) -> pa.Array:
     return pc.binary_join_element_wise(
         table.column("project_id"), table.column("trace_id"), table.column("span_id"), "/"
     )
+
+
+# -- live A/B of model versions (sdk.choose_version records the choice on a span) --------------
+
+_EXPERIMENT = "attributes['driftline.experiment.name']"
+_EXPERIMENT_VERSION = "attributes['driftline.experiment.version']"
+
+
+def experiment_traces(project: str, since_ns: int) -> Relation:
+    """trace_id, experiment, version of the project's traces since `since_ns` whose app chose
+    a version (on any of their spans)."""
+    chosen = (
+        f"SELECT trace_id, {_EXPERIMENT} AS experiment, {_EXPERIMENT_VERSION} AS version FROM "
+        "{table} WHERE project_id = {exp_p:String} "
+        "AND start_time >= fromUnixTimestamp64Nano({exp_since:Int64}, 'UTC') "
+        f"AND {_EXPERIMENT_VERSION} != ''"
+    )
+    return Relation(
+        "SELECT trace_id, any(experiment) AS experiment, any(version) AS version FROM ("
+        + chosen.replace("{table}", "spans")
+        + " UNION ALL "
+        + chosen.replace("{table}", "llm_calls")
+        + ") GROUP BY trace_id",
+        {"exp_p": project, "exp_since": since_ns},
+    )
+
+
+def experiment_call_stats(store: Store, project: str, since_ns: int) -> list[dict[str, Any]]:
+    """Per experiment and version, of the LLM calls in its traces since `since_ns`: calls, and
+    the mean and variance of being an error, the latency and the cost."""
+    traces = experiment_traces(project, since_ns)
+    error = "toFloat64(c.status_code = 'error' OR c.error_type != '')"
+    return store.query(
+        f"SELECT t.experiment AS experiment, t.version AS version, count() AS calls, "
+        f"avg({error}) AS error_mean, varSamp({error}) AS error_var, "
+        "avg(c.duration_ms) AS latency_mean, varSamp(c.duration_ms) AS latency_var, "
+        "avg(c.cost_usd) AS cost_mean, varSamp(c.cost_usd) AS cost_var "
+        f"FROM llm_calls AS c FINAL INNER JOIN {traces} AS t ON c.trace_id = t.trace_id "
+        "WHERE c.project_id = {exp_p:String} "
+        "AND c.start_time >= fromUnixTimestamp64Nano({exp_since:Int64}, 'UTC') "
+        "GROUP BY experiment, version ORDER BY experiment, version",
+        traces.params,
+    )

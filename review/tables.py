@@ -343,3 +343,22 @@ def judge_users(store: Store, prefix: str, since_ns: int) -> list[dict[str, Any]
         "ORDER BY project_id, user_id",
         {"prefix": prefix, "since": since_ns},
     )
+
+
+def judge_score_stats(
+    store: Store, project: str, judges: Sequence[str], traces: Relation
+) -> list[dict[str, Any]]:
+    """Per experiment, version and criterion: the scores of the judges `judges` (users
+    NAME@VERSION) on the calls of `traces` (trace_id, experiment, version): count, mean,
+    variance."""
+    if not judges:
+        return []
+    return store.query(
+        "SELECT t.experiment AS experiment, t.version AS version, f.name AS name, "
+        "count() AS n, avg(f.value_number) AS mean, varSamp(f.value_number) AS var "
+        f"FROM feedback AS f FINAL INNER JOIN {traces} AS t ON f.trace_id = t.trace_id "
+        "WHERE f.project_id = {fb_p:String} AND f.source = 'judge' "
+        "AND f.user_id IN {fb_judges:Array(String)} AND f.value_number IS NOT NULL "
+        "GROUP BY experiment, version, name ORDER BY experiment, version, name",
+        bind(traces, {"fb_p": project, "fb_judges": list(judges)}),
+    )

@@ -12,6 +12,7 @@ from fastapi import APIRouter, Request
 from driftline.api.auth import ReadKey
 from driftline.api.runtime import ApiError, runtime
 from driftline.evaluators.agreement import Bar, judge_trust
+from driftline.evaluators.experiments import experiments
 from driftline.evaluators.tables import DayTotal, project_totals
 
 router = APIRouter(prefix="/api", tags=["evaluators"])
@@ -72,3 +73,23 @@ def evaluator_agreement(request: Request, principal: ReadKey, name: str) -> dict
         "trusted": trust.trusted,
         "criteria": [asdict(c) for c in trust.criteria],
     }
+
+
+@router.get(
+    "/experiments",
+    summary="Model versions compared on live traffic (sdk.choose_version), with their verdicts",
+)
+def list_experiments(request: Request, principal: ReadKey) -> dict[str, Any]:
+    assert principal.project is not None
+    rt = runtime(request)
+    now = time.time_ns()
+    trusted = [
+        f"{name}@{config.version}"
+        for name, config in sorted(rt.settings.evaluators.items())
+        if config.kind == "llm_judge"
+        and (not config.projects or principal.project in config.projects)
+        and judge_trust(rt.store, principal.project, f"{name}@{config.version}",
+                        Bar.of(config), now).trusted is True
+    ]  # fmt: skip
+    items = experiments(rt.store, principal.project, rt.settings.experiments, trusted, now)
+    return {"trusted_judges": trusted, "days": rt.settings.experiments.days, "items": items}

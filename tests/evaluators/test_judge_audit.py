@@ -3,7 +3,6 @@ judge is trusted only while its scores agree with the reviewers'."""
 
 from __future__ import annotations
 
-import random
 import re
 import time
 from datetime import UTC, datetime, timedelta
@@ -68,7 +67,7 @@ def test_audited_calls_are_queued_and_trust_follows_agreement(collector_factory)
         outcome = loop.run_once()["quality"]
     finally:
         server.close()
-    assert outcome.graded == CALLS and 10 <= outcome.audited <= 30
+    assert outcome.graded == CALLS and 5 <= outcome.audited <= 35  # about half
     queued = store.query(
         "SELECT trace_id, span_id, reasons, source, window_key FROM review_queue FINAL "
         "WHERE project_id = 'alpha'"
@@ -89,9 +88,8 @@ def test_audited_calls_are_queued_and_trust_follows_agreement(collector_factory)
         assert page.status_code == 200
         assert ("judge · quality@1" in page.text) is shown
 
-    # the reviewers agree (a Spearman near 0.9): trusted
-    rng = random.Random(3)
-    close = {k: min(5, max(1, judge[k] + rng.choice([0, 0, 0, 1, -1]))) for k in audited}
+    # the reviewers agree (all but one call in six scored alike): trusted
+    close = {k: min(5, judge[k] + (i % 6 == 0)) for i, k in enumerate(audited)}
     assert spearmanr([judge[k] for k in audited], [close[k] for k in audited]).statistic >= 0.8
     review(collector, close, datetime.now(UTC))
     loop.run_once()
@@ -104,8 +102,8 @@ def test_audited_calls_are_queued_and_trust_follows_agreement(collector_factory)
     assert evaluate(store, JUDGE_RULE, time.time()) == []
     assert _agreement_row(collector) == (str(len(audited)), "yes")
 
-    # they re-score, now agreeing far less (a Spearman near 0.5): untrusted
-    loose = {k: (judge[k] if i % 2 else rng.randint(1, 5)) for i, k in enumerate(audited)}
+    # they re-score, now reversing every other call's score: untrusted
+    loose = {k: (judge[k] if i % 2 else 6 - judge[k]) for i, k in enumerate(audited)}
     rho = spearmanr([judge[k] for k in audited], [loose[k] for k in audited]).statistic
     assert rho < 0.8
     review(collector, loose, datetime.now(UTC) + timedelta(seconds=1))

@@ -179,7 +179,7 @@ def test_sampling_is_deterministic_and_near_the_rate(collector: Collector) -> No
     run(evaluator, store)
     send(collector, [f"answer {i}" for i in range(200)])
     outcome = run(evaluator, store)
-    assert 40 <= outcome.graded <= 80 and outcome.skipped == {"not_sampled": 200 - outcome.graded}
+    assert 30 <= outcome.graded <= 90 and outcome.skipped == {"not_sampled": 200 - outcome.graded}
 
 
 def test_built_in_checks(collector: Collector) -> None:

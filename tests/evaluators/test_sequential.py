@@ -67,6 +67,10 @@ def test_the_bounds_hold_the_true_difference_at_every_look() -> None:
 
 def test_nothing_is_decided_on_too_little() -> None:
     assert compare("x", Sample(1, 3.0, 0.0), Sample(50, 3.0, 1.0), ALPHA, MIN_EFFECT) is None
+    fixed = compare("cost", Sample(9, 0.2, 0.0), Sample(9, 0.2, 0.0), ALPHA, MIN_EFFECT, "lower")
+    assert fixed is not None and not fixed.worse and fixed.not_worse_than(0.0)
+    dearer = compare("cost", Sample(9, 0.2, 0.0), Sample(9, 0.3, 0.0), ALPHA, MIN_EFFECT, "lower")
+    assert dearer is not None and dearer.worse
     undecided = decide(
         [compare("x", Sample(5, 3.5, 1), Sample(5, 3.4, 1), ALPHA, MIN_EFFECT)], 0.05
     )

@@ -1,0 +1,90 @@
+"""Live A/B of model versions: the versions an app splits its traffic between
+(`sdk.choose_version`), compared on the same days of live traffic with the sequential test
+(sequential.py). The version with the most calls is the baseline; each other is a candidate.
+Metrics: error rate, latency and cost per call (lower is better), and each criterion of the
+online judges people trust (higher is better); an untrusted judge's scores are left out."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from driftline.evaluators.config import ExperimentSettings
+from driftline.evaluators.sequential import Better, Sample, compare, decide
+from driftline.ingest.tables import experiment_call_stats, experiment_traces
+from driftline.review.tables import judge_score_stats
+from driftline.store import Store
+
+_CALL_METRICS: tuple[tuple[str, str], ...] = (
+    ("error_rate", "error"), ("latency_ms", "latency"), ("cost_usd", "cost"),
+)  # fmt: skip
+
+
+def experiments(
+    store: Store, project: str, settings: ExperimentSettings, judges: Sequence[str], now_ns: int
+) -> list[dict[str, Any]]:
+    """Every experiment of the project's traffic in the last `days`, each candidate against
+    the baseline with a verdict: `wins`, `loses` or None (not yet)."""
+    since = now_ns - settings.days * 86_400 * 10**9
+    samples: dict[str, dict[str, dict[str, tuple[Sample, Better]]]] = {}
+    calls: dict[str, dict[str, int]] = {}
+    for row in experiment_call_stats(store, project, since):
+        versions = samples.setdefault(row["experiment"], {})
+        calls.setdefault(row["experiment"], {})[row["version"]] = row["calls"]
+        versions[row["version"]] = {
+            metric: (_sample(row["calls"], row[f"{col}_mean"], row[f"{col}_var"]), "lower")
+            for metric, col in _CALL_METRICS
+        }
+    traces = experiment_traces(project, since)
+    for row in judge_score_stats(store, project, judges, traces):
+        metrics = samples.get(row["experiment"], {}).get(row["version"])
+        if metrics is not None:
+            metrics[f"judge:{row['name']}"] = (_sample(row["n"], row["mean"], row["var"]), "higher")
+    return [
+        _experiment(name, versions, calls[name], settings)
+        for name, versions in sorted(samples.items())
+    ]
+
+
+def _sample(n: int, mean: float | None, variance: float | None) -> Sample:
+    return Sample(int(n), float(mean or 0.0), float(variance or 0.0))
+
+
+def _experiment(
+    name: str,
+    versions: dict[str, dict[str, tuple[Sample, Better]]],
+    calls: dict[str, int],
+    settings: ExperimentSettings,
+) -> dict[str, Any]:
+    baseline = max(sorted(versions), key=lambda v: calls[v])
+    candidates = []
+    for version in sorted(versions):
+        if version == baseline:
+            continue
+        shared = sorted(set(versions[baseline]) & set(versions[version]))
+        alpha = settings.alpha / max(len(shared), 1)  # every metric at once
+        found = [
+            compare(metric, versions[baseline][metric][0], versions[version][metric][0], alpha,
+                    settings.min_effect, versions[baseline][metric][1])
+            for metric in shared
+        ]  # fmt: skip
+        verdict = decide(found, settings.max_drop)
+        candidates.append(
+            {
+                "version": version,
+                "calls": calls[version],
+                "verdict": verdict.outcome,
+                "metrics": [
+                    {
+                        "metric": c.metric, "better": c.better,
+                        "baseline_mean": c.baseline_mean,
+                        "candidate_mean": c.baseline_mean + c.difference,
+                        "difference": c.difference, "low": c.low, "high": c.high,
+                        "relative": c.relative(c.difference), "worse": c.worse,
+                    }
+                    for c in verdict.comparisons
+                ],
+            }
+        )  # fmt: skip
+    return {"experiment": name, "baseline": baseline, "baseline_calls": calls[baseline],
+            "candidates": candidates}  # fmt: skip

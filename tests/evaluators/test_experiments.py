@@ -1,0 +1,97 @@
+"""Live A/B: traffic split by the app (sdk.choose_version's attributes on its spans) is compared
+version against version through GET /api/experiments, on calls stored by the collector."""
+
+from __future__ import annotations
+
+import os
+import random
+from typing import Any
+
+from driftline.review.feedback import FeedbackIn, store_feedback
+from tests.conftest import Collector
+from tests.evaluators.test_online_evaluators import llm_judge
+from tests.factory import PROTOBUF, auth, genai_attrs, request, span
+
+
+def serve(collector: Collector, version: str, calls: int, error_rate: float, seed: int) -> list:
+    """`calls` traces: an app span holding the version chosen, and its LLM call."""
+    rng = random.Random(seed)
+    spans, keys = [], []
+    for i in range(calls):
+        trace_id, app_id = os.urandom(16), os.urandom(8)
+        choice = {
+            "driftline.experiment.name": "ft-rollout",
+            "driftline.experiment.version": version,
+        }
+        spans.append(span(choice, trace_id=trace_id, span_id=app_id, name="answer"))
+        call_id = os.urandom(8)
+        spans.append(span(genai_attrs(prompt=f"q{i}"), trace_id=trace_id, span_id=call_id,
+                          parent=app_id, error=rng.random() < error_rate,
+                          duration_ns=rng.randint(300, 500) * 10**6))  # fmt: skip
+        keys.append((trace_id.hex(), call_id.hex()))
+    response = collector.client.post(
+        "/v1/traces", content=request(spans).SerializeToString(),
+        headers={**PROTOBUF, **auth(collector.ingest_key)},
+    )  # fmt: skip
+    assert response.status_code == 200
+    return keys
+
+
+def judge(collector: Collector, keys: list, user: str, source: str, scores: list[int]) -> None:
+    records = [
+        FeedbackIn.model_validate({"trace_id": t, "span_id": s, "name": "accuracy", "value": v,
+                                   "user": user})
+        for (t, s), v in zip(keys, scores, strict=True)
+    ]  # fmt: skip
+    store_feedback(collector.runtime.store, "alpha", records, source)  # type: ignore[arg-type]
+
+
+def experiments(collector: Collector) -> dict[str, Any]:
+    answer = collector.client.get("/api/experiments", headers=auth(collector.read_key))
+    assert answer.status_code == 200
+    return answer.json()
+
+
+def test_a_candidate_with_more_errors_loses_and_trusted_judges_count(collector_factory) -> None:
+    evaluators = {"quality": llm_judge("http://judge.invalid", criteria=["accuracy"],
+                                       min_audited=3)}  # fmt: skip
+    collector = collector_factory(evaluators=evaluators, evaluation={"enabled": False})
+    baseline = serve(collector, "ft-v1", 400, 0.0, seed=1)
+    candidate = serve(collector, "ft-v2", 200, 0.3, seed=2)
+    collector.wait_stored("llm_calls", 600)
+    collector.drain()
+
+    (found,) = experiments(collector)["items"]
+    assert found["experiment"] == "ft-rollout" and found["baseline"] == "ft-v1"
+    (versus,) = found["candidates"]
+    assert versus["version"] == "ft-v2" and versus["calls"] == 200
+    assert versus["verdict"] == "loses"
+    metrics = {m["metric"]: m for m in versus["metrics"]}
+    assert set(metrics) == {"error_rate", "latency_ms", "cost_usd"}  # no trusted judge yet
+    assert metrics["error_rate"]["worse"] and 0.2 < metrics["error_rate"]["candidate_mean"] < 0.4
+    assert not metrics["latency_ms"]["worse"]
+
+    # a judge scores both versions; once people agree with it, its criterion is compared too
+    judge(collector, baseline[:50], "quality@1", "judge", [4, 5] * 25)
+    judge(collector, candidate[:50], "quality@1", "judge", [3, 4] * 25)
+    untrusted = experiments(collector)["items"][0]["candidates"][0]["metrics"]
+    assert "judge:accuracy" not in {m["metric"] for m in untrusted}
+    judge(collector, baseline[:4], "ann", "review", [4, 5, 4, 5])
+    answer = experiments(collector)
+    assert answer["trusted_judges"] == ["quality@1"]
+    metrics = {m["metric"]: m for m in answer["items"][0]["candidates"][0]["metrics"]}
+    assert metrics["judge:accuracy"]["baseline_mean"] == 4.5
+    assert metrics["judge:accuracy"]["candidate_mean"] == 3.5 and metrics["judge:accuracy"]["worse"]
+
+
+def test_versions_without_a_difference_are_not_called_worse(collector_factory) -> None:
+    collector = collector_factory()
+    serve(collector, "ft-v1", 300, 0.05, seed=3)
+    serve(collector, "ft-v2", 300, 0.05, seed=3)
+    collector.wait_stored("llm_calls", 600)
+    collector.drain()
+    (found,) = experiments(collector)["items"]
+    (versus,) = found["candidates"]
+    assert versus["verdict"] != "loses"
+    assert not any(m["worse"] for m in versus["metrics"])
+    assert collector.client.get("/api/experiments").status_code == 401
