@@ -199,12 +199,43 @@ PARTITION BY toYYYYMM(time)
 ORDER BY (project_id, time, record_id)"""
 
 
+# Live A/B: the traces whose app chose a model version (sdk.choose_version's attributes, on any
+# span of the trace), kept as they arrive, so comparing versions reads this small table rather
+# than the attributes of every span of the period. From migration 13 on (no backfill: the
+# attributes are new with it).
+_EXPERIMENT_TRACES = """
+CREATE TABLE IF NOT EXISTS experiment_traces (
+    project_id LowCardinality(String),
+    experiment LowCardinality(String),
+    version LowCardinality(String),
+    trace_id FixedString(32),
+    start_time DateTime64(9, 'UTC')
+) ENGINE = ReplacingMergeTree
+PARTITION BY toYYYYMM(start_time)
+ORDER BY (project_id, start_time, trace_id)"""
+
+
+def _experiment_view(source: str) -> str:
+    return (
+        f"CREATE MATERIALIZED VIEW IF NOT EXISTS experiment_traces_{source}_mv TO "
+        "experiment_traces AS\n"
+        "SELECT project_id, attributes['driftline.experiment.name'] AS experiment, "
+        "attributes['driftline.experiment.version'] AS version, trace_id, start_time\n"
+        f"FROM {source}\nWHERE attributes['driftline.experiment.version'] != ''"
+    )
+
+
 MIGRATIONS = (
     Migration(1, "calls and spans", (_LLM_CALLS, _SPANS)),
     Migration(7, "hourly rollup of calls for dashboards", (_HOURLY, _HOURLY_MV, _HOURLY_BACKFILL)),
     Migration(8, "calls found by when they arrived", (_INGESTED_INDEX, _INGESTED_INDEX_BUILD)),
     Migration(10, "OTLP metrics and logs", (_OTEL_METRICS, _OTEL_LOGS)),
     Migration(11, "inserts deduplicated by token on one server", _DEDUPLICATION_WINDOW),
+    Migration(
+        13,
+        "traces in live A/B experiments",
+        (_EXPERIMENT_TRACES, _experiment_view("spans"), _experiment_view("llm_calls")),
+    ),
 )
 
 # Tables whose retention is configurable, and the column their TTL counts from.
@@ -610,25 +641,14 @@ def keys_of(table: pa.Table) -> pa.Array:
 
 # -- live A/B of model versions (sdk.choose_version records the choice on a span) --------------
 
-_EXPERIMENT = "attributes['driftline.experiment.name']"
-_EXPERIMENT_VERSION = "attributes['driftline.experiment.version']"
-
 
 def experiment_traces(project: str, since_ns: int) -> Relation:
     """trace_id, experiment, version of the project's traces since `since_ns` whose app chose
-    a version (on any of their spans)."""
-    chosen = (
-        f"SELECT trace_id, {_EXPERIMENT} AS experiment, {_EXPERIMENT_VERSION} AS version FROM "
-        "{table} WHERE project_id = {exp_p:String} "
-        "AND start_time >= fromUnixTimestamp64Nano({exp_since:Int64}, 'UTC') "
-        f"AND {_EXPERIMENT_VERSION} != ''"
-    )
+    a version."""
     return Relation(
-        "SELECT trace_id, any(experiment) AS experiment, any(version) AS version FROM ("
-        + chosen.replace("{table}", "spans")
-        + " UNION ALL "
-        + chosen.replace("{table}", "llm_calls")
-        + ") GROUP BY trace_id",
+        "SELECT trace_id, any(experiment) AS experiment, any(version) AS version "
+        "FROM experiment_traces WHERE project_id = {exp_p:String} "
+        "AND start_time >= fromUnixTimestamp64Nano({exp_since:Int64}, 'UTC') GROUP BY trace_id",
         {"exp_p": project, "exp_since": since_ns},
     )
 

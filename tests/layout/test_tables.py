@@ -124,8 +124,10 @@ def test_each_rooms_arrow_schema_is_its_table(store: Store) -> None:
             assert not unwritten, f"{table}: {sorted(unwritten)} have no DEFAULT and no field"
             checked.append(table)
     # Written otherwise: calls and spans are decoded from the log's protobuf by chDB
-    # (ingest/mapping.py), the rollups by materialized views, keys by SQL (store/keys.py).
+    # (ingest/mapping.py), the rollups and experiment traces by materialized views, keys by SQL
+    # (store/keys.py).
     otherwise = {"llm_calls", "spans", "llm_calls_hourly", "call_vector_versions", "projects",
                  "llm_calls_hourly_mv", "call_vector_versions_mv",
-                 "api_keys", "call_embeddings"}  # fmt: skip
+                 "api_keys", "call_embeddings", "experiment_traces",
+                 "experiment_traces_spans_mv", "experiment_traces_llm_calls_mv"}  # fmt: skip
     assert set(checked) == set(owners()) - otherwise
