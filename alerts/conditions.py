@@ -7,6 +7,7 @@ from dataclasses import asdict
 
 from driftline.alerts.rules import (
     DriftCondition,
+    ExperimentCondition,
     FeedbackCondition,
     FlagsCondition,
     JudgeCondition,
@@ -18,8 +19,10 @@ from driftline.alerts.state import Sample
 from driftline.alerts.tables import last_jobs
 from driftline.detectors.tables import flag_totals, latest_windows, window_tests
 from driftline.evaluators.agreement import Bar, judge_trust
+from driftline.evaluators.config import ExperimentSettings
+from driftline.evaluators.experiments import experiments
 from driftline.finetune.tables import versions_changed
-from driftline.ingest.tables import metric_by
+from driftline.ingest.tables import experiment_projects, metric_by
 from driftline.review.feedback import trusted_sources
 from driftline.review.tables import judge_users, new_feedback
 from driftline.store import Store
@@ -41,6 +44,8 @@ def evaluate(store: Store, rule: Rule, now: float) -> list[Sample]:
         samples = _model(store, condition, now_ns)
     elif isinstance(condition, JudgeCondition):
         samples = _judge(store, condition, now_ns)
+    elif isinstance(condition, ExperimentCondition):
+        samples = _experiment(store, condition, now_ns)
     else:
         samples = _feedback(store, condition, rule.alert, now_ns)
     for sample in samples:
@@ -178,4 +183,36 @@ def _judge(store: Store, c: JudgeCondition, now_ns: int) -> list[Sample]:
                           "window_key": f"judge:{row['user_id']}"},  # its audits in the queue
             )
         )  # fmt: skip
+    return samples
+
+
+def _experiment(store: Store, c: ExperimentCondition, now_ns: int) -> list[Sample]:
+    settings = ExperimentSettings(
+        days=c.days, alpha=c.alpha, min_effect=c.min_effect, max_drop=c.max_drop
+    )
+    bar = Bar(c.min_spearman, c.min_audited, c.days)
+    since = now_ns - c.days * 86_400 * 10**9
+    samples = []
+    for project in experiment_projects(store, since):
+        judges = [
+            row["user_id"]
+            for row in judge_users(store, "", since)
+            if row["project_id"] == project
+            and judge_trust(store, project, row["user_id"], bar, now_ns).trusted is True
+        ]
+        for found in experiments(store, project, settings, judges, now_ns):
+            if c.experiment is not None and found["experiment"] != c.experiment:
+                continue
+            for candidate in found["candidates"]:
+                if candidate["verdict"] != c.verdict:
+                    continue
+                samples.append(
+                    Sample(
+                        labels={"project": project, "experiment": found["experiment"],
+                                "version": candidate["version"], "baseline": found["baseline"]},
+                        value=float(candidate["calls"]),
+                        evidence={"verdict": c.verdict, "metrics": candidate["metrics"],
+                                  "baseline_calls": found["baseline_calls"]},
+                    )
+                )  # fmt: skip
     return samples

@@ -153,14 +153,25 @@ class JudgeCondition(_Strict):
     over: Duration = 30 * 86400.0
 
 
+class ExperimentCondition(_Strict):
+    """A candidate of a live A/B experiment (sdk.choose_version) reached `verdict` against its
+    baseline (evaluators/experiments.py): announce it. The online judges people trust (at
+    `min_spearman` on `min_audited` audited calls) count beside errors, latency and cost."""
+
+    verdict: Literal["wins", "loses"] = "loses"
+    experiment: str | None = None
+    days: int = Field(14, ge=1, le=90)
+    alpha: float = Field(0.05, gt=0, lt=0.5)
+    min_effect: float = Field(0.05, gt=0, le=1)
+    max_drop: float = Field(0.05, ge=0, le=1)
+    min_spearman: float = Field(0.8, ge=-1, le=1)
+    min_audited: int = Field(30, ge=2)
+
+
 Condition = (
-    DriftCondition
-    | FlagsCondition
-    | MetricCondition
-    | FeedbackCondition
-    | ModelCondition
-    | JudgeCondition
-)
+    DriftCondition | FlagsCondition | MetricCondition | FeedbackCondition | ModelCondition
+    | JudgeCondition | ExperimentCondition
+)  # fmt: skip
 
 
 class When(_Strict):
@@ -170,19 +181,24 @@ class When(_Strict):
     feedback: FeedbackCondition | None = None
     model: ModelCondition | None = None
     judge: JudgeCondition | None = None
+    experiment: ExperimentCondition | None = None
 
     @model_validator(mode="after")
     def _exactly_one(self) -> When:
         given = [name for name in type(self).model_fields if getattr(self, name) is not None]
         if len(given) != 1:
             raise ValueError(
-                "give exactly one condition: drift, flags, metric, feedback, model or judge"
+                "give exactly one condition: drift, flags, metric, feedback, model, judge or "
+                "experiment"
             )
         return self
 
     @property
     def condition(self) -> Condition:
-        found = self.drift or self.flags or self.metric or self.feedback or self.model or self.judge
+        found = (
+            self.drift or self.flags or self.metric or self.feedback or self.model or self.judge
+            or self.experiment
+        )  # fmt: skip
         assert found is not None
         return found
 

@@ -653,6 +653,16 @@ def experiment_traces(project: str, since_ns: int) -> Relation:
     )
 
 
+def experiment_projects(store: Store, since_ns: int) -> list[str]:
+    """The projects with traces in live A/B experiments since `since_ns`."""
+    rows = store.query(
+        "SELECT DISTINCT project_id FROM experiment_traces "
+        "WHERE start_time >= fromUnixTimestamp64Nano({since:Int64}, 'UTC') ORDER BY project_id",
+        {"since": since_ns},
+    )
+    return [row["project_id"] for row in rows]
+
+
 def experiment_call_stats(store: Store, project: str, since_ns: int) -> list[dict[str, Any]]:
     """Per experiment and version, of the LLM calls in its traces since `since_ns`: calls, and
     the mean and variance of being an error, the latency and the cost."""

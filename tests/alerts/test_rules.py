@@ -65,7 +65,7 @@ def test_each_mistake_names_its_line() -> None:
         "r.yaml:8: rules.1.for: duration '5 minutes' must look like 30s, 15m, 1h30m or 2d",
         "r.yaml:9: rules.1.labels: label name 'bad-name' must match ^[a-zA-Z_][a-zA-Z0-9_]*$",
         "r.yaml:11: rules.2.when: "
-        "give exactly one condition: drift, flags, metric, feedback, model or judge",
+        "give exactly one condition: drift, flags, metric, feedback, model, judge or experiment",
         "r.yaml:14: rules.2.colour: Extra inputs are not permitted",
     ]
 
@@ -111,5 +111,5 @@ def test_rules_check_command(tmp_path: Path) -> None:
         capture_output=True, text=True, env={**EXAMPLE_ENV, "PATH": "/usr/bin:/bin"},
     )  # fmt: skip
     assert run.returncode == 1
-    assert f"{EXAMPLE}: ok: 11 rules, 2 receivers, 1 inhibit rules, 1 Alertmanagers" in run.stdout
+    assert f"{EXAMPLE}: ok: 12 rules, 2 receivers, 1 inhibit rules, 1 Alertmanagers" in run.stdout
     assert f"{bad}:3: rules.0.when.flags.reason: unknown reason 'sad'" in run.stderr

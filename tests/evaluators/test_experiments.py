@@ -5,8 +5,11 @@ from __future__ import annotations
 
 import os
 import random
+import time
 from typing import Any
 
+from driftline.alerts.conditions import evaluate
+from driftline.alerts.rules import Rule
 from driftline.review.feedback import FeedbackIn, store_feedback
 from tests.conftest import Collector
 from tests.evaluators.test_online_evaluators import llm_judge
@@ -82,6 +85,21 @@ def test_a_candidate_with_more_errors_loses_and_trusted_judges_count(collector_f
     metrics = {m["metric"]: m for m in answer["items"][0]["candidates"][0]["metrics"]}
     assert metrics["judge:accuracy"]["baseline_mean"] == 4.5
     assert metrics["judge:accuracy"]["candidate_mean"] == 3.5 and metrics["judge:accuracy"]["worse"]
+
+    # an alert rule announces the verdict (through the alert routes, like any alert)
+    store = collector.runtime.store
+    (alert,) = evaluate(store, rule({"verdict": "loses", "min_audited": 3}), time.time())
+    assert alert.labels == {"project": "alpha", "experiment": "ft-rollout", "version": "ft-v2",
+                            "baseline": "ft-v1", "alertname": "VersionVerdict"}  # fmt: skip
+    assert alert.value == 200
+    judged = {m["metric"] for m in alert.evidence["metrics"]}
+    assert "error_rate" in judged and "judge:accuracy" in judged
+    assert evaluate(store, rule({"verdict": "wins"}), time.time()) == []
+    assert evaluate(store, rule({"experiment": "another"}), time.time()) == []
+
+
+def rule(condition: dict[str, Any]) -> Rule:
+    return Rule.model_validate({"alert": "VersionVerdict", "when": {"experiment": condition}})
 
 
 def test_versions_without_a_difference_are_not_called_worse(collector_factory) -> None:
