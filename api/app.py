@@ -21,6 +21,7 @@ from driftline.api.config import ConfigError, Settings
 from driftline.api.gate import BodyTooLarge, RequestGate
 from driftline.api.ratelimit import RateLimiter
 from driftline.api.routes import ROUTERS
+from driftline.api.routes.evaluators import live_comparisons
 from driftline.api.routes.ingest import OTLP_PATHS
 from driftline.api.runtime import ApiError, Runtime, SpanWriter
 from driftline.evaluators.agreement import judges_table
@@ -211,6 +212,7 @@ def create_app(rt: Runtime) -> FastAPI:
         judges=lambda store, project: judges_table(
             store, project, rt.settings.evaluators, time.time_ns()
         ),
+        experiments=lambda store, project: live_comparisons(store, project, rt.settings)[1],
     )
     for router in ROUTERS:
         app.include_router(router)

@@ -86,6 +86,8 @@ class ReviewSite:
     models: Callable[[Store, str], list[dict[str, Any]]] = field(default=lambda _s, _p: [])
     # per project: each online judge's agreement with the reviewers who audit it
     judges: Callable[[Store, str], list[dict[str, Any]]] = field(default=lambda _s, _p: [])
+    # per project: the live A/B comparisons of model versions and their verdicts
+    experiments: Callable[[Store, str], list[dict[str, Any]]] = field(default=lambda _s, _p: [])
 
 
 def site(request: Request) -> ReviewSite:
@@ -286,7 +288,10 @@ def overview_page(
     charts = overview.charts(rt.store, project, days, rt.settings.reviews_per_item)
     charts += [chart for part in rt.charts for chart in part(rt.store, project, days)]
     models = rt.models(rt.store, project)
-    return page(request, "overview.html", principal, charts=charts, days=days, models=models)
+    return page(
+        request, "overview.html", principal, charts=charts, days=days, models=models,
+        experiments=rt.experiments(rt.store, project),
+    )  # fmt: skip
 
 
 # -- the forms' API --------------------------------------------------------------------------

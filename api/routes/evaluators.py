@@ -10,10 +10,12 @@ from typing import Any
 from fastapi import APIRouter, Request
 
 from driftline.api.auth import ReadKey
+from driftline.api.config import Settings
 from driftline.api.runtime import ApiError, runtime
 from driftline.evaluators.agreement import Bar, judge_trust
 from driftline.evaluators.experiments import experiments
 from driftline.evaluators.tables import DayTotal, project_totals
+from driftline.store import Store
 
 router = APIRouter(prefix="/api", tags=["evaluators"])
 
@@ -82,14 +84,21 @@ def evaluator_agreement(request: Request, principal: ReadKey, name: str) -> dict
 def list_experiments(request: Request, principal: ReadKey) -> dict[str, Any]:
     assert principal.project is not None
     rt = runtime(request)
+    trusted, items = live_comparisons(rt.store, principal.project, rt.settings)
+    return {"trusted_judges": trusted, "days": rt.settings.experiments.days, "items": items}
+
+
+def live_comparisons(
+    store: Store, project: str, settings: Settings
+) -> tuple[list[str], list[dict[str, Any]]]:
+    """The project's trusted judges (NAME@VERSION), and its experiments compared with them."""
     now = time.time_ns()
     trusted = [
         f"{name}@{config.version}"
-        for name, config in sorted(rt.settings.evaluators.items())
+        for name, config in sorted(settings.evaluators.items())
         if config.kind == "llm_judge"
-        and (not config.projects or principal.project in config.projects)
-        and judge_trust(rt.store, principal.project, f"{name}@{config.version}",
-                        Bar.of(config), now).trusted is True
+        and (not config.projects or project in config.projects)
+        and judge_trust(store, project, f"{name}@{config.version}", Bar.of(config),
+                        now).trusted is True
     ]  # fmt: skip
-    items = experiments(rt.store, principal.project, rt.settings.experiments, trusted, now)
-    return {"trusted_judges": trusted, "days": rt.settings.experiments.days, "items": items}
+    return trusted, experiments(store, project, settings.experiments, trusted, now)

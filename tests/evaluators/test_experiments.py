@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import random
+import re
 import time
 from typing import Any
 
@@ -96,6 +97,11 @@ def test_a_candidate_with_more_errors_loses_and_trusted_judges_count(collector_f
     assert "error_rate" in judged and "judge:accuracy" in judged
     assert evaluate(store, rule({"verdict": "wins"}), time.time()) == []
     assert evaluate(store, rule({"experiment": "another"}), time.time()) == []
+    # and the review UI's overview shows the comparison
+    page = collector.client.get("/review/overview", headers=auth(collector.read_key)).text
+    row = re.search(r'data-experiment="ft-rollout" data-version="ft-v2">.*?class="verdict">(\w+)<'
+                    r"/td>\s*<td>([^<]*)</td>", page, re.S)  # fmt: skip
+    assert row and row.group(1) == "loses" and "error_rate" in row.group(2)
 
 
 def rule(condition: dict[str, Any]) -> Rule:
