@@ -6,11 +6,8 @@ from __future__ import annotations
 
 import json
 import re
-import threading
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import Any
 
 import pytest
 
@@ -23,6 +20,7 @@ from driftline.finetune.ledger import StoreLedger
 from driftline.finetune.rewards import RewardModel
 from driftline.finetune.train import Request, finetune
 from driftline.store import Store
+from tests.evaluators.judge_server import JudgeServer, completion
 from tests.finetune import world
 
 
@@ -33,14 +31,12 @@ def offline(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("TOKENIZERS_PARALLELISM", "false")
 
 
-class ChatServer:
+class ChatServer(JudgeServer):
     """A chat-completions endpoint whose model grades answers by their wording."""
 
     def __init__(self, inverted: bool = False, reply: str | None = None) -> None:
-        self.inverted, self.reply, self.prompts = inverted, reply, []
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/v1"
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+        self.inverted, self.reply = inverted, reply
+        super().__init__(lambda prompt, _n: completion(self.grade(prompt)))
 
     def grade(self, content: str) -> str:
         answer = content.rsplit("Answer:\n", 1)[-1]
@@ -48,36 +44,6 @@ class ChatServer:
         score = 3 if "documented" not in answer and "maybe" not in answer else 5 if good else 1
         score = 6 - score if self.inverted else score
         return self.reply or json.dumps({"accuracy": score, "helpfulness": score})
-
-    def _handler(self) -> type[BaseHTTPRequestHandler]:
-        outer = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_POST(self) -> None:
-                body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
-                assert self.path == "/v1/chat/completions" and body["model"] == "grader"
-                content = body["messages"][0]["content"]
-                outer.prompts.append(content)
-                answer = {
-                    "id": "chatcmpl-1", "object": "chat.completion", "model": "grader",
-                    "choices": [{"index": 0, "finish_reason": "stop", "message": {
-                        "role": "assistant", "content": outer.grade(content)}}],
-                }  # fmt: skip
-                data = json.dumps(answer).encode()
-                self.send_response(200)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(data)))
-                self.end_headers()
-                self.wfile.write(data)
-
-            def log_message(self, *args: Any) -> None:
-                pass
-
-        return Handler
-
-    def close(self) -> None:
-        self.server.shutdown()
-        self.server.server_close()
 
 
 @pytest.fixture

@@ -18,6 +18,7 @@ import pytest
 from fastapi.testclient import TestClient
 
 from driftline.api.app import build_runtime, create_app
+from driftline.api.runtime import Runtime
 from driftline.ingest import envelope, otlp
 from driftline.ingest.committer import StoreCommitter, confirm_settings
 from driftline.ingest.writer import store_batch
@@ -42,6 +43,14 @@ def _no_merges(store: Store) -> None:
     store.command("ALTER TABLE llm_calls MODIFY SETTING max_parts_to_merge_at_once = 1")
 
 
+def _collector(tmp_path: Path, stand_in: clickhouse_http.Running) -> tuple[Store, Runtime, str]:
+    """A collector on the stand-in (ack = "store", its default there), and an ingest key."""
+    url = stand_in.url("driftline")
+    store = open_store(clickhouse_url=url)
+    runtime = build_runtime(make_settings(tmp_path, clickhouse_url=url), store)
+    return store, runtime, keys.create_key(store, "alpha", "ingest")[1]
+
+
 def _physical(store: Store) -> list[tuple[str, str]]:
     rows = store.query("SELECT trace_id, span_id FROM llm_calls")  # no FINAL: every copy
     return [(r["trace_id"], r["span_id"]) for r in rows]
@@ -50,11 +59,8 @@ def _physical(store: Store) -> list[tuple[str, str]]:
 def test_acknowledged_only_once_the_server_has_the_rows_and_nothing_kept_locally(
     tmp_path: Path, stand_in: clickhouse_http.Running
 ) -> None:
-    url = stand_in.url("driftline")
-    store = open_store(clickhouse_url=url)
-    rt = build_runtime(make_settings(tmp_path, clickhouse_url=url), store)
+    store, rt, ingest = _collector(tmp_path, stand_in)
     assert isinstance(rt.writer, StoreCommitter)
-    _, ingest = keys.create_key(store, "alpha", "ingest")
     spans = [span(genai_attrs(prompt=f"question {i}")) for i in range(20)]
     with TestClient(create_app(rt)) as client:
         response = client.post(
@@ -73,10 +79,7 @@ def test_acknowledged_only_once_the_server_has_the_rows_and_nothing_kept_locally
 def test_the_server_down_is_a_503_and_the_retry_is_stored_once(
     tmp_path: Path, stand_in: clickhouse_http.Running
 ) -> None:
-    url = stand_in.url("driftline")
-    store = open_store(clickhouse_url=url)
-    rt = build_runtime(make_settings(tmp_path, clickhouse_url=url), store)
-    _, ingest = keys.create_key(store, "alpha", "ingest")
+    store, rt, ingest = _collector(tmp_path, stand_in)
     headers = {**PROTOBUF, **auth(ingest)}
     body = request([span(genai_attrs(prompt="sent while the server is down"))]).SerializeToString()
     with TestClient(create_app(rt)) as client:
