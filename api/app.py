@@ -144,7 +144,7 @@ def evaluator_loop(
         return None
     metrics = EvaluatorMetrics(registry)
     evaluators = [
-        Evaluator(name, config, settings.review, metrics)
+        Evaluator(name, config, settings.review, metrics, detectors=settings.detectors)
         for name, config in settings.evaluators.items()
     ]
     return EvaluatorLoop(store, evaluators, settings.evaluation)

@@ -8,7 +8,7 @@ from typing import Literal
 from pydantic import BaseModel, Field, SecretStr, field_validator, model_validator
 
 _NAME = re.compile(r"^[a-z][a-z0-9_]{0,31}$")
-Kind = Literal["llm_judge", "refusal", "empty", "json"]
+Kind = Literal["llm_judge", "relevance", "refusal", "empty", "json"]
 
 
 class JudgeEndpoint(BaseModel):
@@ -31,7 +31,9 @@ class JudgeEndpoint(BaseModel):
 
 class EvaluatorSettings(BaseModel):
     """One evaluator. `llm_judge` scores the rubric's criteria (or `criteria`) from 1 to 5 with
-    a chat model; `refusal`, `empty` and `json` are built-in checks that cost nothing."""
+    a chat model; `relevance` is the cosine between the question's and the answer's embeddings
+    (the detectors' embedder); `refusal`, `empty` and `json` are built-in checks that cost
+    nothing."""
 
     model_config = {"extra": "forbid"}
 

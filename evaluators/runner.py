@@ -16,7 +16,10 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from driftline.detectors.embeddings import TEXT_OPERATIONS
+import numpy as np
+
+from driftline.detectors.config import DetectorSettings
+from driftline.detectors.embeddings import TEXT_OPERATIONS, TextEmbedder
 from driftline.detectors.tables import queue_calls
 from driftline.evaluators import tables
 from driftline.evaluators.agreement import Bar, JudgeTrust, judge_trust
@@ -82,8 +85,11 @@ class Evaluator:
         review: ReviewSettings,
         metrics: EvaluatorMetrics,
         judge: LLMJudge | None = None,
+        detectors: DetectorSettings | None = None,
     ) -> None:
         self.name, self.settings, self.review, self.metrics = name, settings, review, metrics
+        self.detectors = detectors or DetectorSettings()  # the embedder `relevance` uses
+        self._embedder: TextEmbedder | None = None
         self.user = f"{name}@{settings.version}"
         self.projects: set[str] = set(settings.projects)  # whose calls it grades
         self._labels = (name, settings.version)
@@ -102,11 +108,23 @@ class Evaluator:
 
     def grade(self, call: dict[str, Any]) -> Graded:
         """One call's scores (a built-in check: 1.0 when the answer has the problem)."""
+        if self.settings.kind == "relevance":
+            return Graded({"relevance": self._relevance(call)}, 0, 0)
         if self._judge is None:
             answer = Answer(call["output_text"], list(call["finish_reasons"]), call["output_type"])
             return Graded({self.settings.kind: float(CHECKS[self.settings.kind](answer))}, 0, 0)
         criteria = self.criteria(call["project_id"])
         return self._judge.grade(call["input_text"], call["output_text"], criteria)
+
+    def _relevance(self, call: dict[str, Any]) -> float:
+        """The cosine between the question's and the answer's embeddings."""
+        if self._embedder is None:  # loaded on first use: a model takes seconds to load
+            from driftline.detectors.embedder import make_embedder
+
+            self._embedder = make_embedder(self.detectors)
+        question, answer = self._embedder.encode([call["input_text"], call["output_text"]])
+        norms = float(np.linalg.norm(question) * np.linalg.norm(answer))
+        return round(float(question @ answer) / norms, 6) if norms else 0.0
 
     def cost(self, graded: Graded) -> float:
         s = self.settings

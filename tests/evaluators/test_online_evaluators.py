@@ -305,3 +305,25 @@ def test_the_api_lists_the_project_evaluators_and_their_day(
     assert items["quality"]["today"]["graded"] == 2 and items["quality"]["user"] == "quality@1"
     assert items["refusals"]["daily_cost_cap_usd"] is None and not items["quality"]["running"]
     assert collector.client.get("/api/evaluators").status_code == 401
+
+
+def test_relevance_is_the_cosine_of_question_and_answer(collector: Collector) -> None:
+    store = collector.runtime.store
+    relevance = make("relevance", kind="relevance")
+    run(relevance, store)
+    spans = [
+        span(genai_attrs(prompt="How do I install the vim text editor on Debian?",
+                         answer="Run apt-get install vim to install the vim text editor.")),
+        span(genai_attrs(prompt="How do I install the vim text editor on Debian?",
+                         answer="The 1998 World Cup final was played in Paris.")),
+    ]  # fmt: skip
+    response = collector.client.post(
+        "/v1/traces", content=request(spans).SerializeToString(),
+        headers={**PROTOBUF, **auth(collector.ingest_key)},
+    )  # fmt: skip
+    assert response.status_code == 200
+    collector.wait_stored("llm_calls", 2)
+    assert run(relevance, store).graded == 2
+    by_span = {r["span_id"]: r["value_number"] for r in judged(store) if r["name"] == "relevance"}
+    on_topic, off_topic = (by_span[s.span_id.hex()] for s in spans)
+    assert -1 <= off_topic < on_topic <= 1 and on_topic - off_topic > 0.2
