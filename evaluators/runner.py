@@ -88,7 +88,7 @@ class Evaluator:
         detectors: DetectorSettings | None = None,
     ) -> None:
         self.name, self.settings, self.review, self.metrics = name, settings, review, metrics
-        self.detectors = detectors or DetectorSettings()  # the embedder `relevance` uses
+        self.detectors = detectors or DetectorSettings.model_validate({})  # `relevance`'s embedder
         self._embedder: TextEmbedder | None = None
         self.user = f"{name}@{settings.version}"
         self.projects: set[str] = set(settings.projects)  # whose calls it grades
