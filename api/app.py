@@ -25,8 +25,7 @@ from driftline.api.routes.evaluators import live_comparisons
 from driftline.api.routes.ingest import OTLP_PATHS
 from driftline.api.runtime import ApiError, Runtime, SpanWriter
 from driftline.evaluators.agreement import judges_table
-from driftline.evaluators.metrics import EvaluatorMetrics
-from driftline.evaluators.runner import Evaluator, EvaluatorLoop
+from driftline.evaluators.runner import EvaluatorLoop
 from driftline.finetune import overview as finetune_overview
 from driftline.finetune.metrics import ModelMetrics
 from driftline.ingest import otlp
@@ -142,12 +141,10 @@ def evaluator_loop(
     """The online evaluators' loop, or None when none is configured or evaluation is off."""
     if not settings.evaluators or not settings.evaluation.enabled:
         return None
-    metrics = EvaluatorMetrics(registry)
-    evaluators = [
-        Evaluator(name, config, settings.review, metrics, detectors=settings.detectors)
-        for name, config in settings.evaluators.items()
-    ]
-    return EvaluatorLoop(store, evaluators, settings.evaluation)
+    return EvaluatorLoop.configured(
+        store, settings.evaluators, settings.evaluation, settings.review, settings.detectors,
+        registry,
+    )  # fmt: skip
 
 
 def _detector_loop(

@@ -2,14 +2,19 @@
 
 from __future__ import annotations
 
+import logging
 import time
 from datetime import datetime
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
 
-from driftline.cli.group import main, settings_from, store_options
+from driftline.cli.group import main, metrics_options, serve_metrics, settings_from, store_options
 from driftline.cli.store import exclusive_store
+
+if TYPE_CHECKING:
+    from driftline.evaluators.runner import PassOutcome
 
 
 @main.group(name="eval")
@@ -56,9 +61,56 @@ def eval_run(
         total = evaluator.arrived_count(store, since_ns, until_ns)
         with click.progressbar(length=total, label=f"{name}@{config.version}", file=None) as bar:
             outcome = evaluator.backfill(store, since_ns, until_ns, batch, bar.update)
+    click.echo(_summary(outcome))
+
+
+@eval_group.command("worker")
+@store_options
+@click.option("--once", is_flag=True, help="one pass of every evaluator, then exit")
+@metrics_options(9466)
+def eval_worker(
+    data: Path | None,
+    clickhouse_url: str | None,
+    config_file: Path | None,
+    once: bool,
+    metrics_host: str,
+    metrics_port: int,
+) -> None:
+    """Run the online evaluators as their own process (with a ClickHouse server and several
+    collectors: one worker grades, and evaluation.enabled = false on the `serve` processes, so
+    no call is sent to a judge twice)."""
+    from prometheus_client import CollectorRegistry
+
+    from driftline.evaluators.runner import EvaluatorLoop
+
+    settings = settings_from(config_file, data=data, clickhouse_url=clickhouse_url)
+    logging.basicConfig(level="INFO", format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    if not settings.evaluators:  # a deployment's worker waits for its first [evaluators.NAME]
+        click.echo("driftline: no evaluator is configured ([evaluators.NAME])", err=True)
+    registry = CollectorRegistry()
+    with exclusive_store(settings, "runs the evaluators") as store:
+        loop = EvaluatorLoop.configured(
+            store, settings.evaluators, settings.evaluation, settings.review, settings.detectors,
+            registry,
+        )  # fmt: skip
+        if once:
+            for name, outcome in loop.run_once().items():
+                click.echo(f"{name}: {_summary(outcome)}")
+            return
+        stop_metrics = serve_metrics(registry, metrics_host, metrics_port)
+        loop.start()
+        try:
+            loop.join()
+        except KeyboardInterrupt:
+            loop.stop()
+        finally:
+            stop_metrics()
+
+
+def _summary(outcome: PassOutcome) -> str:
     failed = ", ".join(f"{n} {reason}" for reason, n in sorted(outcome.failed.items()))
     skipped = ", ".join(f"{n} {reason}" for reason, n in sorted(outcome.skipped.items()))
-    click.echo(
+    return (
         f"{outcome.read} calls read, {outcome.graded} graded; failed: {failed or 'none'}; "
         f"skipped: {skipped or 'none'}; ${outcome.cost_usd:.4f} spent"
     )

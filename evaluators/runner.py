@@ -10,13 +10,14 @@ import logging
 import threading
 import time
 import uuid
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
 import numpy as np
+from prometheus_client import CollectorRegistry
 
 from driftline.detectors.config import DetectorSettings
 from driftline.detectors.embeddings import TEXT_OPERATIONS, TextEmbedder
@@ -319,8 +320,30 @@ class EvaluatorLoop:
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="driftline-evaluators", daemon=True)
 
+    @classmethod
+    def configured(
+        cls,
+        store: Store,
+        evaluators: Mapping[str, EvaluatorSettings],
+        options: EvaluationSettings,
+        review: ReviewSettings,
+        detectors: DetectorSettings,
+        registry: CollectorRegistry | None,
+    ) -> EvaluatorLoop:
+        """The loop of the configured evaluators, their series in `registry`."""
+        metrics = EvaluatorMetrics(registry)
+        return cls(
+            store,
+            [Evaluator(name, config, review, metrics, detectors=detectors)
+             for name, config in evaluators.items()],
+            options,
+        )  # fmt: skip
+
     def start(self) -> None:
         self._thread.start()
+
+    def join(self, timeout: float | None = None) -> None:
+        self._thread.join(timeout)
 
     def stop(self, timeout: float = 30.0) -> None:
         self._stop.set()

@@ -89,6 +89,12 @@ def test_stateless_collectors_ack_from_the_store_and_logged_ones_keep_a_volume_e
     (stateless,) = [d for d in manifests() if d["metadata"]["name"] == "driftline-collector"
                     and d["kind"] == "Deployment"]  # fmt: skip
     assert _env(stateless)["DRIFTLINE_ACK"] == "store"
+    # one evaluator worker grades for every collector: no call is sent to a judge twice
+    (evaluator,) = [d for d in manifests() if d["metadata"]["name"] == "driftline-evaluator"]
+    assert (
+        evaluator["spec"]["replicas"] == 1 and evaluator["spec"]["strategy"]["type"] == "Recreate"
+    )
+    assert _env(stateless)["DRIFTLINE_EVALUATION__ENABLED"] == "false"
     volumes = {v["name"]: v for v in stateless["spec"]["template"]["spec"]["volumes"]}
     assert "emptyDir" in volumes[_mounts(stateless)[data]], "scratch only: nothing acknowledged"
     logged = manifests(K8S / "log-ack")

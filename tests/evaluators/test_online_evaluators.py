@@ -282,6 +282,12 @@ def test_eval_run_grades_a_backfill_from_the_command_line(tmp_path) -> None:
     with open_store(data) as store:
         rows = judged(store)
     assert sorted(r["value_number"] for r in rows) == [0, 1]
+    # the worker: one pass of every evaluator (a new one starts from now: nothing to read yet)
+    worker = [sys.executable, "-m", "driftline.cli", "eval", "worker", "--once", "--data",
+              str(data), "--config", str(config)]  # fmt: skip
+    done = subprocess.run(worker, capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    assert "refusals: 0 calls read, 0 graded" in done.stdout
 
 
 def test_the_api_lists_the_project_evaluators_and_their_day(
