@@ -21,6 +21,7 @@ Question:
 
 Answer:
 {response}"""
+_PLACEHOLDER = re.compile(r"\{(criteria|prompt|response)\}")
 _RETRIED = frozenset({429, 500, 502, 503, 504})
 _MAX_WAIT_S = 30.0  # longest Retry-After honoured; past it, the call is given up
 
@@ -67,7 +68,9 @@ class LLMJudge:
         """The scores on `criteria` (default: the judge's) and the tokens the judge's answer
         reports (0 when it reports none)."""
         criteria = criteria or self.criteria
-        text = self.prompt.format(criteria=", ".join(criteria), prompt=prompt, response=response)
+        values = {"criteria": ", ".join(criteria), "prompt": prompt, "response": response}
+        # one pass, and only these three: a template may show JSON, a question may hold braces
+        text = _PLACEHOLDER.sub(lambda m: values[m.group(1)], self.prompt)
         body = {
             "model": self.endpoint.model,
             "temperature": 0,

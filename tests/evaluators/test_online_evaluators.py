@@ -333,3 +333,23 @@ def test_relevance_is_the_cosine_of_question_and_answer(collector: Collector) ->
     by_span = {r["span_id"]: r["value_number"] for r in judged(store) if r["name"] == "relevance"}
     on_topic, off_topic = (by_span[s.span_id.hex()] for s in spans)
     assert -1 <= off_topic < on_topic <= 1 and on_topic - off_topic > 0.2
+
+
+def test_a_prompt_template_may_show_json_and_a_question_may_hold_braces(
+    collector: Collector, judge: JudgeServer
+) -> None:
+    store = collector.runtime.store
+    template = 'Rate {criteria} as {"accuracy": 1-5}.\nQ: {prompt}\nA: {response}'
+    evaluator = make("quality", **llm_judge(judge.url), prompt=template)
+    run(evaluator, store)
+    spans = [span(genai_attrs(prompt="What does {response} mean in a template?", answer="x"))]
+    collector.client.post(
+        "/v1/traces", content=request(spans).SerializeToString(),
+        headers={**PROTOBUF, **auth(collector.ingest_key)},
+    )  # fmt: skip
+    collector.wait_stored("llm_calls", 1)
+    assert run(evaluator, store).graded == 1
+    assert judge.prompts[-1] == (
+        'Rate accuracy, helpfulness as {"accuracy": 1-5}.\n'
+        "Q: What does {response} mean in a template?\nA: x"
+    )
