@@ -36,6 +36,7 @@ from driftline.alerts.retrain import RETRAIN_RECEIVER, RetrainTrigger
 from driftline.alerts.rules import FlagsCondition, Rule, RuleFile
 from driftline.alerts.silences import Silences
 from driftline.alerts.state import Alert, AlertLog, Sample, step
+from driftline.alerts.verdicts import act_on_verdict
 from driftline.store import Store
 
 log = logging.getLogger("driftline.alerts")
@@ -106,6 +107,12 @@ class AlertEngine:
                         fired.append((rule, alert))
             self.log.save(changed)
             self._retrain(fired, now)
+            for rule, alert in fired:
+                if rule.registry is not None:
+                    try:
+                        act_on_verdict(self.store, rule.registry, alert)
+                    except Exception:  # the registry's trouble must not stop the alerts
+                        log.exception("rule %s: the registry could not act", rule.alert)
             self._notify(now, pushed=any(a.state in ("firing", "resolved") for a in changed))
             self._forget(now)
             if self.metrics:

@@ -209,6 +209,16 @@ class Retrain(_Strict):
     cooldown: Duration = 86400.0
 
 
+class RegistryAction(_Strict):
+    """On an `experiment:` alert firing: record the live verdict on the candidate's model
+    version (when the registry has a version of that name) and, opt in, promote a candidate
+    that wins (as `driftline models promote`: refused if the gate rejected it) or roll back one
+    that loses while it is in service."""
+
+    promote: bool = False
+    rollback: bool = False
+
+
 class Rule(_Strict):
     alert: str = Field(pattern=_NAME)
     when: When
@@ -216,6 +226,13 @@ class Rule(_Strict):
     labels: dict[str, str] = Field(default_factory=dict)
     annotations: dict[str, str] = Field(default_factory=dict)
     retrain: Retrain | None = None
+    registry: RegistryAction | None = None
+
+    @model_validator(mode="after")
+    def _registry_on_experiments(self) -> Rule:
+        if self.registry is not None and self.when.experiment is None:
+            raise ValueError("registry: acts on live verdicts, so it needs when: experiment")
+        return self
 
     @field_validator("labels")
     @classmethod
