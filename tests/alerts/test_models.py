@@ -106,19 +106,28 @@ def serve_versions(
     }))  # fmt: skip
 
 
+def candidate_passed_the_gate(store: Store, project: str, tmp_path: Path) -> StoreLedger:
+    """The project's registry: v1 in service, v2 a candidate the gate passed."""
+    ledger = StoreLedger(store, project)
+    registry.baseline(ledger, model_folder(tmp_path / "base"))
+    v2 = registry.register(ledger, model_folder(tmp_path / "v2"), method="dpo")
+    registry.record_verdict(ledger, v2, {"promote": True, "reasons": []})
+    return ledger
+
+
+def firing(clock: Clock, make_engine: EngineFactory) -> set[tuple[str, str]]:
+    clock.now = time.time() + 5  # the registry stamps versions with the wall clock
+    alerts = make_engine(EXPERIMENT_RULES).evaluate()
+    return {(a.rule, a.labels["version"]) for a in alerts if a.state == "firing"}
+
+
 def test_a_live_verdict_is_recorded_and_acts_on_the_registry(
     store: Store, clock: Clock, make_engine: EngineFactory, tmp_path: Path
 ) -> None:
-    ledger = StoreLedger(store, "alpha")
-    registry.baseline(ledger, model_folder(tmp_path / "base"))  # v1, in service
-    v2 = registry.register(ledger, model_folder(tmp_path / "v2"), method="dpo")
-    registry.record_verdict(ledger, v2, {"promote": True, "reasons": []})
+    ledger = candidate_passed_the_gate(store, "alpha", tmp_path)
     registry.promote(ledger, "v2")  # v2 serves, v1 is the earlier version
     serve_versions(store, {"v1": (600, 0.02), "v2": (300, 0.4), "v9": (300, 0.02)})
-    clock.now = time.time() + 5
-    engine = make_engine(EXPERIMENT_RULES)
-    fired = {(a.rule, a.labels["version"]) for a in engine.evaluate() if a.state == "firing"}
-    assert ("CandidateLoses", "v2") in fired
+    assert ("CandidateLoses", "v2") in firing(clock, make_engine)
     # the loser in service is rolled back, its verdict kept on it; v9 is no registry version
     assert registry.current(ledger).version == "v1"
     live = registry.get(ledger, "v2").verdict["live"]
@@ -129,15 +138,9 @@ def test_a_live_verdict_is_recorded_and_acts_on_the_registry(
 def test_a_candidate_that_wins_live_is_promoted(
     store: Store, clock: Clock, make_engine: EngineFactory, tmp_path: Path
 ) -> None:
-    ledger = StoreLedger(store, "beta")
-    registry.baseline(ledger, model_folder(tmp_path / "base"))  # v1, in service
-    v2 = registry.register(ledger, model_folder(tmp_path / "v2"), method="dpo")
-    registry.record_verdict(ledger, v2, {"promote": True, "reasons": []})  # the gate passed it
+    ledger = candidate_passed_the_gate(store, "beta", tmp_path)
     serve_versions(store, {"v1": (2000, 0.0), "v2": (1500, 0.0)}, project="beta")
-    clock.now = time.time() + 5
-    fired = {(a.rule, a.labels["version"]) for a in make_engine(EXPERIMENT_RULES).evaluate()
-             if a.state == "firing"}  # fmt: skip
-    assert fired == {("CandidateWins", "v2")}
+    assert firing(clock, make_engine) == {("CandidateWins", "v2")}
     assert registry.current(ledger).version == "v2"
     assert registry.get(ledger, "v2").verdict["live"]["verdict"] == "wins"
 
