@@ -200,7 +200,7 @@ def _experiment(store: Store, c: ExperimentCondition, now_ns: int) -> list[Sampl
             if row["project_id"] == project
             and judge_trust(store, project, row["user_id"], bar, now_ns).trusted is True
         ]
-        for found in experiments(store, project, settings, judges, now_ns):
+        for found in experiments(store, project, settings, judges, now_ns, c.checks):
             if c.experiment is not None and found["experiment"] != c.experiment:
                 continue
             for candidate in found["candidates"]:

@@ -166,6 +166,9 @@ class ExperimentCondition(_Strict):
     max_drop: float = Field(0.05, ge=0, le=1)
     min_spearman: float = Field(0.8, ge=-1, le=1)
     min_audited: int = Field(30, ge=2)
+    checks: list[str] = Field(
+        default_factory=list, description="built-in evaluators compared too (NAME@VERSION)"
+    )
 
 
 Condition = (

@@ -1,8 +1,9 @@
 """Live A/B of model versions: the versions an app splits its traffic between
 (`sdk.choose_version`), compared on the same days of live traffic with the sequential test
 (sequential.py). The version with the most calls is the baseline; each other is a candidate.
-Metrics: error rate, latency and cost per call (lower is better), and each criterion of the
-online judges people trust (higher is better); an untrusted judge's scores are left out."""
+Metrics: error rate, latency and cost per call, each criterion of the online judges people
+trust (an untrusted judge's scores are left out), the built-in evaluators' scores (relevance,
+refusals, empty and invalid-JSON answers) and the apps' thumbs."""
 
 from __future__ import annotations
 
@@ -12,19 +13,31 @@ from typing import Any
 from driftline.evaluators.config import ExperimentSettings
 from driftline.evaluators.sequential import Better, Sample, compare, decide
 from driftline.ingest.tables import experiment_call_stats, experiment_traces
-from driftline.review.tables import judge_score_stats
+from driftline.review.feedback import FROM_APPS
+from driftline.review.tables import score_stats
 from driftline.store import Store
 
+# Built-in checks store 1 when the answer has the problem; relevance and judges' criteria are
+# better higher. The apps' thumbs (a bool, as sdk.feedback sends it) count beside them.
+LOWER_IS_BETTER = frozenset({"refusal", "empty", "json"})
+THUMBS = ("thumbs",)
 _CALL_METRICS: tuple[tuple[str, str], ...] = (
     ("error_rate", "error"), ("latency_ms", "latency"), ("cost_usd", "cost"),
 )  # fmt: skip
 
 
 def experiments(
-    store: Store, project: str, settings: ExperimentSettings, judges: Sequence[str], now_ns: int
+    store: Store,
+    project: str,
+    settings: ExperimentSettings,
+    judges: Sequence[str],
+    now_ns: int,
+    checks: Sequence[str] = (),
 ) -> list[dict[str, Any]]:
     """Every experiment of the project's traffic in the last `days`, each candidate against
-    the baseline with a verdict: `wins`, `loses` or None (not yet)."""
+    the baseline with a verdict: `wins`, `loses` or None (not yet). `judges`: the online judges
+    people trust (NAME@VERSION); `checks`: the built-in evaluators (their users), whose scores
+    need no trust; the apps' thumbs count too."""
     since = now_ns - settings.days * 86_400 * 10**9
     samples: dict[str, dict[str, dict[str, tuple[Sample, Better]]]] = {}
     calls: dict[str, dict[str, int]] = {}
@@ -36,10 +49,18 @@ def experiments(
             for metric, col in _CALL_METRICS
         }
     traces = experiment_traces(project, since)
-    for row in judge_score_stats(store, project, judges, traces):
+    scored = [
+        *(("judge", row) for row in score_stats(store, project, traces, "judge", judges)),
+        *(("check", row) for row in score_stats(store, project, traces, "judge", checks)),
+        *((f"app_{source}", row) for source in FROM_APPS
+          for row in score_stats(store, project, traces, source, names=THUMBS)),
+    ]  # fmt: skip
+    for kind, row in scored:
         metrics = samples.get(row["experiment"], {}).get(row["version"])
         if metrics is not None:
-            metrics[f"judge:{row['name']}"] = (_sample(row["n"], row["mean"], row["var"]), "higher")
+            better: Better = "lower" if row["name"] in LOWER_IS_BETTER else "higher"
+            sample = _sample(row["n"], row["mean"], row["var"])
+            metrics[f"{kind}:{row['name']}"] = (sample, better)
     return [
         _experiment(name, versions, calls[name], settings)
         for name, versions in sorted(samples.items())

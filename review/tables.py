@@ -345,20 +345,31 @@ def judge_users(store: Store, prefix: str, since_ns: int) -> list[dict[str, Any]
     )
 
 
-def judge_score_stats(
-    store: Store, project: str, judges: Sequence[str], traces: Relation
+def score_stats(
+    store: Store,
+    project: str,
+    traces: Relation,
+    source: str,
+    users: Sequence[str] | None = None,
+    names: Sequence[str] | None = None,
 ) -> list[dict[str, Any]]:
-    """Per experiment, version and criterion: the scores of the judges `judges` (users
-    NAME@VERSION) on the calls of `traces` (trace_id, experiment, version): count, mean,
-    variance."""
-    if not judges:
+    """Per experiment, version and feedback name: the numeric feedback from `source` (only
+    these `users`, these `names` when given) on the calls of `traces` (trace_id, experiment,
+    version): count, mean, variance."""
+    if users is not None and not users:
         return []
+    where = Where()
+    where.add("f.project_id = {fb_p:String}", fb_p=project)
+    where.add("f.source = {fb_source:String}", fb_source=source)
+    where.add("f.value_number IS NOT NULL")
+    if users is not None:
+        where.add("f.user_id IN {fb_users:Array(String)}", fb_users=list(users))
+    if names is not None:
+        where.add("f.name IN {fb_names:Array(String)}", fb_names=list(names))
     return store.query(
         "SELECT t.experiment AS experiment, t.version AS version, f.name AS name, "
         "count() AS n, avg(f.value_number) AS mean, varSamp(f.value_number) AS var "
         f"FROM feedback AS f FINAL INNER JOIN {traces} AS t ON f.trace_id = t.trace_id "
-        "WHERE f.project_id = {fb_p:String} AND f.source = 'judge' "
-        "AND f.user_id IN {fb_judges:Array(String)} AND f.value_number IS NOT NULL "
-        "GROUP BY experiment, version, name ORDER BY experiment, version, name",
-        bind(traces, {"fb_p": project, "fb_judges": list(judges)}),
+        f"WHERE {where} GROUP BY experiment, version, name ORDER BY experiment, version, name",
+        bind(traces, where),
     )

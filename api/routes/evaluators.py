@@ -101,4 +101,9 @@ def live_comparisons(
         and judge_trust(store, project, f"{name}@{config.version}", Bar.of(config),
                         now).trusted is True
     ]  # fmt: skip
-    return trusted, experiments(store, project, settings.experiments, trusted, now)
+    checks = [
+        f"{name}@{config.version}"
+        for name, config in sorted(settings.evaluators.items())
+        if config.kind != "llm_judge" and (not config.projects or project in config.projects)
+    ]
+    return trusted, experiments(store, project, settings.experiments, trusted, now, checks)

@@ -41,9 +41,12 @@ def serve(collector: Collector, version: str, calls: int, error_rate: float, see
     return keys
 
 
-def judge(collector: Collector, keys: list, user: str, source: str, scores: list[int]) -> None:
+def judge(
+    collector: Collector, keys: list, user: str, source: str, scores: list[int],
+    name: str = "accuracy",
+) -> None:  # fmt: skip
     records = [
-        FeedbackIn.model_validate({"trace_id": t, "span_id": s, "name": "accuracy", "value": v,
+        FeedbackIn.model_validate({"trace_id": t, "span_id": s, "name": name, "value": v,
                                    "user": user})
         for (t, s), v in zip(keys, scores, strict=True)
     ]  # fmt: skip
@@ -106,6 +109,31 @@ def test_a_candidate_with_more_errors_loses_and_trusted_judges_count(collector_f
 
 def rule(condition: dict[str, Any]) -> Rule:
     return Rule.model_validate({"alert": "VersionVerdict", "when": {"experiment": condition}})
+
+
+def test_built_in_checks_and_the_apps_thumbs_are_compared_too(collector_factory) -> None:
+    collector = collector_factory(
+        evaluators={"refusals": {"kind": "refusal"}}, evaluation={"enabled": False}
+    )
+    baseline = serve(collector, "ft-v1", 200, 0.0, seed=4)
+    candidate = serve(collector, "ft-v2", 200, 0.0, seed=5)
+    collector.wait_stored("llm_calls", 400)
+    collector.drain()
+    judge(collector, baseline, "refusals@1", "judge", [0] * 200, name="refusal")
+    judge(collector, candidate, "refusals@1", "judge", [1, 0] * 100, name="refusal")  # half
+    thumbs = [
+        FeedbackIn.model_validate({"trace_id": t, "span_id": s, "name": "thumbs", "value": up})
+        for keys, rate in ((baseline, 2), (candidate, 2)) for i, (t, s) in enumerate(keys)
+        for up in [i % rate == 0]
+    ]  # fmt: skip
+    store_feedback(collector.runtime.store, "alpha", thumbs, "sdk")
+    (versus,) = experiments(collector)["items"][0]["candidates"]
+    metrics = {m["metric"]: m for m in versus["metrics"]}
+    refusal = metrics["check:refusal"]
+    assert refusal["better"] == "lower" and refusal["worse"] and refusal["candidate_mean"] == 0.5
+    assert metrics["app_sdk:thumbs"]["better"] == "higher"
+    assert not metrics["app_sdk:thumbs"]["worse"]
+    assert versus["verdict"] == "loses"
 
 
 def test_versions_without_a_difference_are_not_called_worse(collector_factory) -> None:
