@@ -193,10 +193,11 @@ def _experiment(store: Store, c: ExperimentCondition, now_ns: int) -> list[Sampl
     bar = Bar(c.min_spearman, c.min_audited, c.days)
     since = now_ns - c.days * 86_400 * 10**9
     samples = []
+    scoring = judge_users(store, "", since)  # every judge of every project, read once
     for project in experiment_projects(store, since):
         judges = [
             row["user_id"]
-            for row in judge_users(store, "", since)
+            for row in scoring
             if row["project_id"] == project
             and judge_trust(store, project, row["user_id"], bar, now_ns).trusted is True
         ]

@@ -13,7 +13,7 @@ from driftline.cli.group import (
     DEFAULT_PROJECT,
     main,
     metrics_options,
-    serve_metrics,
+    run_worker,
     settings_from,
     store_options,
 )
@@ -92,14 +92,8 @@ def detect(
             return
         registry = CollectorRegistry()
         loop = DetectorLoop(store, settings.detectors, registry)
-        stop_metrics = serve_metrics(registry, metrics_host, metrics_port)
-        loop.start()
-        try:
-            loop.join()  # returns only if the model cannot be loaded (logged)
-        except KeyboardInterrupt:
-            loop.stop()
-        finally:
-            stop_metrics()
+        # returns only if the model cannot be loaded (logged), or on Ctrl-C
+        run_worker(loop, registry, metrics_host, metrics_port)
 
 
 @main.group(name="reference")

@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING
 
 import click
 
-from driftline.cli.group import main, metrics_options, serve_metrics, settings_from, store_options
+from driftline.cli.group import main, metrics_options, run_worker, settings_from, store_options
 from driftline.cli.store import exclusive_store
 
 if TYPE_CHECKING:
@@ -97,14 +97,7 @@ def eval_worker(
             for name, outcome in loop.run_once().items():
                 click.echo(f"{name}: {_summary(outcome)}")
             return
-        stop_metrics = serve_metrics(registry, metrics_host, metrics_port)
-        loop.start()
-        try:
-            loop.join()
-        except KeyboardInterrupt:
-            loop.stop()
-        finally:
-            stop_metrics()
+        run_worker(loop, registry, metrics_host, metrics_port)
 
 
 def _summary(outcome: PassOutcome) -> str:

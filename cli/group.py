@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, Protocol, TypeVar
 
 import click
 from prometheus_client import CollectorRegistry, start_http_server
@@ -74,6 +74,26 @@ def serve_metrics(registry: CollectorRegistry, host: str, port: int) -> Callable
     shown = f"[{host}]" if ":" in host else host
     click.echo(f"driftline: metrics on http://{shown}:{port}/metrics", err=True)
     return server.shutdown
+
+
+class Worker(Protocol):
+    def start(self) -> None: ...
+
+    def join(self, timeout: float | None = None) -> None: ...
+
+    def stop(self, timeout: float = 30.0) -> None: ...
+
+
+def run_worker(loop: Worker, registry: CollectorRegistry, host: str, port: int) -> None:
+    """Run a worker's loop with its /metrics until it ends or Ctrl-C stops it."""
+    stop_metrics = serve_metrics(registry, host, port)
+    loop.start()
+    try:
+        loop.join()
+    except KeyboardInterrupt:
+        loop.stop()
+    finally:
+        stop_metrics()
 
 
 def settings_from(config_file: Path | None, **flags: Any) -> Settings:

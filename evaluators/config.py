@@ -83,6 +83,9 @@ class EvaluationSettings(BaseModel):
     settle_seconds: float = Field(
         5.0, ge=0, description="calls ingested more recently wait (an insert may be in flight)"
     )
+    agreement_interval_seconds: float = Field(
+        60.0, ge=0, description="how often the judges' agreement with people is read again"
+    )
 
 
 def check_names(evaluators: dict[str, EvaluatorSettings]) -> dict[str, EvaluatorSettings]:

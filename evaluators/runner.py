@@ -317,6 +317,7 @@ class EvaluatorLoop:
 
     def __init__(self, store: Store, evaluators: list[Evaluator], options: EvaluationSettings):
         self.store, self.evaluators, self.options = store, evaluators, options
+        self._trust_due = 0  # when the judges' agreement is next read
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="driftline-evaluators", daemon=True)
 
@@ -351,13 +352,16 @@ class EvaluatorLoop:
             self._thread.join(timeout)
 
     def run_once(self) -> dict[str, PassOutcome]:
-        """A pass of every evaluator, then each judge's agreement with people, per project."""
+        """A pass of every evaluator, then (every `agreement_interval_seconds`: it reads the
+        agreement window's feedback) each judge's agreement with people, per project."""
         now = time.time_ns()
         outcomes = {e.name: e.run_once(self.store, self.options, now) for e in self.evaluators}
-        for evaluator in self.evaluators:
-            if evaluator.settings.kind == "llm_judge":
-                for project in sorted(evaluator.projects):
-                    evaluator.trust(self.store, project, now)
+        if now >= self._trust_due:
+            self._trust_due = now + int(self.options.agreement_interval_seconds * 1e9)
+            for evaluator in self.evaluators:
+                if evaluator.settings.kind == "llm_judge":
+                    for project in sorted(evaluator.projects):
+                        evaluator.trust(self.store, project, now)
         return outcomes
 
     def _run(self) -> None:

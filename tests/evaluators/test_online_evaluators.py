@@ -25,7 +25,7 @@ from tests.conftest import Collector, make_settings, start_server, stop_server
 from tests.evaluators.judge_server import JudgeServer, Reply, completion, scores
 from tests.factory import PROTOBUF, auth, genai_attrs, request, span
 
-NOW = EvaluationSettings(settle_seconds=0)
+NOW = EvaluationSettings(settle_seconds=0, agreement_interval_seconds=0)
 
 
 @pytest.fixture

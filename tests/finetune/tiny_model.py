@@ -1,20 +1,12 @@
-"""A tiny causal LM and a word-level tokenizer built on the fly (nothing is downloaded)."""
+"""The tests' tiny causal LM and word-level tokenizer: the demo's (nothing is downloaded), with a
+vocabulary of every word in the dataset rows a test trains on."""
 
 from __future__ import annotations
 
 from collections.abc import Iterable
 from typing import Any
 
-SPECIALS = ["<pad>", "<unk>", "<eos>"]
-ROLES = ["system", "user", "assistant", "tool"]
-# Each message is `role : content <eos>`; a generation prompt is the `assistant :` that opens the
-# reply, so a prompt's tokens are a prefix of the prompt's and the reply's together.
-CHAT_TEMPLATE = (
-    "{% for message in messages %}"
-    "{{ message['role'] }} : {{ message['content'] }} {{ eos_token }} "
-    "{% endfor %}"
-    "{% if add_generation_prompt %}assistant : {% endif %}"
-)
+from driftline.demo import tiny_model as demo
 
 
 def texts_of(value: Any) -> Iterable[str]:
@@ -31,38 +23,9 @@ def texts_of(value: Any) -> Iterable[str]:
 
 def tokenizer_for(rows: list[dict[str, Any]]) -> Any:
     """A word-level tokenizer whose vocabulary is every word in the rows, with a chat template."""
-    from tokenizers import Tokenizer, models, pre_tokenizers
-    from transformers import PreTrainedTokenizerFast
-
-    split = pre_tokenizers.Whitespace()
-    words = {w for text in texts_of(rows) for w, _ in split.pre_tokenize_str(text)}
-    tokens = dict.fromkeys([*SPECIALS, ":", *ROLES, *sorted(words)])  # in order, once each
-    vocab = {token: i for i, token in enumerate(tokens)}
-    backend = Tokenizer(models.WordLevel(vocab=vocab, unk_token="<unk>"))
-    backend.pre_tokenizer = split
-    tokenizer = PreTrainedTokenizerFast(
-        tokenizer_object=backend, pad_token="<pad>", unk_token="<unk>", eos_token="<eos>"
-    )
-    tokenizer.chat_template = CHAT_TEMPLATE
-    return tokenizer
+    return demo.tokenizer(texts_of(rows))
 
 
 def tiny_model(vocab_size: int) -> Any:
     """A 2-layer Llama with hidden size 32, randomly initialised."""
-    import torch
-    from transformers import LlamaConfig, LlamaForCausalLM
-
-    torch.manual_seed(0)
-    config = LlamaConfig(
-        vocab_size=vocab_size,
-        hidden_size=32,
-        intermediate_size=64,
-        num_hidden_layers=2,
-        num_attention_heads=2,
-        num_key_value_heads=2,
-        max_position_embeddings=256,
-        pad_token_id=0,
-        eos_token_id=2,
-        bos_token_id=None,
-    )
-    return LlamaForCausalLM(config)
+    return demo.model(vocab_size)
