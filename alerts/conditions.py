@@ -19,7 +19,6 @@ from driftline.alerts.state import Sample
 from driftline.alerts.tables import last_jobs
 from driftline.detectors.tables import flag_totals, latest_windows, window_tests
 from driftline.evaluators.agreement import Bar, judge_trust
-from driftline.evaluators.config import ExperimentSettings
 from driftline.evaluators.experiments import experiments
 from driftline.finetune.tables import versions_changed
 from driftline.ingest.tables import experiment_projects, metric_by
@@ -187,9 +186,6 @@ def _judge(store: Store, c: JudgeCondition, now_ns: int) -> list[Sample]:
 
 
 def _experiment(store: Store, c: ExperimentCondition, now_ns: int) -> list[Sample]:
-    settings = ExperimentSettings(
-        days=c.days, alpha=c.alpha, min_effect=c.min_effect, max_drop=c.max_drop
-    )
     bar = Bar(c.min_spearman, c.min_audited, c.days)
     since = now_ns - c.days * 86_400 * 10**9
     samples = []
@@ -201,7 +197,7 @@ def _experiment(store: Store, c: ExperimentCondition, now_ns: int) -> list[Sampl
             if row["project_id"] == project
             and judge_trust(store, project, row["user_id"], bar, now_ns).trusted is True
         ]
-        for found in experiments(store, project, settings, judges, now_ns, c.checks):
+        for found in experiments(store, project, c, judges, now_ns, c.checks):
             if c.experiment is not None and found["experiment"] != c.experiment:
                 continue
             for candidate in found["candidates"]:

@@ -22,6 +22,7 @@ from pydantic import (
 
 from driftline.alerts.durations import parse_duration
 from driftline.alerts.labels import Matcher, MatcherError, parse_matcher
+from driftline.evaluators.config import ExperimentSettings
 from driftline.ingest import tables as ingest_tables
 
 Duration = Annotated[float, BeforeValidator(parse_duration), Field(ge=0)]
@@ -153,17 +154,16 @@ class JudgeCondition(_Strict):
     over: Duration = 30 * 86400.0
 
 
-class ExperimentCondition(_Strict):
+class ExperimentCondition(ExperimentSettings):
     """A candidate of a live A/B experiment (sdk.choose_version) reached `verdict` against its
-    baseline (evaluators/experiments.py): announce it. The online judges people trust (at
-    `min_spearman` on `min_audited` audited calls) count beside errors, latency and cost."""
+    baseline (evaluators/experiments.py, compared as `[experiments]` settings say): announce it.
+    The online judges people trust (at `min_spearman` on `min_audited` audited calls) count
+    beside errors, latency and cost."""
+
+    model_config = ConfigDict(extra="forbid", populate_by_name=True)
 
     verdict: Literal["wins", "loses"] = "loses"
     experiment: str | None = None
-    days: int = Field(14, ge=1, le=90)
-    alpha: float = Field(0.05, gt=0, lt=0.5)
-    min_effect: float = Field(0.05, gt=0, le=1)
-    max_drop: float = Field(0.05, ge=0, le=1)
     min_spearman: float = Field(0.8, ge=-1, le=1)
     min_audited: int = Field(30, ge=2)
     checks: list[str] = Field(

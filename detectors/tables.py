@@ -821,3 +821,20 @@ def queue_items(
         for name in ("scores", "thresholds", "notes"):
             row[name] = dict(row[name])
     return rows
+
+
+def flag_counts(
+    store: Store, project: str, traces: Relation, since_ns: int, skip: Sequence[str] = ()
+) -> list[dict[str, Any]]:
+    """Per experiment, version and reason (but `skip`): the calls of `traces` (trace_id,
+    experiment, version) since `since_ns` the detectors queued for review."""
+    return store.query(
+        "SELECT t.experiment AS experiment, t.version AS version, reason, "
+        "uniqExact(q.trace_id, q.span_id) AS flagged FROM review_queue AS q FINAL "
+        f"ARRAY JOIN q.reasons AS reason INNER JOIN {traces} AS t ON q.trace_id = t.trace_id "
+        "WHERE q.project_id = {fl_p:String} "
+        "AND q.call_time >= fromUnixTimestamp64Nano({fl_since:Int64}, 'UTC') "
+        "AND reason NOT IN {fl_skip:Array(String)} "
+        "GROUP BY experiment, version, reason ORDER BY experiment, version, reason",
+        bind(traces, {"fl_p": project, "fl_since": since_ns, "fl_skip": list(skip)}),
+    )

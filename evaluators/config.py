@@ -108,3 +108,7 @@ class ExperimentSettings(BaseModel):
     max_drop: float = Field(
         0.05, ge=0, le=1, description="a candidate wins once shown worse by less than this"
     )
+    min_win_rate: float = Field(
+        0.6, ge=0.5, le=1,
+        description="where answers were judged pairwise, the share a winning candidate takes",
+    )  # fmt: skip

@@ -1,20 +1,23 @@
 """Live A/B of model versions: the versions an app splits its traffic between
 (`sdk.choose_version`), compared on the same days of live traffic with the sequential test
 (sequential.py). The version with the most calls is the baseline; each other is a candidate.
-Metrics: error rate, latency and cost per call, each criterion of the online judges people
-trust (an untrusted judge's scores are left out), the built-in evaluators' scores (relevance,
-refusals, empty and invalid-JSON answers) and the apps' thumbs."""
+Metrics: error rate, latency and cost per call, the share of calls the detectors flagged (per
+reason), each criterion of the online judges people trust (an untrusted judge's scores are left
+out), the built-in evaluators' scores (relevance, refusals, empty and invalid-JSON answers) and
+the apps' thumbs; and, where people chose between the two versions' answers side by side, the
+candidate's win rate."""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 from typing import Any
 
+from driftline.detectors.tables import flag_counts
 from driftline.evaluators.config import ExperimentSettings
-from driftline.evaluators.sequential import Better, Sample, compare, decide
+from driftline.evaluators.sequential import Better, Pairs, Sample, compare, decide, win_rate
 from driftline.ingest.tables import experiment_call_stats, experiment_traces
-from driftline.review.feedback import FROM_APPS
-from driftline.review.tables import score_stats
+from driftline.review.feedback import FROM_APPS, JUDGE_AUDIT, REVIEWED
+from driftline.review.tables import pairwise_choices, score_stats
 from driftline.store import Store
 
 # Built-in checks store 1 when the answer has the problem; relevance and judges' criteria are
@@ -49,6 +52,7 @@ def experiments(
             for metric, col in _CALL_METRICS
         }
     traces = experiment_traces(project, since)
+    _add_flags(samples, calls, flag_counts(store, project, traces, since, skip=(JUDGE_AUDIT,)))
     scored = [
         *(("judge", row) for row in score_stats(store, project, traces, "judge", judges)),
         *(("check", row) for row in score_stats(store, project, traces, "judge", checks)),
@@ -61,10 +65,44 @@ def experiments(
             better: Better = "lower" if row["name"] in LOWER_IS_BETTER else "higher"
             sample = _sample(row["n"], row["mean"], row["var"])
             metrics[f"{kind}:{row['name']}"] = (sample, better)
+    choices = pairwise_choices(store, project, traces, REVIEWED + FROM_APPS)
     return [
-        _experiment(name, versions, calls[name], settings)
+        _experiment(name, versions, calls[name], _pairs(choices, name), settings)
         for name, versions in sorted(samples.items())
     ]
+
+
+def _add_flags(
+    samples: dict[str, dict[str, dict[str, tuple[Sample, Better]]]],
+    calls: dict[str, dict[str, int]],
+    flagged: list[dict[str, Any]],
+) -> None:
+    """Each reason a detector flagged calls of an experiment for, as a share of each version's
+    calls (0 where it flagged none of a version's)."""
+    counts: dict[tuple[str, str], dict[str, int]] = {}
+    for row in flagged:
+        counts.setdefault((row["experiment"], row["reason"]), {})[row["version"]] = row["flagged"]
+    for (experiment, reason), by_version in counts.items():
+        for version, metrics in samples.get(experiment, {}).items():
+            n, k = calls[experiment][version], by_version.get(version, 0)
+            share = k / n if n else 0.0
+            variance = share * (1 - share) * n / (n - 1) if n > 1 else 0.0
+            metrics[f"flags:{reason}"] = (Sample(n, share, variance), "lower")
+
+
+def _pairs(choices: list[dict[str, Any]], experiment: str) -> dict[tuple[str, str], Pairs]:
+    """Per (winner-side version, other version) of the experiment: the choices between them, as
+    wins, losses and ties of the first."""
+    tally: dict[tuple[str, str], list[int]] = {}
+    for row in choices:
+        if row["experiment"] != experiment:
+            continue
+        a, b, n = row["version_a"], row["version_b"], row["n"]
+        for first, second, won in ((a, b, "a"), (b, a, "b")):
+            counts = tally.setdefault((first, second), [0, 0, 0])
+            outcome = 2 if row["choice"] == "tie" else 0 if row["choice"] == won else 1
+            counts[outcome] += n
+    return {pair: Pairs(*counts) for pair, counts in tally.items()}
 
 
 def _sample(n: int, mean: float | None, variance: float | None) -> Sample:
@@ -75,6 +113,7 @@ def _experiment(
     name: str,
     versions: dict[str, dict[str, tuple[Sample, Better]]],
     calls: dict[str, int],
+    pairs: dict[tuple[str, str], Pairs],
     settings: ExperimentSettings,
 ) -> dict[str, Any]:
     baseline = max(sorted(versions), key=lambda v: calls[v])
@@ -83,18 +122,23 @@ def _experiment(
         if version == baseline:
             continue
         shared = sorted(set(versions[baseline]) & set(versions[version]))
-        alpha = settings.alpha / max(len(shared), 1)  # every metric at once
+        judged = pairs.get((version, baseline), Pairs(0, 0, 0))
+        alpha = settings.alpha / max(len(shared) + (judged.n > 0), 1)  # every metric at once
         found = [
             compare(metric, versions[baseline][metric][0], versions[version][metric][0], alpha,
                     settings.min_effect, versions[baseline][metric][1])
             for metric in shared
         ]  # fmt: skip
-        verdict = decide(found, settings.max_drop)
+        verdict = decide(
+            found, settings.max_drop, win_rate(judged, alpha, settings.min_win_rate),
+            settings.min_win_rate, judged_pairwise=judged.n > 0,
+        )  # fmt: skip
         candidates.append(
             {
                 "version": version,
                 "calls": calls[version],
                 "verdict": verdict.outcome,
+                "pairwise": {"wins": judged.wins, "losses": judged.losses, "ties": judged.ties},
                 "metrics": [
                     {
                         "metric": c.metric, "better": c.better,

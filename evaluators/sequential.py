@@ -12,6 +12,8 @@ N(0, τ²) over the true difference the likelihood ratio against "no difference"
 w² = V (V + τ²) / τ² · (2 log(1/alpha) + log((V + τ²) / V)), covers the true difference at every
 look at once with probability 1 - alpha. τ is the smallest effect worth finding (`min_effect` of the
 baseline's mean, or of the values' spread when that is larger), where the test is most powerful.
+Where answers of both versions were judged side by side, the candidate's win rate is tested the
+same way, as its difference from an even 0.5.
 """
 
 from __future__ import annotations
@@ -76,26 +78,75 @@ def compare(
         return Comparison(metric, better, d, d, d, math.inf if d else 1.0, a.mean)
     if tau2 <= 0:
         return None
+    return _sequence(metric, better, d, v, tau2, alpha, a.mean)
+
+
+def _sequence(
+    metric: str, better: Better, d: float, v: float, tau2: float, alpha: float, base: float
+) -> Comparison:
+    """The mSPRT's likelihood ratio and confidence sequence for a difference `d` of variance
+    `v`, under the N(0, `tau2`) mixture."""
     ratio = math.sqrt(v / (v + tau2)) * math.exp(min(tau2 * d * d / (2 * v * (v + tau2)), 700.0))
     width = math.sqrt(v * (v + tau2) / tau2 * (2 * math.log(1 / alpha) + math.log((v + tau2) / v)))
-    return Comparison(metric, better, d, d - width, d + width, ratio, a.mean)
+    return Comparison(metric, better, d, d - width, d + width, ratio, base)
+
+
+@dataclass(frozen=True)
+class Pairs:
+    """Answers of the two versions to the same input set side by side and judged: how often
+    the candidate's was preferred, the baseline's, or neither."""
+
+    wins: int
+    losses: int
+    ties: int
+
+    @property
+    def n(self) -> int:
+        return self.wins + self.losses + self.ties
+
+
+def win_rate(pairs: Pairs, alpha: float, min_win_rate: float) -> Comparison | None:
+    """The candidate's win rate (a tie counts half) as its difference from an even 0.5, with its
+    confidence sequence; None before two pairs. The variance is a value in [0, 1]'s largest,
+    1/4, so the sequence holds whatever the share of ties; the mixture is centred on the
+    distance from 0.5 to `min_win_rate`, the effect the verdict asks for."""
+    if pairs.n < 2:
+        return None
+    d = (pairs.wins + pairs.ties / 2) / pairs.n - 0.5
+    tau2 = max(abs(min_win_rate - 0.5), 0.01) ** 2
+    return _sequence("pairwise:win_rate", "higher", d, 0.25 / pairs.n, tau2, alpha, 0.5)
 
 
 @dataclass(frozen=True)
 class Verdict:
-    """`loses`: a metric is worse beyond chance; `wins`: every metric is shown worse by less
-    than `max_drop`; None: not yet."""
+    """`loses`: a metric is worse beyond chance, or the win rate is shown below the bar;
+    `wins`: every metric is shown worse by less than `max_drop` and, where answers were judged
+    pairwise, the candidate is preferred beyond chance and at least `min_win_rate` of the
+    time; None: not yet."""
 
     outcome: Literal["wins", "loses"] | None
     comparisons: list[Comparison]
 
 
-def decide(comparisons: list[Comparison | None], max_drop: float) -> Verdict:
-    """The verdict over every metric (pass `alpha` divided by the number of metrics to
-    `compare`, so the chance of a false `loses` stays at most `alpha` over all of them)."""
+def decide(
+    comparisons: list[Comparison | None],
+    max_drop: float,
+    pairwise: Comparison | None = None,
+    min_win_rate: float = 0.6,
+    judged_pairwise: bool = False,
+) -> Verdict:
+    """The verdict over every metric (pass `alpha` divided by the number of metrics, the win
+    rate among them, to `compare` and `win_rate`, so the chance of a false verdict stays at
+    most `alpha` over all of them). `pairwise`: the win rate from `win_rate`, present when
+    `judged_pairwise` (any pair judged)."""
     known = [c for c in comparisons if c is not None]
-    if any(c.worse for c in known):
-        return Verdict("loses", known)
-    if known and len(known) == len(comparisons) and all(c.not_worse_than(max_drop) for c in known):
-        return Verdict("wins", known)
-    return Verdict(None, known)
+    shown = known + ([pairwise] if pairwise is not None else [])
+    if any(c.worse for c in known) or (pairwise is not None and 0.5 + pairwise.high < min_win_rate):
+        return Verdict("loses", shown)
+    metrics_pass = len(known) == len(comparisons) and all(c.not_worse_than(max_drop) for c in known)
+    pairs_pass = not judged_pairwise or (
+        pairwise is not None and pairwise.low > 0 and 0.5 + pairwise.difference >= min_win_rate
+    )
+    if shown and metrics_pass and pairs_pass:
+        return Verdict("wins", shown)
+    return Verdict(None, shown)

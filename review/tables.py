@@ -373,3 +373,23 @@ def score_stats(
         f"WHERE {where} GROUP BY experiment, version, name ORDER BY experiment, version, name",
         bind(traces, where),
     )
+
+
+def pairwise_choices(
+    store: Store, project: str, traces: Relation, sources: Sequence[str]
+) -> list[dict[str, Any]]:
+    """Per experiment: the choices (`a`, `b` or `tie`, from `sources`) between two answers of
+    different versions of it (their traces in `traces`: trace_id, experiment, version), with
+    the version of each answer and how many times each was made."""
+    return store.query(
+        "SELECT ta.experiment AS experiment, ta.version AS version_a, tb.version AS version_b, "
+        "f.value_string AS choice, count() AS n FROM feedback AS f FINAL "
+        f"INNER JOIN {traces} AS ta ON JSONExtractString(f.details, 'a', 'trace_id') = ta.trace_id "
+        f"INNER JOIN {traces} AS tb ON JSONExtractString(f.details, 'b', 'trace_id') = tb.trace_id "
+        "WHERE f.project_id = {pw_p:String} AND f.kind = 'pairwise' "
+        "AND f.source IN {pw_sources:Array(String)} "
+        "AND ta.experiment = tb.experiment AND ta.version != tb.version "
+        "GROUP BY experiment, version_a, version_b, choice "
+        "ORDER BY experiment, version_a, version_b, choice",
+        bind(traces, {"pw_p": project, "pw_sources": list(sources)}),
+    )

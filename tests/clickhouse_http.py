@@ -43,6 +43,7 @@ import contextlib
 import gzip
 import json
 import re
+import shutil
 import socket
 import subprocess
 import sys
@@ -171,6 +172,7 @@ class Engine:
     def close(self) -> None:
         with self._lock:
             self._session.close()
+        shutil.rmtree(self._spool, ignore_errors=True)
 
     def _settings(self, wanted: dict[str, str]) -> None:
         """The session's settings made this request's: its own, the others back to default.

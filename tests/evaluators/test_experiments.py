@@ -11,6 +11,7 @@ from typing import Any
 
 from driftline.alerts.conditions import evaluate
 from driftline.alerts.rules import Rule
+from driftline.detectors.tables import queue_calls
 from driftline.review.feedback import FeedbackIn, store_feedback
 from tests.conftest import Collector
 from tests.evaluators.test_online_evaluators import llm_judge
@@ -147,3 +148,65 @@ def test_versions_without_a_difference_are_not_called_worse(collector_factory) -
     assert versus["verdict"] != "loses"
     assert not any(m["worse"] for m in versus["metrics"])
     assert collector.client.get("/api/experiments").status_code == 401
+
+
+def choose(collector: Collector, pairs: list[tuple[Any, Any]], choices: list[str]) -> None:
+    """Reviewers choose between two answers side by side (`a`, `b` or `tie`)."""
+    records = [
+        FeedbackIn.model_validate({"name": "preference", "choice": choice, "user": "ann",
+                                   "trace_id": a[0],
+                                   "a": {"trace_id": a[0], "span_id": a[1]},
+                                   "b": {"trace_id": b[0], "span_id": b[1]}})
+        for (a, b), choice in zip(pairs, choices, strict=True)
+    ]  # fmt: skip
+    store_feedback(collector.runtime.store, "alpha", records, "review")
+
+
+def test_the_win_rate_where_people_chose_between_answers_and_flag_rates_decide(
+    collector_factory,
+) -> None:
+    collector = collector_factory(evaluation={"enabled": False})
+    baseline = serve(collector, "ft-v1", 400, 0.0, seed=6)
+    candidate = serve(collector, "ft-v2", 400, 0.0, seed=7)
+    collector.wait_stored("llm_calls", 800)
+    collector.drain()
+    (versus,) = experiments(collector)["items"][0]["candidates"]
+    assert versus["pairwise"] == {"wins": 0, "losses": 0, "ties": 0}
+    assert "pairwise:win_rate" not in {m["metric"] for m in versus["metrics"]}
+
+    # the candidate's answer is chosen in 52 of 60 pairs (ties count half), shown either side
+    pairs = [(candidate[i], baseline[i]) if i % 2 else (baseline[i], candidate[i])
+             for i in range(60)]  # fmt: skip
+    picks = [("b", "a")[i % 2] if i < 50 else "tie" if i < 54 else ("a", "b")[i % 2]
+             for i in range(60)]  # fmt: skip
+    choose(collector, pairs, picks)
+    (versus,) = experiments(collector)["items"][0]["candidates"]
+    assert versus["pairwise"] == {"wins": 50, "losses": 6, "ties": 4}
+    rate = {m["metric"]: m for m in versus["metrics"]}["pairwise:win_rate"]
+    assert rate["candidate_mean"] == (50 + 2) / 60 and rate["low"] > 0
+    assert versus["verdict"] == "wins"
+
+    # the detectors flag a fifth of the candidate's calls as novel, few of the baseline's
+    store = collector.runtime.store
+    now = time.time_ns()
+    for keys, every in ((candidate, 5), (baseline, 100)):
+        calls = [{"trace_id": t, "span_id": s, "start_ns": now} for t, s in keys[::every]]
+        queue_calls(store, "alpha", calls, "novel", "window-1")
+    (versus,) = experiments(collector)["items"][0]["candidates"]
+    novel = {m["metric"]: m for m in versus["metrics"]}["flags:novel"]
+    assert novel["baseline_mean"] == 4 / 400 and novel["candidate_mean"] == 80 / 400
+    assert novel["better"] == "lower" and novel["worse"] and versus["verdict"] == "loses"
+
+
+def test_a_candidate_people_prefer_less_often_than_the_bar_loses(collector_factory) -> None:
+    collector = collector_factory(evaluation={"enabled": False}, experiments={"min_win_rate": 0.6})
+    baseline = serve(collector, "ft-v1", 400, 0.0, seed=8)
+    candidate = serve(collector, "ft-v2", 400, 0.0, seed=9)
+    collector.wait_stored("llm_calls", 800)
+    collector.drain()
+    # an even split: the candidate is no better; with enough pairs it is shown short of 60%
+    choose(collector, list(zip(candidate, baseline, strict=True)), ["a", "b"] * 200)
+    (versus,) = experiments(collector)["items"][0]["candidates"]
+    rate = {m["metric"]: m for m in versus["metrics"]}["pairwise:win_rate"]
+    assert rate["candidate_mean"] == 0.5 and 0.5 + rate["high"] < 0.6
+    assert versus["verdict"] == "loses"

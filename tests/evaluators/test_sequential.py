@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from driftline.evaluators.sequential import Sample, compare, decide
+from driftline.evaluators.sequential import Pairs, Sample, compare, decide, win_rate
 
 ALPHA, MIN_EFFECT, MAX_DROP = 0.05, 0.05, 0.05
 LOOK_EVERY, MOST = 50, 6000
@@ -80,3 +80,34 @@ def test_nothing_is_decided_on_too_little() -> None:
         better="lower",
     )  # fmt: skip
     assert lower_is_better is not None and lower_is_better.worse
+
+
+def pairwise(seed: int, prefer: float, ties: float = 0.2) -> str | None:
+    """People choose between the versions' answers, the candidate's with chance `prefer` of
+    the choices that are not ties; the verdict once one comes, looked at every 20 pairs."""
+    rng = np.random.default_rng(seed)
+    draws = rng.random((2, 4000))
+    tie, won = draws[0] < ties, draws[1] < prefer
+    for n in range(20, 4001, 20):
+        pairs = Pairs(int((won[:n] & ~tie[:n]).sum()), int((~won[:n] & ~tie[:n]).sum()),
+                      int(tie[:n].sum()))  # fmt: skip
+        verdict = decide([], MAX_DROP, win_rate(pairs, ALPHA, 0.6), 0.6, judged_pairwise=True)
+        if verdict.outcome is not None:
+            return verdict.outcome
+    return None
+
+
+def test_the_win_rate_rarely_wins_for_a_candidate_no_better_and_wins_for_a_better_one() -> None:
+    even = [pairwise(3000 + seed, 0.5) for seed in range(200)]
+    assert sum(o == "wins" for o in even) <= ALPHA * len(even)
+    assert sum(o == "loses" for o in even) >= 0.9 * len(even)  # shown short of the bar
+    better = [pairwise(4000 + seed, 0.75) for seed in range(100)]  # a win rate of 70%
+    assert sum(o == "wins" for o in better) >= 90
+
+
+def test_a_win_rate_needs_pairs_and_the_bar() -> None:
+    assert win_rate(Pairs(1, 0, 0), ALPHA, 0.6) is None
+    rate = win_rate(Pairs(30, 10, 0), ALPHA, 0.6)
+    assert rate is not None and rate.baseline_mean + rate.difference == 0.75
+    # judged pairwise but too few pairs: no verdict, however good the other metrics
+    assert decide([], MAX_DROP, None, 0.6, judged_pairwise=True).outcome is None
