@@ -137,7 +137,17 @@ class Settings(BaseSettings):
 
     @field_validator("evaluators")
     @classmethod
-    def _evaluator_names(cls, value: dict[str, EvaluatorSettings]) -> dict[str, EvaluatorSettings]:
+    def _evaluator_names(
+        cls, value: dict[str, EvaluatorSettings], info: ValidationInfo
+    ) -> dict[str, EvaluatorSettings]:
+        finetune = info.data.get("finetune")
+        wanted = finetune.gate.evaluator if finetune is not None else None
+        if wanted is not None and (wanted not in value or value[wanted].kind != "llm_judge"):
+            judges = sorted(n for n, c in value.items() if c.kind == "llm_judge") or ["none"]
+            raise ValueError(
+                f"finetune.gate.evaluator = {wanted!r} names no llm_judge evaluator; "
+                f"the judges configured: {', '.join(judges)}"
+            )
         return check_names(value)
 
     @field_validator("max_inflight_body_bytes")

@@ -196,15 +196,14 @@ def gate_command(**kwargs: Any) -> None:
             from driftline.finetune.rewards import RewardModel
 
             reward = RewardModel.load(kwargs["reward_model"]).score
-        judge = None
-        if config.gate.judge is not None:
-            from driftline.finetune.gate.judge import gate_judge
+        from driftline.finetune.gate.judge import gate_judge
 
-            judge = gate_judge(config.gate.judge)
+        rubric = settings.review.rubric_for(ledger.project).criteria
+        judge, audit = gate_judge(config.gate, settings.evaluators, ledger, rubric)
         try:
             version, verdict, _ = run_gate(
                 ledger, kwargs["candidate"], kwargs["baseline"], kwargs["snapshot_id"], config,
-                reward=reward, judge=judge,
+                reward=reward, judge=judge, audit=audit,
             )  # fmt: skip
             if verdict.promote and kwargs["promote_now"]:
                 version = registry.promote(ledger, version.version)
@@ -230,8 +229,8 @@ def _print_verdict(version: ModelVersion, reasons: list[str]) -> None:
     )
     if v.get("judge"):
         j = v["judge"]
-        click.echo(f"  judge Spearman         {j['spearman']:.3f} over {j['items']} items, "
-                   f"{'trusted' if j['trusted'] else 'not trusted'}")  # fmt: skip
+        click.echo(f"  judge Spearman         {j['spearman']:.3f} over {j['items']} items "
+                   f"({j['source']}), {'trusted' if j['trusted'] else 'not trusted'}")  # fmt: skip
     for name, before in v["criteria_before"].items():
         click.echo(
             f"  {name:<22} {before:.3f} -> {v['criteria_after'].get(name, float('nan')):.3f}"

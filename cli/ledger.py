@@ -7,6 +7,8 @@ import json
 from datetime import datetime
 
 from driftline.cli.client import Client, NotFound
+from driftline.evaluators.agreement import Bar, CriterionTrust, JudgeTrust
+from driftline.evaluators.config import EvaluatorSettings
 from driftline.finetune.dataset.rows import Row
 from driftline.finetune.dataset.snapshots import Snapshot
 from driftline.finetune.ledger import ModelVersion, Run, ScoredItem
@@ -55,3 +57,9 @@ class ApiLedger:
     def save_version(self, version: ModelVersion) -> None:
         body = {k: v for k, v in version.to_json().items() if k not in ("version", "project")}
         self.api.json("PUT", f"/api/models/{version.version}", json=body)
+
+    def judge_trust(self, name: str, config: EvaluatorSettings) -> JudgeTrust:
+        """As the collector sees it, by its own `[evaluators.NAME]`."""
+        found = self.api.json("GET", f"/api/evaluators/{name}/agreement")
+        bar = Bar(found["min_spearman"], found["min_audited"], found["days"])
+        return JudgeTrust([CriterionTrust(**c) for c in found["criteria"]], bar)

@@ -27,19 +27,6 @@ class CriterionTrust:
 
 
 @dataclass(frozen=True)
-class JudgeTrust:
-    criteria: list[CriterionTrust]
-
-    @property
-    def trusted(self) -> bool | None:
-        """Trusted on every criterion it was audited on; False when any is below the bar."""
-        decided = [c.trusted for c in self.criteria]
-        if any(t is False for t in decided):
-            return False
-        return True if decided and all(decided) else None
-
-
-@dataclass(frozen=True)
 class Bar:
     """What trust asks: `min_spearman` on `min_audited` audited calls within `days`."""
 
@@ -52,13 +39,28 @@ class Bar:
         return cls(settings.min_spearman, settings.min_audited, settings.agreement_days)
 
 
+@dataclass(frozen=True)
+class JudgeTrust:
+    criteria: list[CriterionTrust]
+    bar: Bar
+
+    @property
+    def trusted(self) -> bool | None:
+        """Trusted on every criterion it was audited on; False when any is below the bar."""
+        decided = [c.trusted for c in self.criteria]
+        if any(t is False for t in decided):
+            return False
+        return True if decided and all(decided) else None
+
+
 def judge_trust(store: Store, project: str, user: str, bar: Bar, now_ns: int) -> JudgeTrust:
     """The judge `user` (NAME@VERSION)'s agreement with the project's reviewers."""
     since = now_ns - round(bar.days * 86_400) * 10**9
     pairs: dict[str, list[tuple[float, float]]] = {}
     for row in judged_and_reviewed(store, project, user, since):
         pairs.setdefault(row["name"], []).append((row["judge"], row["people"]))
-    return JudgeTrust([_criterion(name, found, bar) for name, found in sorted(pairs.items())])
+    criteria = [_criterion(name, found, bar) for name, found in sorted(pairs.items())]
+    return JudgeTrust(criteria, bar)
 
 
 def _criterion(name: str, pairs: list[tuple[float, float]], bar: Bar) -> CriterionTrust:

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 
 import httpx
 
-from driftline.evaluators.config import JudgeEndpoint
+from driftline.evaluators.config import EvaluatorSettings, JudgeEndpoint
 
 PROMPT = """You grade an assistant's answer. Score each criterion from 1 (poor) to 5 (excellent).
 Criteria: {criteria}.
@@ -146,3 +146,11 @@ def _retry_after(header: str | None, default: float) -> float:
         return max(float(header), 0.0) if header is not None else default
     except ValueError:
         return default
+
+
+def evaluator_judge(settings: EvaluatorSettings, criteria: list[str]) -> LLMJudge:
+    """The LLM judge of an `llm_judge` evaluator, on `criteria`."""
+    assert settings.judge is not None  # EvaluatorSettings checks an llm_judge has one
+    return LLMJudge(
+        settings.judge, criteria, settings.prompt or PROMPT, max_retries=settings.max_retries
+    )

@@ -26,7 +26,7 @@ from driftline.evaluators import tables
 from driftline.evaluators.agreement import Bar, JudgeTrust, judge_trust
 from driftline.evaluators.builtins import CHECKS, Answer
 from driftline.evaluators.config import EvaluationSettings, EvaluatorSettings
-from driftline.evaluators.judge import PROMPT, Graded, JudgeError, LLMJudge
+from driftline.evaluators.judge import Graded, JudgeError, LLMJudge, evaluator_judge
 from driftline.evaluators.metrics import EvaluatorMetrics
 from driftline.ingest.tables import arrivals
 from driftline.review.config import ReviewSettings
@@ -96,11 +96,7 @@ class Evaluator:
         self._labels = (name, settings.version)
         self._judge = judge
         if settings.kind == "llm_judge" and judge is None:
-            assert settings.judge is not None
-            self._judge = LLMJudge(
-                settings.judge, settings.criteria or [], settings.prompt or PROMPT,
-                max_retries=settings.max_retries,
-            )  # fmt: skip
+            self._judge = evaluator_judge(settings, settings.criteria or [])
 
     def criteria(self, project: str) -> list[str]:
         if self.settings.kind != "llm_judge":

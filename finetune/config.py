@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, model_validator
 
 from driftline.evaluators.config import JudgeEndpoint
 
@@ -70,6 +70,17 @@ class GateSettings(BaseModel):
     max_drop: float = Field(0.05, ge=0, le=1, description="largest relative fall of a criterion")
     max_new_tokens: int = Field(64, ge=1, description="length of the generations compared")
     judge: JudgeSettings | None = None
+    evaluator: str | None = Field(
+        None,
+        description="instead of judge: the online LLM judge [evaluators.NAME], trusted while "
+        "people's audits of its live grades agree with it",
+    )
+
+    @model_validator(mode="after")
+    def _one_judge(self) -> GateSettings:
+        if self.judge is not None and self.evaluator is not None:
+            raise ValueError("give judge or evaluator, not both: the gate asks one LLM judge")
+        return self
 
 
 class FinetuneSettings(BaseModel):

@@ -11,6 +11,8 @@ from typing import Any, Protocol
 
 import pyarrow as pa
 
+from driftline.evaluators.agreement import Bar, JudgeTrust, judge_trust
+from driftline.evaluators.config import EvaluatorSettings
 from driftline.finetune import tables
 from driftline.finetune.dataset.filters import ExportFilters
 from driftline.finetune.dataset.rows import Row
@@ -105,6 +107,10 @@ class Ledger(Protocol):
     def versions(self) -> list[ModelVersion]: ...
 
     def save_version(self, version: ModelVersion) -> None: ...
+
+    def judge_trust(self, name: str, config: EvaluatorSettings) -> JudgeTrust:
+        """How far people's audits agree with the online judge `name` (`config`)."""
+        ...
 
 
 # --- runs ------------------------------------------------------------------------------------
@@ -248,3 +254,7 @@ class StoreLedger:
     def save_version(self, version: ModelVersion) -> None:
         version.updated_at = max(time.time(), version.updated_at + 0.001)
         tables.insert_versions(self.store, version_table(version))
+
+    def judge_trust(self, name: str, config: EvaluatorSettings) -> JudgeTrust:
+        user = f"{name}@{config.version}"
+        return judge_trust(self.store, self.project, user, Bar.of(config), time.time_ns())

@@ -17,6 +17,8 @@ from typing import Any
 from tqdm.auto import tqdm
 from transformers import PrinterCallback, TrainerCallback
 
+from driftline.evaluators.agreement import JudgeTrust
+from driftline.evaluators.config import EvaluatorSettings
 from driftline.finetune import model_folders, registry
 from driftline.finetune.config import METHODS, FinetuneSettings, TrainSettings
 from driftline.finetune.dataset.rows import Row
@@ -179,6 +181,9 @@ class _ReadOnly:
 
     def save_version(self, version: ModelVersion) -> None:
         pass
+
+    def judge_trust(self, name: str, config: EvaluatorSettings) -> JudgeTrust:
+        return self._ledger.judge_trust(name, config)
 
 
 def _fail(ledger: Ledger, run: Run, message: str) -> FinetuneError:

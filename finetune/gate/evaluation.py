@@ -4,6 +4,8 @@
   ranks the chosen answer above the rejected one (KTO rows: its sign matches the label).
 - Win rate: on each held-out prompt both models answer (greedy); a reward model, or an LLM judge
   whose scores agree with the people's (Spearman above the bar), says whose answer is better.
+  An online judge's agreement is its audit on live calls; where the audit has not decided yet,
+  or for the gate's own judge, it is measured on the snapshot's held-out scores.
   Without either, the held-out pairs themselves decide: the candidate wins a pair its implicit
   reward ranks as people did.
 - Criteria: the mean of each rubric criterion (by the judge) or the reward model's score must not
@@ -18,6 +20,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
+from driftline.evaluators.agreement import JudgeTrust
 from driftline.finetune import registry
 from driftline.finetune.config import FinetuneSettings
 from driftline.finetune.dataset.rows import Row
@@ -71,8 +74,10 @@ def run_gate(
     *,
     reward: RewardFn | None = None,
     judge: Judge | None = None,
+    audit: JudgeTrust | None = None,
 ) -> tuple[ModelVersion, Verdict, Evidence]:
-    """Measure, decide, and record the verdict on the candidate's version."""
+    """Measure, decide, and record the verdict on the candidate's version. `audit`: when
+    `judge` is an online evaluator, how far people's audits of its live grades agree with it."""
     if Path(candidate).resolve() == Path(baseline).resolve():
         raise VersionError(f"the candidate {candidate} is the baseline itself")
     known = registry.find(ledger, str(candidate))
@@ -102,7 +107,11 @@ def run_gate(
     source = "held-out pairs (implicit reward)"
     prompts = _distinct_prompts(test)
     if judge is not None:
-        check = _check_judge(judge, ledger.held_out_scores(snapshot_id), settings)
+        if audit is not None and audit.trusted is not None:
+            check = _audited(audit)
+        else:
+            bar = audit.bar.min_spearman if audit is not None else None
+            check = _check_judge(judge, ledger.held_out_scores(snapshot_id), settings, bar)
         evidence.judge = asdict(check)
         if check.trusted:
             answers = _answers(scorer, prompts, settings)
@@ -296,8 +305,19 @@ def _judged(judge: Judge, answers: _Answers) -> tuple[WinRate, dict[str, float],
     )
 
 
-def _check_judge(judge: Judge, items: list[ScoredItem], settings: FinetuneSettings) -> JudgeCheck:
-    """Spearman of the judge's and the people's mean scores over the held-out scored items."""
+def _audited(audit: JudgeTrust) -> JudgeCheck:
+    """An online judge's standing: its least agreeing criterion, on the fewest audits."""
+    rhos = [c.spearman for c in audit.criteria]
+    worst = math.nan if None in rhos else min(r for r in rhos if r is not None)
+    audited = min(c.audited for c in audit.criteria)
+    return JudgeCheck(worst, audited, bool(audit.trusted), source="online audit")
+
+
+def _check_judge(
+    judge: Judge, items: list[ScoredItem], settings: FinetuneSettings, bar: float | None
+) -> JudgeCheck:
+    """Spearman of the judge's and the people's mean scores over the held-out scored items,
+    against `bar` (else the gate's judge's `min_spearman`)."""
     mine, theirs = [], []
     for item in items:
         criteria = [c for c in judge.criteria if c in item.scores]
@@ -306,8 +326,9 @@ def _check_judge(judge: Judge, items: list[ScoredItem], settings: FinetuneSettin
         scores = judge.score(item.prompt, item.response)
         mine.append(_mean([scores[c] for c in criteria]))
         theirs.append(_mean([item.scores[c] for c in criteria]))
-    threshold = settings.gate.judge.min_spearman if settings.gate.judge else 0.8
-    return check_judge(mine, theirs, threshold)
+    if bar is None:
+        bar = settings.gate.judge.min_spearman if settings.gate.judge else 0.8
+    return check_judge(mine, theirs, bar)
 
 
 def _mean(values: Sequence[float]) -> float:

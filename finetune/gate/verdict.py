@@ -7,6 +7,7 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import Literal
 
 from scipy.stats import spearmanr
 
@@ -39,11 +40,13 @@ def win_rate(wins: int, ties: int, losses: int, z: float = 1.96) -> WinRate:
 
 @dataclass(frozen=True)
 class JudgeCheck:
-    """How well an LLM judge's scores rank the held-out items as people did."""
+    """How well an LLM judge's scores rank items as people did: the snapshot's held-out items,
+    or (an online evaluator) the calls people audited, where the lowest criterion counts."""
 
     spearman: float
     items: int
     trusted: bool
+    source: Literal["held-out scores", "online audit"] = "held-out scores"
 
 
 def check_judge(

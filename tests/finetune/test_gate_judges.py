@@ -5,13 +5,22 @@ reward model trained with TRL's RewardTrainer by the pipeline."""
 from __future__ import annotations
 
 import json
+import math
+import os
+import random
 import re
 from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
+from pydantic import ValidationError
+from scipy.stats import spearmanr
 
-from driftline.evaluators.judge import JudgeError
+from driftline.api.config import Settings
+from driftline.cli.ledger import ApiLedger
+from driftline.evaluators.config import EvaluatorSettings
+from driftline.evaluators.judge import JudgeError, LLMJudge
 from driftline.finetune.config import FinetuneSettings, JudgeSettings
 from driftline.finetune.gate.evaluation import Evidence, run_gate
 from driftline.finetune.gate.judge import gate_judge
@@ -19,8 +28,10 @@ from driftline.finetune.gate.verdict import Verdict
 from driftline.finetune.ledger import StoreLedger
 from driftline.finetune.rewards import RewardModel
 from driftline.finetune.train import Request, finetune
-from driftline.store import Store
+from driftline.review.feedback import FeedbackIn, store_feedback
+from driftline.store import Store, keys
 from tests.evaluators.judge_server import JudgeServer, completion
+from tests.factory import auth
 from tests.finetune import world
 
 
@@ -71,7 +82,8 @@ def gate_judged_by(
         settings = judged(server.url)
         assert settings.gate.judge is not None
         candidate = world.untrained(base, tmp_path / "same")
-        judge = gate_judge(settings.gate.judge)
+        judge, audit = gate_judge(settings.gate, {}, ledger, [])
+        assert audit is None  # the gate's own judge: checked on the held-out scores
         _, verdict, evidence = run_gate(ledger, candidate, base, snapshot, settings, judge=judge)
     finally:
         server.close()
@@ -114,7 +126,7 @@ def test_a_judge_that_disagrees_with_people_is_not_trusted(
 def test_a_judge_reply_without_scores_is_an_error() -> None:
     server = ChatServer(reply="I think it is fine.")
     try:
-        judge = gate_judge(JudgeSettings(url=server.url, model="grader", criteria=["accuracy"]))
+        judge = LLMJudge(JudgeSettings(url=server.url, model="grader"), ["accuracy"])
         with pytest.raises(JudgeError, match="no JSON object of scores"):
             judge.score("q", "a")
         server.reply = json.dumps({"accuracy": 9})
@@ -161,3 +173,107 @@ def test_the_reward_model_learns_the_preference_and_judges_generations(
     assert evidence.win_rate["rate"] == 0.5  # identical greedy answers tie
     assert evidence.criteria_before["reward_model"] == evidence.criteria_after["reward_model"]
     assert len(evidence.examples) == min(5, len({repr(r["prompt"]) for r in test}))
+
+
+AUDITED = 40
+
+
+CALLS = [(os.urandom(16).hex(), os.urandom(8).hex()) for _ in range(AUDITED)]
+
+
+def plant_audits(store: Store, rho: float, seed: int, when: datetime) -> float:
+    """The online judge `quality@1` graded the AUDITED CALLS and people scored them too (again,
+    at `when`), their scores drawn to rank-correlate with the judge's near `rho`; the Spearman
+    found."""
+    rng = random.Random(seed)
+    judge = [1 + i % 5 for i in range(AUDITED)]
+    noise = math.sqrt(1 / rho**2 - 1) * 1.2  # the spread that leaves about `rho`
+    people = [round(min(5, max(1, j + rng.gauss(0, noise)))) for j in judge]
+    calls = CALLS
+    for source, user, values in (("judge", "quality@1", judge), ("review", "ann", people)):
+        records = [
+            FeedbackIn.model_validate({"trace_id": t, "span_id": s, "name": name, "value": v,
+                                       "user": user, "created_at": when})
+            for (t, s), v in zip(calls, values, strict=True) for name in ("accuracy", "helpfulness")
+        ]  # fmt: skip
+        store_feedback(store, "alpha", records, source)  # type: ignore[arg-type]
+    return float(spearmanr(judge, people).statistic)
+
+
+def test_an_online_judge_decides_while_people_agree_with_it_and_is_ignored_after(
+    scored: tuple[StoreLedger, str, Path], tmp_path: Path
+) -> None:
+    ledger, snapshot, base = scored
+    server = ChatServer()
+    quality = EvaluatorSettings.model_validate(
+        {"kind": "llm_judge", "judge": {"url": server.url, "model": "grader"},
+         "criteria": ["accuracy", "helpfulness"], "min_audited": 30}
+    )  # fmt: skip
+    settings = FinetuneSettings.model_validate(
+        {"gate": {"evaluator": "quality", "max_new_tokens": 12}}
+    )
+    candidate = world.untrained(base, tmp_path / "same")
+
+    def gate() -> Evidence:
+        judge, audit = gate_judge(settings.gate, {"quality": quality}, ledger, [])
+        assert judge is not None and audit is not None
+        return run_gate(ledger, candidate, base, snapshot, settings, judge=judge, audit=audit)[2]
+
+    try:
+        # undecided (no audits yet): the held-out scores decide, as for the gate's own judge
+        evidence = gate()
+        assert evidence.judge is not None and evidence.judge["source"] == "held-out scores"
+        assert evidence.win_rate["source"] == "LLM judge"
+
+        start = datetime.now(UTC) - timedelta(minutes=5)
+        close = plant_audits(ledger.store, 0.9, seed=1, when=start)
+        assert 0.85 <= close <= 0.95
+        evidence = gate()
+        assert evidence.judge == {"spearman": pytest.approx(close), "items": AUDITED,
+                                  "trusted": True, "source": "online audit"}  # fmt: skip
+        assert evidence.win_rate["source"] == "LLM judge"
+        assert set(evidence.criteria_before) == {"accuracy", "helpfulness"}
+
+        # people re-score the same calls, now agreeing far less: the gate stops asking it
+        loose = plant_audits(ledger.store, 0.5, seed=2, when=start + timedelta(minutes=1))
+        assert 0.4 <= loose <= 0.6
+        asked = len(server.prompts)
+        evidence = gate()
+    finally:
+        server.close()
+    assert evidence.judge is not None and not evidence.judge["trusted"]
+    assert evidence.judge == {"spearman": pytest.approx(loose), "items": AUDITED,
+                              "trusted": False, "source": "online audit"}  # fmt: skip
+    assert evidence.win_rate["source"] == "held-out pairs (implicit reward)"
+    assert evidence.criteria_before == {} and len(server.prompts) == asked
+
+
+def test_the_gate_s_evaluator_must_be_a_configured_judge(tmp_path: Path) -> None:
+    judge = {"url": "http://judge.invalid", "model": "grader"}
+    with pytest.raises(ValidationError, match="give judge or evaluator, not both"):
+        FinetuneSettings.model_validate({"gate": {"evaluator": "quality", "judge": judge}})
+    with pytest.raises(ValidationError, match="'quality' names no llm_judge evaluator; "
+                       "the judges configured: none"):  # fmt: skip
+        Settings.model_validate({"finetune": {"gate": {"evaluator": "quality"}},
+                                 "evaluators": {"quality": {"kind": "refusal"}}})  # fmt: skip
+    found = Settings.model_validate({"finetune": {"gate": {"evaluator": "quality"}},
+                                     "evaluators": {"quality": {"kind": "llm_judge",
+                                                                "judge": judge}}})  # fmt: skip
+    assert found.finetune.gate.evaluator == "quality"
+
+
+def test_through_the_api_the_ledger_reads_the_collector_s_audit(collector_factory) -> None:
+    config = {"kind": "llm_judge", "judge": {"url": "http://judge.invalid", "model": "grader"},
+              "criteria": ["accuracy", "helpfulness"], "min_audited": 30}  # fmt: skip
+    collector = collector_factory(evaluators={"quality": config}, evaluation={"enabled": False})
+    store = collector.runtime.store
+    plant_audits(store, 0.9, seed=1, when=datetime.now(UTC) - timedelta(minutes=1))
+    _, key = keys.create_key(store, "alpha", "admin")
+    remote = ApiLedger("http://testserver", key, "alpha")
+    collector.client.headers.update(auth(key))
+    remote.api._http = collector.client  # the collector's app, in process
+    settings = EvaluatorSettings.model_validate(config)
+    assert remote.judge_trust("quality", settings) == StoreLedger(store, "alpha").judge_trust(
+        "quality", settings
+    )
+    assert remote.judge_trust("quality", settings).trusted is True
