@@ -7,6 +7,12 @@ looked at every `--look-every` calls per version up to `--most`. A verdict is `l
 beyond chance) or `wins` (shown worse by less than `max_drop`); with no effect, `loses` is the
 false verdict, with an effect `wins` is.
 
+Then the win rate where people chose between the versions' answers side by side: `--runs`
+comparisons per true win rate (a fifth of the choices ties), looked at every `--look-every-pair`
+pairs up to `--most-pairs`; `wins` needs the rate beyond an even 0.5 and at least
+`--min-win-rate`, `loses` is the rate shown below it. With an even split, `wins` is the false
+verdict.
+
     python bench/ab.py [--runs 1000] [--look-every 50] [--most 20000]
 """
 
@@ -23,10 +29,11 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from bench import record  # noqa: E402
-from driftline.evaluators.sequential import Sample, compare, decide  # noqa: E402
+from driftline.evaluators.sequential import Pairs, Sample, compare, decide, win_rate  # noqa: E402
 
 BASE_MEAN, SD = 3.5, 1.0
 EFFECTS = (0.0, 0.05, 0.10)
+WIN_RATES, TIES = (0.5, 0.6, 0.65, 0.7), 0.2
 
 
 def one(rng: np.random.Generator, effect: float, args: argparse.Namespace) -> tuple[str, int]:
@@ -47,6 +54,35 @@ def one(rng: np.random.Generator, effect: float, args: argparse.Namespace) -> tu
     return "none", args.most
 
 
+def one_pairwise(
+    rng: np.random.Generator, rate: float, args: argparse.Namespace
+) -> tuple[str, int]:
+    """Choices between the versions' answers, judged to a verdict: (verdict, pairs by then)."""
+    tie = rng.random(args.most_pairs) < TIES
+    won = rng.random(args.most_pairs) < (rate - TIES / 2) / (1 - TIES)  # the true rate: `rate`
+    wins, ties = np.cumsum(won & ~tie), np.cumsum(tie)
+    for n in range(args.look_every_pair, args.most_pairs + 1, args.look_every_pair):
+        pairs = Pairs(int(wins[n - 1]), n - int(wins[n - 1]) - int(ties[n - 1]), int(ties[n - 1]))
+        found = win_rate(pairs, args.alpha, args.min_win_rate)
+        verdict = decide([], args.max_drop, found, args.min_win_rate, judged_pairwise=True)
+        if verdict.outcome is not None:
+            return verdict.outcome, n
+    return "none", args.most_pairs
+
+
+def _tally(runs: list[tuple[str, int]], wrong: str) -> list[float | None]:
+    """Shares of `loses`, `wins`, no verdict and the wrong verdict; median and 90th percentile
+    of the calls (or pairs) to a verdict."""
+    decided = [n for verdict, n in runs if verdict != "none"]
+    share = {v: sum(r == v for r, _ in runs) / len(runs) for v in ("wins", "loses", "none")}
+    return [share["loses"], share["wins"], share["none"], share[wrong],
+            statistics.median(decided) if decided else None,
+            float(np.percentile(decided, 90)) if decided else None]  # fmt: skip
+
+
+VERDICT_COLUMNS = ("loses", "wins", "no verdict", "**false verdicts**")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--runs", type=int, default=1000)
@@ -55,6 +91,9 @@ def main() -> None:
     parser.add_argument("--alpha", type=float, default=0.05)
     parser.add_argument("--min-effect", type=float, default=0.05)
     parser.add_argument("--max-drop", type=float, default=0.05)
+    parser.add_argument("--look-every-pair", type=int, default=20)
+    parser.add_argument("--most-pairs", type=int, default=5000)
+    parser.add_argument("--min-win-rate", type=float, default=0.6)
     record.add_argument(parser)
     args = parser.parse_args()
     recorder = record.Recorder("ab", args.record, ["numpy"])
@@ -62,32 +101,44 @@ def main() -> None:
     for k, effect in enumerate(EFFECTS):
         rng = np.random.default_rng(k)
         runs = [one(rng, effect, args) for _ in range(args.runs)]
-        decided = [n for verdict, n in runs if verdict != "none"]
-        wrong = "loses" if effect == 0 else "wins"
-        share = {v: sum(r == v for r, _ in runs) / len(runs) for v in ("wins", "loses", "none")}
-        rows.append([effect, share["loses"], share["wins"], share["none"],
-                     share[wrong], statistics.median(decided) if decided else None,
-                     float(np.percentile(decided, 90)) if decided else None])  # fmt: skip
+        rows.append([effect, *_tally(runs, "loses" if effect == 0 else "wins")])
         print(effect, rows[-1], flush=True)
+    verdicts = [record.col(name, "", ".1%") for name in VERDICT_COLUMNS]
     table = record.table(
         f"{args.runs:,} comparisons per effect; judge scores with sd {SD:g} around "
         f"{BASE_MEAN:g}; looked at every {args.look_every} calls per version, up to "
         f"{args.most:,}",
-        [record.col("candidate worse by", "", ".0%"), record.col("loses", "", ".1%"),
-         record.col("wins", "", ".1%"), record.col("no verdict", "", ".1%"),
-         record.col("**false verdicts**", "", ".1%"),
+        [record.col("candidate worse by", "", ".0%"), *verdicts,
          record.col("calls per version to a verdict, median", "", ",.0f"),
          record.col("90th percentile", "", ",.0f")],
         rows,
     )  # fmt: skip
+    pair_rows = []
+    for k, rate in enumerate(WIN_RATES):
+        rng = np.random.default_rng(100 + k)
+        runs = [one_pairwise(rng, rate, args) for _ in range(args.runs)]
+        pair_rows.append([rate, *_tally(runs, "wins" if rate < args.min_win_rate else "loses")])
+        print(rate, pair_rows[-1], flush=True)
+    pairwise = record.table(
+        f"{args.runs:,} comparisons per true win rate, judged pairwise ({TIES:.0%} ties); "
+        f"looked at every {args.look_every_pair} pairs, up to {args.most_pairs:,}; a winner "
+        f"needs {args.min_win_rate:.0%}",
+        [record.col("candidate's true win rate", "", ".0%"), *verdicts,
+         record.col("pairs to a verdict, median", "", ",.0f"),
+         record.col("90th percentile", "", ",.0f")],
+        pair_rows,
+    )  # fmt: skip
     target = record.table(
         "Target",
         [record.col("target"), record.col("measured", fmt=".1%"), record.col("met")],
-        [[f"false losses at most alpha = {args.alpha:g}", rows[0][4], rows[0][4] <= args.alpha]],
-    )
-    names = ("runs", "look_every", "most", "alpha", "min_effect", "max_drop")
+        [[f"false losses at most alpha = {args.alpha:g}", rows[0][4], rows[0][4] <= args.alpha],
+         [f"false wins, judged pairwise, at most alpha = {args.alpha:g}", pair_rows[0][4],
+          pair_rows[0][4] <= args.alpha]],
+    )  # fmt: skip
+    names = ("runs", "look_every", "most", "alpha", "min_effect", "max_drop", "look_every_pair",
+             "most_pairs", "min_win_rate")  # fmt: skip
     settings = {name: getattr(args, name) for name in names}
-    recorder.write([table, target], settings)
+    recorder.write([table, pairwise, target], settings)
 
 
 if __name__ == "__main__":

@@ -404,7 +404,11 @@ SECTIONS = (
         "version. It says `loses` when the candidate is worse beyond chance and `wins` once it "
         "is shown worse by less than {s[max_drop]:.0%}; with no effect `loses` is the false "
         "verdict, with an effect `wins` is. Alpha {s[alpha]:g}; the smallest effect of interest "
-        "(the mixture's scale) {s[min_effect]:.0%} of the baseline's mean.",
+        "(the mixture's scale) {s[min_effect]:.0%} of the baseline's mean. The second table is "
+        "the win rate where people chose between the two versions' answers side by side, looked "
+        "at every {s[look_every_pair]} pairs: a candidate `wins` once preferred beyond chance "
+        "and in at least {s[min_win_rate]:.0%} of the pairs, and `loses` once its win rate is "
+        "shown below that; with an even split `wins` is the false verdict.",
         (Run("ab", "ab", "--runs 1000", "--runs 20", 600),),
     ),
 )
