@@ -74,8 +74,22 @@ SECTIONS = (
                 "--batches 1000 --connections 8",
                 "--batches 4 --connections 2",
                 1800,
+                label="driftline's settings",
+            ),
+            Run(
+                "ingest-clickhouse-allocator",
+                "ingest",
+                "--batches 1000 --connections 8 --env JE_MALLOC_CONF=",
+                None,
+                1800,
+                label="the same, with ClickHouse's own allocator settings",
             ),
         ),
+        "chDB allocates with its own jemalloc. ClickHouse's build keeps the pages it frees for "
+        "seconds; driftline sets `JE_MALLOC_CONF` (`store/embedded.py`, `docs/deploy.md`) so "
+        "that they go back within a tenth of a second, from jemalloc's own thread. The second "
+        "run clears it: the difference in peak memory is what the setting buys, the difference "
+        "in stored spans per second what it costs.",
     ),
     Section(
         "SDK overhead: @observe vs a bare OTel span, Langfuse and OpenLLMetry "

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import os
 import threading
 from dataclasses import dataclass
 from pathlib import Path
@@ -10,6 +11,12 @@ from typing import Any
 from urllib.parse import urlencode
 
 import pyarrow as pa
+
+# chDB allocates with its own jemalloc (the `je_` prefix), which reads JE_MALLOC_CONF once, when
+# the library loads. ClickHouse's build keeps freed pages for 5 s: under a steady stream of
+# writer batches they pile up (~60 MiB more at the collector's peak in bench/ingest.py). 100 ms,
+# returned by jemalloc's own thread, costs no throughput there. An operator's setting wins.
+os.environ.setdefault("JE_MALLOC_CONF", "dirty_decay_ms:100,background_thread:true")
 from chdb import session as chdb_session
 
 from driftline.store.base import INSERT_SETTINGS, Params, Store, StoreError

@@ -6,7 +6,11 @@ and a decoder that do not copy a request's bytes on their way."""
 from __future__ import annotations
 
 import gzip
+import json
+import os
 import re
+import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -57,6 +61,32 @@ def test_the_engine_limits_reach_chdb(tmp_path: Path) -> None:
             "SELECT value FROM system.merge_tree_settings WHERE name = 'min_bytes_for_wide_part'"
         )
         assert int(parts[0]["value"]) == limits.compact_part_bytes
+
+
+def jemalloc_options(conf: str | None) -> dict[str, str]:
+    """chDB's allocator options, as a process that opens the store sees them with JE_MALLOC_CONF
+    set to `conf` (None: unset)."""
+    script = (
+        "import json, re, tempfile\n"
+        "from driftline.store import open_store\n"
+        "with open_store(tempfile.mkdtemp()) as store:\n"
+        "    text = str(store.query('SELECT * FROM system.jemalloc_stats'))\n"
+        "print(json.dumps(dict(re.findall(r'opt\\.(\\w+): (\\w+)', text))))\n"
+    )
+    env = {k: v for k, v in os.environ.items() if k != "JE_MALLOC_CONF"}
+    if conf is not None:
+        env["JE_MALLOC_CONF"] = conf
+    done = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True,
+                          text=True, check=True, timeout=120)  # fmt: skip
+    return json.loads(done.stdout)
+
+
+def test_chdb_returns_freed_pages_within_a_tenth_of_a_second_unless_told_otherwise() -> None:
+    assert jemalloc_options("")["dirty_decay_ms"] == "5000"  # ClickHouse's own, without us
+    ours = jemalloc_options(None)
+    assert ours["dirty_decay_ms"] == "100" and ours["background_thread"] == "true"
+    operator = jemalloc_options("dirty_decay_ms:2000")
+    assert operator["dirty_decay_ms"] == "2000" and operator["background_thread"] == "false"
 
 
 def records(count: int, spans: int) -> list[tuple[bytes, set[str]]]:
