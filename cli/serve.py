@@ -87,8 +87,10 @@ def serve(
                 limit_concurrency=settings.max_concurrent_requests,
             )
         )
-        server.run()
-        store.close()
+        try:
+            server.run()
+        finally:  # a signal or a crash in the loop still closes the engine cleanly
+            store.close()
         if not server.started:
             sys.exit(1)
     finally:

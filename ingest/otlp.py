@@ -47,7 +47,9 @@ class UnsupportedMedia(ValueError):
 
 @dataclass
 class Decoded:
-    request: ExportTraceServiceRequest
+    """What the route keeps of a request until the log has it: not the parsed message, which
+    is several times the size of its bytes."""
+
     wire: bytes  # protobuf bytes of the accepted spans, as they go to the log
     accepted: int
     rejected: dict[str, int]
@@ -297,7 +299,7 @@ def decode(
     )
     keep = media == PROTOBUF and not rejected and not rewritten
     wire = data if keep else request.SerializeToString()
-    return Decoded(request, wire, accepted, rejected, message)
+    return Decoded(wire, accepted, rejected, message)
 
 
 def response(decoded: Decoded | None, media: str) -> bytes:
