@@ -196,10 +196,13 @@ def gate_command(**kwargs: Any) -> None:
             from driftline.finetune.rewards import RewardModel
 
             reward = RewardModel.load(kwargs["reward_model"]).score
-        from driftline.finetune.gate.judge import gate_judge
+        from driftline.finetune.gate.judge import GateJudgeError, gate_judge
 
         rubric = settings.review.rubric_for(ledger.project).criteria
-        judge, audit = gate_judge(config.gate, settings.evaluators, ledger, rubric)
+        try:
+            judge, audit = gate_judge(config.gate, settings.evaluators, ledger, rubric)
+        except GateJudgeError as exc:
+            raise click.ClickException(str(exc)) from None
         try:
             version, verdict, _ = run_gate(
                 ledger, kwargs["candidate"], kwargs["baseline"], kwargs["snapshot_id"], config,
@@ -229,7 +232,8 @@ def _print_verdict(version: ModelVersion, reasons: list[str]) -> None:
     )
     if v.get("judge"):
         j = v["judge"]
-        click.echo(f"  judge Spearman         {j['spearman']:.3f} over {j['items']} items "
+        rho = "undefined" if j["spearman"] is None else f"{j['spearman']:.3f}"
+        click.echo(f"  judge Spearman         {rho} over {j['items']} items "
                    f"({j['source']}), {'trusted' if j['trusted'] else 'not trusted'}")  # fmt: skip
     for name, before in v["criteria_before"].items():
         click.echo(

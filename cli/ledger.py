@@ -6,6 +6,8 @@ from __future__ import annotations
 import json
 from datetime import datetime
 
+import click
+
 from driftline.cli.client import Client, NotFound
 from driftline.evaluators.agreement import Bar, CriterionTrust, JudgeTrust
 from driftline.evaluators.config import EvaluatorSettings
@@ -61,5 +63,11 @@ class ApiLedger:
     def judge_trust(self, name: str, config: EvaluatorSettings) -> JudgeTrust:
         """As the collector sees it, by its own `[evaluators.NAME]`."""
         found = self.api.json("GET", f"/api/evaluators/{name}/agreement")
+        if found["version"] != config.version:
+            raise click.ClickException(
+                f"the collector audits evaluator {name!r} at version {found['version']}, this "
+                f"config names version {config.version}: the gate would ask one judge and "
+                "trust another's audit; use the collector's configuration"
+            )
         bar = Bar(found["min_spearman"], found["min_audited"], found["days"])
         return JudgeTrust([CriterionTrust(**c) for c in found["criteria"]], bar)

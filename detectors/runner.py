@@ -333,7 +333,16 @@ class Runner:
         window: Calls,
         per_call: list[list[flagging.Flag]],
     ) -> int:
-        """Flagged calls by priority up to today's budget, plus a seeded audit sample."""
+        """Flagged calls by priority up to today's budget, plus a seeded audit sample. Every
+        flagged call is recorded with its reasons, past the budget too (call_flags)."""
+        trace_ids, span_ids, starts = (
+            window.column(c) for c in ("trace_id", "span_id", "start_ns")
+        )
+        tables.record_flags(self.store, reference.project, [
+            {"trace_id": trace_ids[i], "span_id": span_ids[i], "start_ns": starts[i],
+             "reasons": [f.reason for f in flags]}
+            for i, flags in enumerate(per_call) if flags
+        ], key)  # fmt: skip
         budget = max(self.settings.review_daily_budget - self._queued_today(reference), 0)
         flagged = sorted(
             (i for i, f in enumerate(per_call) if f), key=lambda i: -_priority(per_call[i])
@@ -346,9 +355,6 @@ class Runner:
         rows = [(i, "flag") for i in flagged] + [(i, "audit") for i in audit]
         if not rows:
             return 0
-        trace_ids, span_ids, starts = (
-            window.column(c) for c in ("trace_id", "span_id", "start_ns")
-        )
         tables.insert(
             self.store,
             "review_queue",

@@ -221,6 +221,24 @@ INNER JOIN (
 WHERE r.last_call = 0"""
 
 
+# Every call a detector flagged, with why, whatever the review budget let into the queue: what
+# the live A/B's flag rates count (evaluators/experiments.py). Kept as long as an experiment
+# looks back at most.
+_CALL_FLAGS = """
+CREATE TABLE IF NOT EXISTS call_flags (
+    project_id LowCardinality(String),
+    trace_id FixedString(32),
+    span_id FixedString(16),
+    call_time DateTime64(9, 'UTC'),
+    reasons Array(LowCardinality(String)),
+    window_key String,
+    flagged_at DateTime64(3, 'UTC') DEFAULT now64(3)
+) ENGINE = ReplacingMergeTree
+PARTITION BY toYYYYMM(call_time)
+ORDER BY (project_id, trace_id, span_id)
+TTL toDateTime(call_time) + INTERVAL 90 DAY"""
+
+
 MIGRATIONS = (
     Migration(
         3,
@@ -241,6 +259,7 @@ MIGRATIONS = (
             _REFERENCE_SPAN_BACKFILL,
         ),
     ),
+    Migration(14, "every flagged call, past the review budget", (_CALL_FLAGS,)),
 )
 
 
@@ -314,6 +333,16 @@ REVIEW_QUEUE = pa.schema(
         ("window_key", pa.string()),
     ]
 )
+CALL_FLAGS = pa.schema(
+    [
+        ("project_id", pa.string()),
+        ("trace_id", pa.string()),
+        ("span_id", pa.string()),
+        ("call_time", NS),
+        ("reasons", pa.list_(pa.string())),
+        ("window_key", pa.string()),
+    ]
+)
 FINDINGS = pa.schema(
     [
         ("project_id", pa.string()),
@@ -353,6 +382,7 @@ SCHEMAS = {
     "reference_calls": REFERENCE_CALLS,
     "drift_references": DRIFT_REFERENCES,
     "review_queue": REVIEW_QUEUE,
+    "call_flags": CALL_FLAGS,
     "findings": FINDINGS,
     "detector_runs": DETECTOR_RUNS,
 }
@@ -824,17 +854,31 @@ def queue_items(
 
 
 def flag_counts(
-    store: Store, project: str, traces: Relation, since_ns: int, skip: Sequence[str] = ()
+    store: Store, project: str, traces: Relation, since_ns: int
 ) -> list[dict[str, Any]]:
-    """Per experiment, version and reason (but `skip`): the calls of `traces` (trace_id,
-    experiment, version) since `since_ns` the detectors queued for review."""
+    """Per experiment, version and reason: the calls of `traces` (trace_id, experiment,
+    version) since `since_ns` that a detector flagged."""
     return store.query(
         "SELECT t.experiment AS experiment, t.version AS version, reason, "
-        "uniqExact(q.trace_id, q.span_id) AS flagged FROM review_queue AS q FINAL "
-        f"ARRAY JOIN q.reasons AS reason INNER JOIN {traces} AS t ON q.trace_id = t.trace_id "
-        "WHERE q.project_id = {fl_p:String} "
-        "AND q.call_time >= fromUnixTimestamp64Nano({fl_since:Int64}, 'UTC') "
-        "AND reason NOT IN {fl_skip:Array(String)} "
+        "uniqExact(f.trace_id, f.span_id) AS flagged FROM call_flags AS f "
+        f"ARRAY JOIN f.reasons AS reason INNER JOIN {traces} AS t ON f.trace_id = t.trace_id "
+        "WHERE f.project_id = {fl_p:String} "
+        "AND f.call_time >= fromUnixTimestamp64Nano({fl_since:Int64}, 'UTC') "
         "GROUP BY experiment, version, reason ORDER BY experiment, version, reason",
-        bind(traces, {"fl_p": project, "fl_since": since_ns, "fl_skip": list(skip)}),
+        bind(traces, {"fl_p": project, "fl_since": since_ns}),
     )
+
+
+def record_flags(
+    store: Store, project: str, calls: Sequence[Mapping[str, Any]], window_key: str
+) -> None:
+    """Record `calls` (trace_id, span_id, start_ns, reasons) as flagged in the window."""
+    if calls:
+        insert(store, "call_flags", {
+            "project_id": [project] * len(calls),
+            "trace_id": [c["trace_id"] for c in calls],
+            "span_id": [c["span_id"] for c in calls],
+            "call_time": [c["start_ns"] for c in calls],
+            "reasons": [list(c["reasons"]) for c in calls],
+            "window_key": [window_key] * len(calls),
+        })  # fmt: skip

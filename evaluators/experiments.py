@@ -9,6 +9,7 @@ candidate's win rate."""
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from typing import Any
 
@@ -16,7 +17,7 @@ from driftline.detectors.tables import flag_counts
 from driftline.evaluators.config import ExperimentSettings
 from driftline.evaluators.sequential import Better, Pairs, Sample, compare, decide, win_rate
 from driftline.ingest.tables import experiment_call_stats, experiment_traces
-from driftline.review.feedback import FROM_APPS, JUDGE_AUDIT, REVIEWED
+from driftline.review.feedback import FROM_APPS, REVIEWED
 from driftline.review.tables import pairwise_choices, score_stats
 from driftline.store import Store
 
@@ -24,6 +25,7 @@ from driftline.store import Store
 # better higher. The apps' thumbs (a bool, as sdk.feedback sends it) count beside them.
 LOWER_IS_BETTER = frozenset({"refusal", "empty", "json"})
 THUMBS = ("thumbs",)
+FLAGS = "flags:"  # the detectors' flag rates: guards, which can make a candidate lose, not win
 _CALL_METRICS: tuple[tuple[str, str], ...] = (
     ("error_rate", "error"), ("latency_ms", "latency"), ("cost_usd", "cost"),
 )  # fmt: skip
@@ -52,7 +54,7 @@ def experiments(
             for metric, col in _CALL_METRICS
         }
     traces = experiment_traces(project, since)
-    _add_flags(samples, calls, flag_counts(store, project, traces, since, skip=(JUDGE_AUDIT,)))
+    _add_flags(samples, calls, flag_counts(store, project, traces, since))
     scored = [
         *(("judge", row) for row in score_stats(store, project, traces, "judge", judges)),
         *(("check", row) for row in score_stats(store, project, traces, "judge", checks)),
@@ -86,8 +88,8 @@ def _add_flags(
         for version, metrics in samples.get(experiment, {}).items():
             n, k = calls[experiment][version], by_version.get(version, 0)
             share = k / n if n else 0.0
-            variance = share * (1 - share) * n / (n - 1) if n > 1 else 0.0
-            metrics[f"flags:{reason}"] = (Sample(n, share, variance), "lower")
+            variance = max(share * (1 - share) * n / (n - 1), 0.0) if n > 1 else 0.0
+            metrics[f"{FLAGS}{reason}"] = (Sample(n, share, variance), "lower")
 
 
 def _pairs(choices: list[dict[str, Any]], experiment: str) -> dict[tuple[str, str], Pairs]:
@@ -103,6 +105,11 @@ def _pairs(choices: list[dict[str, Any]], experiment: str) -> dict[tuple[str, st
             outcome = 2 if row["choice"] == "tie" else 0 if row["choice"] == won else 1
             counts[outcome] += n
     return {pair: Pairs(*counts) for pair, counts in tally.items()}
+
+
+def _finite(value: float) -> float | None:
+    """None for a share of a baseline of 0 (JSON has no infinity)."""
+    return value if math.isfinite(value) else None
 
 
 def _sample(n: int, mean: float | None, variance: float | None) -> Sample:
@@ -124,14 +131,16 @@ def _experiment(
         shared = sorted(set(versions[baseline]) & set(versions[version]))
         judged = pairs.get((version, baseline), Pairs(0, 0, 0))
         alpha = settings.alpha / max(len(shared) + (judged.n > 0), 1)  # every metric at once
-        found = [
-            compare(metric, versions[baseline][metric][0], versions[version][metric][0], alpha,
-                    settings.min_effect, versions[baseline][metric][1])
+        found = {
+            metric: compare(metric, versions[baseline][metric][0], versions[version][metric][0],
+                            alpha, settings.min_effect, versions[baseline][metric][1])
             for metric in shared
-        ]  # fmt: skip
+        }  # fmt: skip
         verdict = decide(
-            found, settings.max_drop, win_rate(judged, alpha, settings.min_win_rate),
-            settings.min_win_rate, judged_pairwise=judged.n > 0,
+            [c for m, c in found.items() if not m.startswith(FLAGS)], settings.max_drop,
+            win_rate(judged, alpha, settings.min_win_rate), settings.min_win_rate,
+            judged_pairwise=judged.n > 0,
+            guards=[c for m, c in found.items() if m.startswith(FLAGS)],
         )  # fmt: skip
         candidates.append(
             {
@@ -145,7 +154,7 @@ def _experiment(
                         "baseline_mean": c.baseline_mean,
                         "candidate_mean": c.baseline_mean + c.difference,
                         "difference": c.difference, "low": c.low, "high": c.high,
-                        "relative": c.relative(c.difference), "worse": c.worse,
+                        "relative": _finite(c.relative(c.difference)), "worse": c.worse,
                     }
                     for c in verdict.comparisons
                 ],

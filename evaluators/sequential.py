@@ -19,6 +19,7 @@ same way, as its difference from an even 0.5.
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Literal
 
@@ -134,19 +135,25 @@ def decide(
     pairwise: Comparison | None = None,
     min_win_rate: float = 0.6,
     judged_pairwise: bool = False,
+    guards: Sequence[Comparison | None] = (),
 ) -> Verdict:
     """The verdict over every metric (pass `alpha` divided by the number of metrics, the win
-    rate among them, to `compare` and `win_rate`, so the chance of a false verdict stays at
-    most `alpha` over all of them). `pairwise`: the win rate from `win_rate`, present when
-    `judged_pairwise` (any pair judged)."""
+    rate and the guards among them, to `compare` and `win_rate`, so the chance of a false
+    verdict stays at most `alpha` over all of them). `pairwise`: the win rate from `win_rate`,
+    present when `judged_pairwise` (any pair judged). `guards`: metrics that make a candidate
+    lose when worse beyond chance but need not be shown within `max_drop` to win (rates often
+    near 0, of which a share of the baseline says little)."""
     known = [c for c in comparisons if c is not None]
-    shown = known + ([pairwise] if pairwise is not None else [])
-    if any(c.worse for c in known) or (pairwise is not None and 0.5 + pairwise.high < min_win_rate):
+    guarding = [c for c in guards if c is not None]
+    shown = known + guarding + ([pairwise] if pairwise is not None else [])
+    if any(c.worse for c in known + guarding) or (
+        pairwise is not None and 0.5 + pairwise.high < min_win_rate
+    ):
         return Verdict("loses", shown)
     metrics_pass = len(known) == len(comparisons) and all(c.not_worse_than(max_drop) for c in known)
     pairs_pass = not judged_pairwise or (
         pairwise is not None and pairwise.low > 0 and 0.5 + pairwise.difference >= min_win_rate
     )
-    if shown and metrics_pass and pairs_pass:
+    if (known or pairwise is not None) and metrics_pass and pairs_pass:
         return Verdict("wins", shown)
     return Verdict(None, shown)

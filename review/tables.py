@@ -380,15 +380,22 @@ def pairwise_choices(
 ) -> list[dict[str, Any]]:
     """Per experiment: the choices (`a`, `b` or `tie`, from `sources`) between two answers of
     different versions of it (their traces in `traces`: trace_id, experiment, version), with
-    the version of each answer and how many times each was made."""
+    the version of each answer and how many times each was made. A user choosing again between
+    the same two answers counts once, with the latest choice."""
+    side = "JSONExtractString(details, '{0}', '{1}')"
     return store.query(
         "SELECT ta.experiment AS experiment, ta.version AS version_a, tb.version AS version_b, "
-        "f.value_string AS choice, count() AS n FROM feedback AS f FINAL "
-        f"INNER JOIN {traces} AS ta ON JSONExtractString(f.details, 'a', 'trace_id') = ta.trace_id "
-        f"INNER JOIN {traces} AS tb ON JSONExtractString(f.details, 'b', 'trace_id') = tb.trace_id "
-        "WHERE f.project_id = {pw_p:String} AND f.kind = 'pairwise' "
-        "AND f.source IN {pw_sources:Array(String)} "
-        "AND ta.experiment = tb.experiment AND ta.version != tb.version "
+        "f.choice AS choice, count() AS n FROM ("
+        f"  SELECT {side.format('a', 'trace_id')} AS a_trace, "
+        f"    {side.format('b', 'trace_id')} AS b_trace, "
+        "    argMax(value_string, created_at) AS choice FROM feedback FINAL "
+        "  WHERE project_id = {pw_p:String} AND kind = 'pairwise' "
+        "  AND source IN {pw_sources:Array(String)} "
+        f"  GROUP BY a_trace, {side.format('a', 'span_id')}, b_trace, "
+        f"    {side.format('b', 'span_id')}, user_id) AS f "
+        f"INNER JOIN {traces} AS ta ON f.a_trace = ta.trace_id "
+        f"INNER JOIN {traces} AS tb ON f.b_trace = tb.trace_id "
+        "WHERE ta.experiment = tb.experiment AND ta.version != tb.version "
         "GROUP BY experiment, version_a, version_b, choice "
         "ORDER BY experiment, version_a, version_b, choice",
         bind(traces, {"pw_p": project, "pw_sources": list(sources)}),

@@ -307,8 +307,8 @@ def _judged(judge: Judge, answers: _Answers) -> tuple[WinRate, dict[str, float],
 
 def _audited(audit: JudgeTrust) -> JudgeCheck:
     """An online judge's standing: its least agreeing criterion, on the fewest audits."""
-    rhos = [c.spearman for c in audit.criteria]
-    worst = math.nan if None in rhos else min(r for r in rhos if r is not None)
+    rhos = [c.spearman for c in audit.criteria if c.spearman is not None]
+    worst = min(rhos) if rhos else None
     audited = min(c.audited for c in audit.criteria)
     return JudgeCheck(worst, audited, bool(audit.trusted), source="online audit")
 

@@ -13,6 +13,10 @@ from driftline.finetune.config import GateSettings
 from driftline.finetune.ledger import Ledger
 
 
+class GateJudgeError(ValueError):
+    """The gate's judge cannot be asked for this project."""
+
+
 def gate_judge(
     gate: GateSettings,
     evaluators: Mapping[str, EvaluatorSettings],
@@ -25,5 +29,10 @@ def gate_judge(
     if gate.evaluator is None:
         return None, None
     config = evaluators[gate.evaluator]  # Settings checks it is an llm_judge
+    if config.projects and ledger.project not in config.projects:
+        raise GateJudgeError(
+            f"evaluator {gate.evaluator!r} grades only {', '.join(config.projects)}, not "
+            f"{ledger.project!r}: no audit of it can decide this project's gate"
+        )
     judge = evaluator_judge(config, config.criteria or rubric)
     return judge, ledger.judge_trust(gate.evaluator, config)

@@ -43,7 +43,7 @@ class JudgeCheck:
     """How well an LLM judge's scores rank items as people did: the snapshot's held-out items,
     or (an online evaluator) the calls people audited, where the lowest criterion counts."""
 
-    spearman: float
+    spearman: float | None  # None: undefined (too few items, or scores all alike)
     items: int
     trusted: bool
     source: Literal["held-out scores", "online audit"] = "held-out scores"
@@ -56,8 +56,10 @@ def check_judge(
     if len(judge_scores) != len(human_scores):
         raise ValueError(f"{len(judge_scores)} judge scores for {len(human_scores)} human scores")
     if len(judge_scores) < 3 or len(set(judge_scores)) < 2 or len(set(human_scores)) < 2:
-        return JudgeCheck(float("nan"), len(judge_scores), False)
+        return JudgeCheck(None, len(judge_scores), False)
     rho = float(spearmanr(judge_scores, human_scores).statistic)
+    if not math.isfinite(rho):
+        return JudgeCheck(None, len(judge_scores), False)
     return JudgeCheck(rho, len(judge_scores), rho > threshold)
 
 

@@ -275,3 +275,9 @@ def test_the_daily_review_budget_holds_across_windows(store: Store) -> None:
     first, second = runner.test()
     assert first.flagged == second.flagged == 50
     assert (first.queued, second.queued) == (30, 0)  # the day's budget is spent
+    # every flagged call is recorded with its reasons all the same (the live A/B counts them)
+    (recorded,) = store.query(
+        "SELECT uniqExact(trace_id, span_id) AS calls, groupUniqArrayArray(reasons) AS reasons "
+        "FROM call_flags WHERE project_id = 'alpha'"
+    )
+    assert recorded["calls"] == first.flagged + second.flagged and recorded["reasons"]

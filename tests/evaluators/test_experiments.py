@@ -11,7 +11,7 @@ from typing import Any
 
 from driftline.alerts.conditions import evaluate
 from driftline.alerts.rules import Rule
-from driftline.detectors.tables import queue_calls
+from driftline.detectors.tables import record_flags
 from driftline.review.feedback import FeedbackIn, store_feedback
 from tests.conftest import Collector
 from tests.evaluators.test_online_evaluators import llm_judge
@@ -179,19 +179,39 @@ def test_the_win_rate_where_people_chose_between_answers_and_flag_rates_decide(
              for i in range(60)]  # fmt: skip
     picks = [("b", "a")[i % 2] if i < 50 else "tie" if i < 54 else ("a", "b")[i % 2]
              for i in range(60)]  # fmt: skip
-    choose(collector, pairs, picks)
+    choose(collector, [pairs[i] for i in range(60)], ["tie"] * 60)  # first thoughts...
+    choose(collector, pairs, picks)  # ...and the same reviewer's latest choices, which count
     (versus,) = experiments(collector)["items"][0]["candidates"]
     assert versus["pairwise"] == {"wins": 50, "losses": 6, "ties": 4}
     rate = {m["metric"]: m for m in versus["metrics"]}["pairwise:win_rate"]
     assert rate["candidate_mean"] == (50 + 2) / 60 and rate["low"] > 0
     assert versus["verdict"] == "wins"
 
-    # the detectors flag a fifth of the candidate's calls as novel, few of the baseline's
+    # the detectors flag both versions alike (a guard only: it does not stop a win), and a
+    # few of the candidate's calls for a reason never seen in the baseline's (no share of 0)
     store = collector.runtime.store
     now = time.time_ns()
-    for keys, every in ((candidate, 5), (baseline, 100)):
-        calls = [{"trace_id": t, "span_id": s, "start_ns": now} for t, s in keys[::every]]
-        queue_calls(store, "alpha", calls, "novel", "window-1")
+
+    def flag(keys: list, every: int, reason: str) -> None:
+        calls = [{"trace_id": t, "span_id": s, "start_ns": now, "reasons": [reason]}
+                 for t, s in keys[::every]]  # fmt: skip
+        record_flags(store, "alpha", calls, f"window-{reason}")
+
+    flag(candidate, 100, "latency")
+    flag(baseline, 100, "latency")
+    flag(candidate, 200, "tokens")
+    (versus,) = experiments(collector)["items"][0]["candidates"]
+    metrics = {m["metric"]: m for m in versus["metrics"]}
+    assert metrics["flags:latency"]["candidate_mean"] == metrics["flags:latency"]["baseline_mean"]
+    assert (
+        metrics["flags:tokens"]["baseline_mean"] == 0
+        and metrics["flags:tokens"]["relative"] is None
+    )
+    assert versus["verdict"] == "wins"
+
+    # then a fifth of the candidate's calls as novel, few of the baseline's: it loses
+    flag(candidate, 5, "novel")
+    flag(baseline, 100, "novel")
     (versus,) = experiments(collector)["items"][0]["candidates"]
     novel = {m["metric"]: m for m in versus["metrics"]}["flags:novel"]
     assert novel["baseline_mean"] == 4 / 400 and novel["candidate_mean"] == 80 / 400

@@ -110,4 +110,6 @@ def test_a_win_rate_needs_pairs_and_the_bar() -> None:
     rate = win_rate(Pairs(30, 10, 0), ALPHA, 0.6)
     assert rate is not None and rate.baseline_mean + rate.difference == 0.75
     # judged pairwise but too few pairs: no verdict, however good the other metrics
-    assert decide([], MAX_DROP, None, 0.6, judged_pairwise=True).outcome is None
+    same = compare("accuracy", Sample(50, 3.5, 0.0), Sample(50, 3.5, 0.0), ALPHA, MIN_EFFECT)
+    assert decide([same], MAX_DROP).outcome == "wins"
+    assert decide([same], MAX_DROP, None, 0.6, judged_pairwise=True).outcome is None

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import math
-
 import pytest
 
 from driftline.finetune.gate.verdict import check_judge, verdict, win_rate
@@ -33,7 +31,7 @@ def test_judge_is_trusted_only_when_it_ranks_like_people() -> None:
     edge = check_judge([2, 1, 3, 5, 4], humans)
     assert edge.spearman == pytest.approx(0.8) and not edge.trusted
     flat = check_judge([3, 3, 3, 3, 3], humans)
-    assert math.isnan(flat.spearman) and not flat.trusted
+    assert flat.spearman is None and not flat.trusted
     with pytest.raises(ValueError, match="4 judge scores for 5 human scores"):
         check_judge([1, 2, 3, 4], humans)
 

@@ -13,6 +13,7 @@ from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+import click
 import pytest
 from pydantic import ValidationError
 from scipy.stats import spearmanr
@@ -23,7 +24,7 @@ from driftline.evaluators.config import EvaluatorSettings
 from driftline.evaluators.judge import JudgeError, LLMJudge
 from driftline.finetune.config import FinetuneSettings, JudgeSettings
 from driftline.finetune.gate.evaluation import Evidence, run_gate
-from driftline.finetune.gate.judge import gate_judge
+from driftline.finetune.gate.judge import GateJudgeError, gate_judge
 from driftline.finetune.gate.verdict import Verdict
 from driftline.finetune.ledger import StoreLedger
 from driftline.finetune.rewards import RewardModel
@@ -277,3 +278,16 @@ def test_through_the_api_the_ledger_reads_the_collector_s_audit(collector_factor
         "quality", settings
     )
     assert remote.judge_trust("quality", settings).trusted is True
+    other = EvaluatorSettings.model_validate({**config, "version": "2"})
+    with pytest.raises(click.ClickException, match="audits evaluator 'quality' at version 1, "
+                       "this config names version 2"):  # fmt: skip
+        remote.judge_trust("quality", other)
+
+
+def test_an_online_judge_of_other_projects_cannot_decide_this_one(store: Store) -> None:
+    config = {"kind": "llm_judge", "judge": {"url": "http://judge.invalid", "model": "grader"},
+              "projects": ["beta"]}  # fmt: skip
+    gate = FinetuneSettings.model_validate({"gate": {"evaluator": "quality"}}).gate
+    evaluators = {"quality": EvaluatorSettings.model_validate(config)}
+    with pytest.raises(GateJudgeError, match="grades only beta, not 'alpha'"):
+        gate_judge(gate, evaluators, StoreLedger(store, "alpha"), [])

@@ -146,6 +146,7 @@ def test_migrate_adds_only_what_came_after_and_changes_no_old_table(
         "experiment_traces",
         "experiment_traces_spans_mv",
         "experiment_traces_llm_calls_mv",
+        "call_flags",
     }
     assert {name: t["engine"] for name, t in before.items()} == MANIFEST["schema"]["engines"]
     assert {name: n for name, n in counts.items() if name in before} == {
