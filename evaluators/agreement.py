@@ -86,7 +86,7 @@ def judges_table(
     """Every online judge of the project with its agreement, for the review UI."""
     found = []
     for name, config in sorted(evaluators.items()):
-        if config.kind != "llm_judge" or (config.projects and project not in config.projects):
+        if config.kind != "llm_judge" or not config.grades(project):
             continue
         user = f"{name}@{config.version}"
         trust = judge_trust(store, project, user, Bar.of(config), now_ns)

@@ -59,6 +59,10 @@ class EvaluatorSettings(BaseModel):
     output_price_per_mtok: float = Field(0.0, ge=0, description="USD per million answer tokens")
     daily_cost_cap_usd: float = Field(10.0, ge=0, description="judge spend a day, all projects")
 
+    def grades(self, project: str) -> bool:
+        """Whether it grades `project`'s calls (every project's without `projects`)."""
+        return not self.projects or project in self.projects
+
     @model_validator(mode="after")
     def _judge_for_llm(self) -> EvaluatorSettings:
         if self.kind == "llm_judge" and self.judge is None:

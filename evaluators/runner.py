@@ -204,7 +204,7 @@ class Evaluator:
         s, chosen = self.settings, []
         taken: dict[tuple[str, str], int] = {}
         for row in rows:
-            if s.projects and row["project_id"] not in s.projects:
+            if not s.grades(row["project_id"]):
                 continue
             if not sampled(self.name, row["trace_id"], row["span_id"], s.sample_rate):
                 self._skip(outcome, "not_sampled")

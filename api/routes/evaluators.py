@@ -12,7 +12,7 @@ from fastapi import APIRouter, Request
 from driftline.api.auth import ReadKey
 from driftline.api.config import Settings
 from driftline.api.runtime import ApiError, runtime
-from driftline.evaluators.agreement import Bar, judge_trust
+from driftline.evaluators.agreement import Bar, judge_trust, judges_table
 from driftline.evaluators.experiments import experiments
 from driftline.evaluators.tables import DayTotal, project_totals
 from driftline.store import Store
@@ -28,7 +28,7 @@ def list_evaluators(request: Request, principal: ReadKey) -> dict[str, Any]:
     totals = project_totals(rt.store, principal.project, today)
     items = []
     for name, config in sorted(rt.settings.evaluators.items()):
-        if config.projects and principal.project not in config.projects:
+        if not config.grades(principal.project):
             continue
         day = totals.get((name, config.version), DayTotal())
         cap = config.daily_cost_cap_usd if config.kind == "llm_judge" else None
@@ -57,7 +57,7 @@ def evaluator_agreement(request: Request, principal: ReadKey, name: str) -> dict
     assert principal.project is not None
     rt = runtime(request)
     config = rt.settings.evaluators.get(name)
-    if config is None or (config.projects and principal.project not in config.projects):
+    if config is None or not config.grades(principal.project):
         raise ApiError(404, f"no evaluator {name!r} for this project")
     if config.kind != "llm_judge":
         raise ApiError(
@@ -93,17 +93,11 @@ def live_comparisons(
 ) -> tuple[list[str], list[dict[str, Any]]]:
     """The project's trusted judges (NAME@VERSION), and its experiments compared with them."""
     now = time.time_ns()
-    trusted = [
-        f"{name}@{config.version}"
-        for name, config in sorted(settings.evaluators.items())
-        if config.kind == "llm_judge"
-        and (not config.projects or project in config.projects)
-        and judge_trust(store, project, f"{name}@{config.version}", Bar.of(config),
-                        now).trusted is True
-    ]  # fmt: skip
+    judges = judges_table(store, project, settings.evaluators, now)
+    trusted = [judge["user"] for judge in judges if judge["trusted"] is True]
     checks = [
         f"{name}@{config.version}"
         for name, config in sorted(settings.evaluators.items())
-        if config.kind != "llm_judge" and (not config.projects or project in config.projects)
+        if config.kind != "llm_judge" and config.grades(project)
     ]
     return trusted, experiments(store, project, settings.experiments, trusted, now, checks)

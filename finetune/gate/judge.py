@@ -29,7 +29,7 @@ def gate_judge(
     if gate.evaluator is None:
         return None, None
     config = evaluators[gate.evaluator]  # Settings checks it is an llm_judge
-    if config.projects and ledger.project not in config.projects:
+    if not config.grades(ledger.project):
         raise GateJudgeError(
             f"evaluator {gate.evaluator!r} grades only {', '.join(config.projects)}, not "
             f"{ledger.project!r}: no audit of it can decide this project's gate"

@@ -144,6 +144,9 @@ def _agreement_row(collector: Collector) -> tuple[str, str]:
     _, key = keys.create_key(collector.runtime.store, "alpha", "review")
     page = collector.client.get("/review/agreement", headers=auth(key))
     assert page.status_code == 200
+    assert (
+        "<title>Agreement · driftline</title>" in page.text and page.text.count('id="judges"') == 1
+    )
     row = re.search(
         r'<tr data-judge="quality@1" data-criterion="accuracy">.*?<td>accuracy</td><td>(\d+)</td>'
         r'.*?<td class="trusted">(\w+)</td>', page.text, re.S,
