@@ -170,6 +170,8 @@ def create_app(rt: Runtime) -> FastAPI:
         for loop in (rt.alerts, rt.detectors, rt.evaluators):
             if loop is not None:
                 loop.start()
+        rt.writer.decoder.engine.release_memory()  # what only start-up needed
+        rt.writer.decoder.engine.release_memory()  # what only start-up needed
         try:
             yield
         finally:

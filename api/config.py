@@ -118,7 +118,7 @@ class Settings(BaseSettings):
     wal_budget_bytes: int = Field(2048 * MiB, ge=MiB, description="unstored backlog allowed")
     wal_segment_bytes: int = Field(64 * MiB, ge=64 * 1024)
     writer_batch_bytes: int = Field(
-        16 * MiB, ge=1024, description="log records decoded and stored at once; memory follows it"
+        12 * MiB, ge=1024, description="log records decoded and stored at once; memory follows it"
     )
     writer_flush_interval: float = Field(0.1, ge=0, le=10)
     retention_days: dict[str, int] = Field(default_factory=lambda: dict(_RETENTION_DEFAULTS))

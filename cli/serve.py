@@ -13,7 +13,7 @@ from driftline.api.config import ConfigError
 from driftline.cli.group import DEFAULT_PROJECT, main, settings_from, store_options
 from driftline.cli.local import FolderBusy, FolderLock, remove_control, write_control
 from driftline.cli.store import open_settings_store
-from driftline.store import Store, keys
+from driftline.store import Store, keys, resident
 
 
 @main.command()
@@ -43,6 +43,7 @@ def serve(
     log_level: str,
 ) -> None:
     """Run the collector: OTLP ingest on /v1/traces, the API, /metrics."""
+    resident.bound_heap()  # before the engine and the server start their threads
     import uvicorn
 
     from driftline.api.app import build_runtime, create_app

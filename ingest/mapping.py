@@ -249,6 +249,15 @@ SPAN_COLUMNS = (
 )  # fmt: skip
 
 
+# What decoding keeps of a call's row: its columns (less the cost, priced after) and what
+# pricing and the normalisation of messages in Python read.
+_CALL_INPUTS = (
+    *(c for c in LLM_CALL_COLUMNS if c != "cost_usd"),
+    *("explicit_cost", "input_canonical", "output_canonical", "message_attrs", "events"),
+    "finish_attr",
+)
+
+
 @dataclass
 class MappedBatch:
     llm_calls: pa.Table
@@ -274,19 +283,40 @@ class SpanDecoder:
         self._lock = threading.Lock()
 
     def decode(self, payloads: Sequence[bytes]) -> MappedBatch:
+        calls: list[pa.Table] = []
+        spans: list[pa.Table] = []
+
+        def split(block: pa.Table) -> None:
+            """Each block of the result, as it comes, into its calls and its spans: the
+            result is never held whole."""
+            is_llm = block.column("is_llm_call").cast(pa.bool_())
+            calls.append(block.filter(is_llm).select(list(_CALL_INPUTS)))
+            spans.append(block.filter(pc.invert(is_llm)).select(list(SPAN_COLUMNS)))
+
         with self._lock:
             for n, path in enumerate(self._paths):
                 with open(path, "wb") as spool:  # record by record: no copy of the batch
                     for payload in payloads[n :: len(self._paths)]:
                         spool.write(varint(len(payload)))
                         spool.write(payload)
-            decoded = self.engine.query_arrow(
-                f"{PASS_1} {self._settings}", {"path": str(self._paths[0].parent / "batch-*.bin")}
+            self.engine.query_arrow_blocks(
+                f"{PASS_1} {self._settings}",
+                split,
+                {"path": str(self._paths[0].parent / "batch-*.bin")},
             )
-        decoded, duplicates = first_of_each_key(decoded)
-        is_llm = decoded.column("is_llm_call").cast(pa.bool_())
-        spans = decoded.filter(pc.invert(is_llm)).select(list(SPAN_COLUMNS))
-        calls = self._priced(decoded.filter(is_llm))
+        if not calls:
+            return MappedBatch(pa.table({}), pa.table({}))
+        return self._mapped(pa.concat_tables(calls), pa.concat_tables(spans))
+
+    def _mapped(self, calls: pa.Table, spans: pa.Table) -> MappedBatch:
+        """Each span once (a call wins over a plain span with its ids), calls priced and their
+        messages in the current convention."""
+        calls, repeated_calls = first_of_each_key(calls)
+        spans, repeated_spans = first_of_each_key(spans)
+        also_calls = pc.is_in(keys_of(spans), value_set=keys_of(calls))
+        spans = spans.filter(pc.invert(also_calls))
+        duplicates = repeated_calls + repeated_spans + (pc.sum(also_calls).as_py() or 0)
+        calls = self._priced(calls)
         canonical = pc.and_(
             calls.column("input_canonical").cast(pa.bool_()),
             calls.column("output_canonical").cast(pa.bool_()),

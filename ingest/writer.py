@@ -24,7 +24,7 @@ from driftline.ingest import tables
 from driftline.ingest.mapping import MappedBatch, SpanDecoder
 from driftline.ingest.metrics import CollectorMetrics
 from driftline.ingest.wal import Payload, Position, Record, WriteAheadLog, write_durably
-from driftline.store import Store, StoreError
+from driftline.store import Store, StoreError, resident
 from driftline.store.base import Params
 from driftline.store.embedded import MEMORY_LIMIT_EXCEEDED
 
@@ -117,6 +117,8 @@ class Writer:
         self._batch_limit = min(self.batch_bytes, self._batch_limit * 2)
         if self.wal.backlog_bytes() == 0:  # caught up: give back what the batches freed
             self.decoder.engine.release_memory()
+        else:
+            resident.drop_code_pages()
         return records[-1].end
 
     def _decode(self, records: list[Record]) -> MappedBatch:

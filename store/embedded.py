@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import os
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -19,6 +20,7 @@ import pyarrow as pa
 os.environ.setdefault("JE_MALLOC_CONF", "dirty_decay_ms:100,background_thread:true")
 from chdb import session as chdb_session
 
+from driftline.store import resident
 from driftline.store.base import INSERT_SETTINGS, Params, Store, StoreError
 from driftline.store.files import private_folder
 
@@ -115,6 +117,29 @@ class EmbeddedStore(Store):
         result = self._run(sql, params, "ArrowTable")
         return _strings_not_binary(result)
 
+    def query_arrow_blocks(
+        self, sql: str, each: Callable[[pa.Table], None], params: Params | None = None
+    ) -> None:
+        """Run a SELECT and hand its result to `each` a block at a time, so that a big result
+        is never held whole (nor twice: ClickHouse's copy and Arrow's)."""
+        with self._lock:
+            try:
+                stream = self._session.send_query(sql, "Arrow", params=_text_params(params))
+            except Exception as exc:
+                raise StoreError(str(exc)) from exc
+            with stream:
+                while True:
+                    try:
+                        block = stream.fetch()
+                    except Exception as exc:
+                        self._discard_stale_result()
+                        raise StoreError(str(exc)) from exc
+                    if block is None:
+                        return
+                    each(
+                        _strings_not_binary(pa.ipc.open_file(block.get_memview().view()).read_all())
+                    )
+
     def insert_arrow(self, table: str, data: pa.Table, settings: Params | None = None) -> None:
         columns = ", ".join(f"`{name}`" for name in data.column_names)
         # chDB's Python() table function reads the local variable named in the SQL.
@@ -154,11 +179,14 @@ class EmbeddedStore(Store):
             self._session.close()
 
     def release_memory(self) -> None:
-        """Hand the memory ClickHouse and Arrow freed back to the system now (the writer does
-        when it has caught up): chDB's allocator (jemalloc) keeps freed pages for seconds."""
+        """Hand the memory ClickHouse, Arrow and glibc freed back to the system now, and the
+        code pages start-up used (the collector does once started, and the writer when it has
+        caught up): chDB's allocator (jemalloc) keeps freed pages for a while."""
         with self._lock, contextlib.suppress(Exception):
             self._session.query("SYSTEM JEMALLOC PURGE", "Null")
         pa.default_memory_pool().release_unused()
+        resident.trim_heap()
+        resident.drop_code_pages()
 
     def _run(self, sql: str, params: Params | None = None, fmt: str = "Null") -> pa.Table:
         with self._lock:

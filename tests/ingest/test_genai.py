@@ -911,6 +911,26 @@ def test_a_batch_maps_both_tables_per_project_and_drops_repeats(mapper: Mapper) 
     assert {r["input_text"] for r in calls} == {"How do I reset my password?"}
 
 
+def test_a_batch_of_calls_alone_maps_with_no_spans(mapper: Mapper) -> None:
+    calls = [factory.span(factory.genai_attrs(), start_ns=START) for _ in range(3)]
+    batch = mapper.decoder.decode(
+        [envelope.pack("alpha", factory.request(calls).SerializeToString())]
+    )
+    assert (batch.llm_calls.num_rows, batch.spans.num_rows, batch.duplicates) == (3, 0, 0)
+
+
+def test_ids_sent_once_as_a_call_and_once_as_a_plain_span_are_stored_once_as_the_call(
+    mapper: Mapper,
+) -> None:
+    call = factory.span(factory.genai_attrs(), trace_id=TRACE, span_id=SPAN, start_ns=START)
+    plain = factory.span({"http.route": "/"}, trace_id=TRACE, span_id=SPAN, start_ns=START)
+    records = [
+        envelope.pack("alpha", factory.request([s]).SerializeToString()) for s in (plain, call)
+    ]
+    batch = mapper.decoder.decode(records)
+    assert (batch.llm_calls.num_rows, batch.spans.num_rows, batch.duplicates) == (1, 0, 1)
+
+
 def test_a_cost_attribute_that_is_not_a_price_is_ignored(mapper: Mapper) -> None:
     """NaN, infinite or negative costs would poison the cost counters: the list price is used."""
     costs = []
