@@ -92,7 +92,7 @@ SECTIONS = (
                 "--batches 1000 --connections 8 --env DRIFTLINE_WRITER_BATCH_BYTES=16777216",
                 None,
                 1800,
-                label="the same, with writer batches of 16 MiB",
+                label="the same, with bigger writer batches",
             ),
         ),
         "chDB allocates with its own jemalloc. ClickHouse's build keeps the pages it frees for "

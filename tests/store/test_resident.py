@@ -1,5 +1,6 @@
-"""The collector gives back the library code it is not running and the heap it freed; each test
-runs in a fresh interpreter, since both act on the whole process."""
+"""What keeps the collector's memory to what it uses: the library code it is not running and
+the heap it freed given back (each in a fresh interpreter: both act on the whole process), and
+query results read a block at a time."""
 
 from __future__ import annotations
 
@@ -7,8 +8,13 @@ import json
 import subprocess
 import sys
 import textwrap
+from pathlib import Path
 
+import pyarrow as pa
 import pytest
+
+from driftline.store import StoreError
+from driftline.store.embedded import EmbeddedStore
 
 pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="Linux and glibc")
 
@@ -49,7 +55,7 @@ def run(code: str) -> dict[str, int]:
     return result
 
 
-def test_chdb_code_not_running_is_given_back_and_comes_back_when_it_runs(tmp_path) -> None:
+def test_chdb_code_not_running_is_given_back_and_comes_back_when_it_runs(tmp_path: Path) -> None:
     found = run(
         f"""
         from chdb import session
@@ -104,3 +110,32 @@ def test_freed_request_bodies_go_back_to_the_system_once_the_heap_is_bounded(
         assert freed_mib > 80, "the bodies' 100 MiB go back"
     else:
         assert freed_mib < 20, "glibc alone keeps them (the control: this test can fail)"
+
+
+def test_a_result_streamed_in_blocks_is_the_whole_result_and_a_failure_spoils_nothing(
+    tmp_path: Path,
+) -> None:
+    """The writer decodes through `query_arrow_blocks`: every row arrives, in more than one
+    block for a big result; a query failing mid-stream, or a consumer failing on a block, leaves
+    the engine ready for the next query."""
+    store = EmbeddedStore(tmp_path / "ch")
+    try:
+        blocks: list[pa.Table] = []
+        sql = "SELECT number AS n, toString(number) AS s FROM numbers(200000)"
+        store.query_arrow_blocks(sql + " SETTINGS max_block_size = 8192", blocks.append)
+        assert len(blocks) > 1
+        assert pa.concat_tables(blocks).column("n").to_pylist() == list(range(200000))
+
+        failing = "SELECT throwIf(number = 150000, 'boom') AS x FROM numbers(200000)"
+        with pytest.raises(StoreError, match="boom"):
+            store.query_arrow_blocks(failing + " SETTINGS max_block_size = 8192", lambda b: None)
+        assert store.query("SELECT 1 AS x") == [{"x": 1}]
+
+        def refuse(block: pa.Table) -> None:
+            raise ValueError("no")
+
+        with pytest.raises(ValueError, match="no"):
+            store.query_arrow_blocks(sql + " SETTINGS max_block_size = 8192", refuse)
+        assert store.query("SELECT 2 AS x") == [{"x": 2}]
+    finally:
+        store.close()
