@@ -171,7 +171,6 @@ def create_app(rt: Runtime) -> FastAPI:
             if loop is not None:
                 loop.start()
         rt.writer.decoder.engine.release_memory()  # what only start-up needed
-        rt.writer.decoder.engine.release_memory()  # what only start-up needed
         try:
             yield
         finally:

@@ -21,7 +21,9 @@ from __future__ import annotations
 import argparse
 import statistics
 import sys
+from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -83,6 +85,35 @@ def _tally(runs: list[tuple[str, int]], wrong: str) -> list[float | None]:
 VERDICT_COLUMNS = ("loses", "wins", "no verdict", "**false verdicts**")
 
 
+def _rows(
+    values: Sequence[float],
+    seed: int,
+    simulate: Callable[[np.random.Generator, float], tuple[str, int]],
+    wrong: Callable[[float], str],
+    runs: int,
+) -> list[list[float | None]]:
+    """For each true value, `runs` simulated comparisons tallied (`wrong`: its false verdict)."""
+    rows = []
+    for k, value in enumerate(values):
+        rng = np.random.default_rng(seed + k)
+        rows.append([value, *_tally([simulate(rng, value) for _ in range(runs)], wrong(value))])
+        print(value, rows[-1], flush=True)
+    return rows
+
+
+def _verdict_table(
+    title: str, axis: dict[str, str], counted: str, rows: list[list[float | None]]
+) -> dict[str, Any]:
+    """The tallies of `_rows` by true value (`axis`), with `counted` to a verdict."""
+    return record.table(
+        title,
+        [axis, *(record.col(name, "", ".1%") for name in VERDICT_COLUMNS),
+         record.col(f"{counted} to a verdict, median", "", ",.0f"),
+         record.col("90th percentile", "", ",.0f")],
+        rows,
+    )  # fmt: skip
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--runs", type=int, default=1000)
@@ -97,37 +128,27 @@ def main() -> None:
     record.add_argument(parser)
     args = parser.parse_args()
     recorder = record.Recorder("ab", args.record, ["numpy"])
-    rows = []
-    for k, effect in enumerate(EFFECTS):
-        rng = np.random.default_rng(k)
-        runs = [one(rng, effect, args) for _ in range(args.runs)]
-        rows.append([effect, *_tally(runs, "loses" if effect == 0 else "wins")])
-        print(effect, rows[-1], flush=True)
-    verdicts = [record.col(name, "", ".1%") for name in VERDICT_COLUMNS]
-    table = record.table(
+    rows = _rows(EFFECTS, 0, lambda rng, effect: one(rng, effect, args),
+                 lambda effect: "loses" if effect == 0 else "wins", args.runs)  # fmt: skip
+    table = _verdict_table(
         f"{args.runs:,} comparisons per effect; judge scores with sd {SD:g} around "
         f"{BASE_MEAN:g}; looked at every {args.look_every} calls per version, up to "
         f"{args.most:,}",
-        [record.col("candidate worse by", "", ".0%"), *verdicts,
-         record.col("calls per version to a verdict, median", "", ",.0f"),
-         record.col("90th percentile", "", ",.0f")],
+        record.col("candidate worse by", "", ".0%"),
+        "calls per version",
         rows,
-    )  # fmt: skip
-    pair_rows = []
-    for k, rate in enumerate(WIN_RATES):
-        rng = np.random.default_rng(100 + k)
-        runs = [one_pairwise(rng, rate, args) for _ in range(args.runs)]
-        pair_rows.append([rate, *_tally(runs, "wins" if rate < args.min_win_rate else "loses")])
-        print(rate, pair_rows[-1], flush=True)
-    pairwise = record.table(
+    )
+    pair_rows = _rows(WIN_RATES, 100, lambda rng, rate: one_pairwise(rng, rate, args),
+                      lambda rate: "wins" if rate < args.min_win_rate else "loses",
+                      args.runs)  # fmt: skip
+    pairwise = _verdict_table(
         f"{args.runs:,} comparisons per true win rate, judged pairwise ({TIES:.0%} ties); "
         f"looked at every {args.look_every_pair} pairs, up to {args.most_pairs:,}; a winner "
         f"needs {args.min_win_rate:.0%}",
-        [record.col("candidate's true win rate", "", ".0%"), *verdicts,
-         record.col("pairs to a verdict, median", "", ",.0f"),
-         record.col("90th percentile", "", ",.0f")],
+        record.col("candidate's true win rate", "", ".0%"),
+        "pairs",
         pair_rows,
-    )  # fmt: skip
+    )
     target = record.table(
         "Target",
         [record.col("target"), record.col("measured", fmt=".1%"), record.col("met")],

@@ -267,6 +267,10 @@ class MappedBatch:
     def __len__(self) -> int:
         return self.llm_calls.num_rows + self.spans.num_rows
 
+    @classmethod
+    def empty(cls) -> MappedBatch:
+        return cls(pa.table({}), pa.table({}))
+
 
 class SpanDecoder:
     """Turns runs of log records into Arrow tables shaped like the two tables."""
@@ -305,7 +309,7 @@ class SpanDecoder:
                 {"path": str(self._paths[0].parent / "batch-*.bin")},
             )
         if not calls:
-            return MappedBatch(pa.table({}), pa.table({}))
+            return MappedBatch.empty()
         return self._mapped(pa.concat_tables(calls), pa.concat_tables(spans))
 
     def _mapped(self, calls: pa.Table, spans: pa.Table) -> MappedBatch:

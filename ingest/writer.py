@@ -143,7 +143,7 @@ class Writer:
                 good.append(record.payload)
             except (StoreError, pa.ArrowException, ValueError) as exc:
                 self._dead_letter(record, exc)
-        return self.decoder.decode(good) if good else MappedBatch(pa.table({}), pa.table({}))
+        return self.decoder.decode(good) if good else MappedBatch.empty()
 
     def _dead_letter(self, record: Record, exc: Exception) -> None:
         folder = self.wal.directory.parent / "dead-letter"

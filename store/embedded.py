@@ -136,9 +136,7 @@ class EmbeddedStore(Store):
                         raise StoreError(str(exc)) from exc
                     if block is None:
                         return
-                    each(
-                        _strings_not_binary(pa.ipc.open_file(block.get_memview().view()).read_all())
-                    )
+                    each(_strings_not_binary(_arrow_of(block)))
 
     def insert_arrow(self, table: str, data: pa.Table, settings: Params | None = None) -> None:
         columns = ", ".join(f"`{name}`" for name in data.column_names)
@@ -197,7 +195,7 @@ class EmbeddedStore(Store):
                 result = self._session.query(sql, "Arrow", params=_text_params(params))
                 if len(result) == 0:
                     return pa.table({})
-                return pa.ipc.open_file(result.get_memview().view()).read_all()
+                return _arrow_of(result)
             except Exception as exc:
                 if fmt == "ArrowTable":
                     self._discard_stale_result()
@@ -220,6 +218,11 @@ def _arrow_returns_memory() -> None:
         pool = pa.system_memory_pool()
     if pa.default_memory_pool().backend_name != pool.backend_name:
         pa.set_memory_pool(pool)
+
+
+def _arrow_of(result: Any) -> pa.Table:
+    """A chDB result in the Arrow format, as a table over its bytes (no copy)."""
+    return pa.ipc.open_file(result.get_memview().view()).read_all()
 
 
 def _text_params(params: Params | None) -> dict[str, Any]:

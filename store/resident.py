@@ -9,6 +9,7 @@ heaps.
 from __future__ import annotations
 
 import ctypes
+import functools
 import re
 import sys
 
@@ -18,7 +19,9 @@ _HEADER = re.compile(r"^([0-9a-f]+)-([0-9a-f]+) (\S{4}) \S+ \S+ \S+\s*(.*)$")
 _LIBRARY = re.compile(r"\.so(\.[0-9.]+)?$")
 
 
+@functools.cache
 def _libc() -> ctypes.CDLL | None:
+    """glibc, or None (another OS, or another C library such as musl)."""
     if not sys.platform.startswith("linux"):
         return None
     libc = ctypes.CDLL(None, use_errno=True)
@@ -32,9 +35,7 @@ def bound_heap(arenas: int = 2, mmap_bytes: int = 256 * 1024) -> None:
     """glibc: at most `arenas` heaps, and blocks of `mmap_bytes` or more (request bodies)
     mapped on their own, so that freeing one gives it back. Call before threads start."""
     libc = _libc()
-    import os
-
-    if libc is None or os.environ.get("X_NOHEAP"):
+    if libc is None:
         return
     libc.mallopt(_M_ARENA_MAX, arenas)
     libc.mallopt(_M_MMAP_THRESHOLD, mmap_bytes)  # fixed: glibc would raise it to 32 MiB
